@@ -1,0 +1,28 @@
+# Two commands set up a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 is pinned here for this environment (a local CPU wheel); the package metadata keeps a range.
+TORCH_PIN ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_PIN)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[experiments,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/discretegrad demo --out results/demo
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 tests
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,3 @@
+"""Imports every module that registers estimators or distributions (the one list of them)."""
+
+from discretegrad import categorical  # noqa: F401

@@ -1,0 +1,138 @@
+"""Argument checks (always on) and tensor-value checks (switchable), in one place.
+
+Messages follow the form "Expected <argument> <what was expected>, but got <what was given>".
+Value checks on tensors (NaN/inf, ranges) cost a device sync, so like
+``torch.distributions.Distribution.set_default_validate_args`` they can be switched off
+globally with :func:`set_default_validate_args` or locally with :func:`validate_args`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+__all__ = [
+    "set_default_validate_args",
+    "get_default_validate_args",
+    "validate_args",
+]
+
+_VALIDATE = True
+
+
+def set_default_validate_args(value: bool) -> None:
+    """Switch tensor-value validation (NaN/inf and range checks) on or off globally."""
+    if not isinstance(value, bool):
+        raise TypeError(f"Expected value to be a bool, but got {type(value).__name__}")
+    global _VALIDATE
+    _VALIDATE = value
+
+
+def get_default_validate_args() -> bool:
+    """Whether tensor-value validation is currently on (default ``True``)."""
+    return _VALIDATE
+
+
+@contextlib.contextmanager
+def validate_args(value: bool) -> Iterator[None]:
+    """Context manager that sets tensor-value validation for the duration of a block."""
+    old = _VALIDATE
+    set_default_validate_args(value)
+    try:
+        yield
+    finally:
+        set_default_validate_args(old)
+
+
+# ----------------------------------------------------------------------------- scalars
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def positive_float(name: str, value: Any) -> float:
+    """A finite real number > 0."""
+    if not _is_real(value) or not math.isfinite(float(value)) or float(value) <= 0:
+        raise ValueError(f"Expected {name} to be a finite float > 0, but got {value!r}")
+    return float(value)
+
+
+def nonnegative_float(name: str, value: Any) -> float:
+    if not _is_real(value) or not math.isfinite(float(value)) or float(value) < 0:
+        raise ValueError(f"Expected {name} to be a finite float >= 0, but got {value!r}")
+    return float(value)
+
+
+def positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or int(value) < minimum:
+        raise ValueError(f"Expected {name} to be an int >= {minimum}, but got {value!r}")
+    return int(value)
+
+
+def probability(name: str, value: Any) -> float:
+    if not _is_real(value) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"Expected {name} to be a float in [0, 1], but got {value!r}")
+    return float(value)
+
+
+def choice(name: str, value: Any, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ValueError(f"Expected {name} to be one of {list(options)}, but got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- tensors
+
+def _describe(t: torch.Tensor) -> str:
+    return f"Tensor of shape {tuple(t.shape)}"
+
+
+def float_tensor(name: str, value: Any, *, min_ndim: int = 0) -> torch.Tensor:
+    """A floating-point tensor with at least ``min_ndim`` dims (type checks, always on)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"Expected {name} to be a torch.Tensor, but got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"Expected {name} to be a floating-point tensor, but got dtype {value.dtype}")
+    if value.dim() < min_ndim:
+        raise ValueError(
+            f"Expected {name} to have at least {min_ndim} dimension(s), but got {_describe(value)}"
+        )
+    return value
+
+
+def finite(name: str, value: torch.Tensor) -> None:
+    """Raise if ``value`` has NaN or inf entries (only when validation is on)."""
+    if _VALIDATE and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"Expected {name} ({_describe(value)}) to be finite, but found NaN or inf values")
+
+
+def in_range(name: str, value: torch.Tensor, low: float | None, high: float | None, what: str) -> None:
+    """Raise if entries are outside [low, high] or NaN (only when validation is on)."""
+    if not _VALIDATE:
+        return
+    ok = ~torch.isnan(value)
+    if low is not None:
+        ok &= value >= low
+    if high is not None:
+        ok &= value <= high
+    if not bool(ok.all()):
+        raise ValueError(f"Expected {name} ({_describe(value)}) to be {what}, but found invalid values")
+
+
+def generator_for(name: str, generator: Any, tensor: torch.Tensor) -> torch.Generator | None:
+    """``None`` or a ``torch.Generator`` on the same device type as ``tensor``."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"Expected {name} to be a torch.Generator or None, but got {type(generator).__name__}")
+    if generator.device.type != tensor.device.type:
+        raise ValueError(
+            f"Expected {name} on device type {tensor.device.type!r} (the input's), "
+            f"but got a generator on {generator.device.type!r}"
+        )
+    return generator

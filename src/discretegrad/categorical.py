@@ -1,0 +1,219 @@
+"""Drop-in estimators for categorical variables: the straight-through family.
+
+Every function takes ``logits`` of shape ``[..., N]`` (categories on the last dim) and
+returns a tensor of the same shape and dtype. Hard estimators return an exact one-hot sample
+``D ~ Categorical(softmax(logits))`` in the forward pass: the *un-tempered* softmax, drawn
+by Gumbel-max with the given ``generator`` (so, for one generator state, every estimator
+draws the same ``D``). The temperature ``tau`` only shapes the backward pass. Half-precision
+inputs are computed in float32 and the result cast back (the forward value stays exactly
+one-hot). Notation below: ``π = softmax(θ)``, ``sg`` = stop-gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from discretegrad import _validation as V
+from discretegrad._autograd import compute_dtype, softmax_jacobian_surrogate, straight_through
+from discretegrad.distributions import check_logits, one_hot_like
+from discretegrad.noise import conditional_gumbel, gumbel_max
+from discretegrad.registry import register
+
+__all__ = ["st", "gumbel_softmax", "stgs", "gumbel_rao", "gst", "nz_gst", "reinmax", "gap_pi"]
+
+_GST = "Fan et al. 2022, Training discrete deep generative models via gapped straight-through"
+
+
+def _prepare(logits: torch.Tensor, tau: float, generator: torch.Generator | None):
+    check_logits(logits)
+    tau = V.positive_float("tau", tau)
+    generator = V.generator_for("generator", generator, logits)
+    return logits.to(compute_dtype(logits.dtype)), tau, generator
+
+
+def _sample(x: torch.Tensor, generator: torch.Generator | None):
+    """Gumbel-max sample: (perturbed logits θ+G, index D, one-hot D)."""
+    perturbed, index = gumbel_max(x.detach(), generator=generator)
+    return perturbed, index, one_hot_like(index, x.detach())
+
+
+@register("st", distribution="categorical", reference="Bengio et al. 2013; GST eq. 7")
+def st(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Straight-through: forward D, backward through p = softmax(θ/τ).
+
+    ``D + p - sg(p)``. Biased; it is the expectation-difference projection of a Wasserstein
+    gradient step (pWGF, Cheng et al. 2019) and the GST paper's "ST" ablation.
+    """
+    x, tau, generator = _prepare(logits, tau, generator)
+    _, _, hard = _sample(x, generator)
+    return straight_through(hard, torch.softmax(x / tau, -1)).to(logits.dtype)
+
+
+@register("gumbel_softmax", distribution="categorical", relaxed=True,
+          reference="Jang et al. 2017; Maddison et al. 2017")
+def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Relaxed Gumbel-softmax sample softmax((θ + G)/τ) (not discrete).
+
+    Reparameterised and exact for the *relaxed* objective; biased for the discrete one.
+    Its argmax is an exact categorical sample; as τ → 0 it approaches one-hot.
+    """
+    x, tau, generator = _prepare(logits, tau, generator)
+    perturbed = x + (gumbel_max(x.detach(), generator=generator)[0] - x.detach())
+    return torch.softmax(perturbed / tau, -1).to(logits.dtype)
+
+
+@register("stgs", distribution="categorical", reference="Jang et al. 2017; GST eq. 10")
+def stgs(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Straight-through Gumbel-softmax: forward argmax(θ+G), backward through softmax((θ+G)/τ).
+
+    Same estimator as ``torch.nn.functional.gumbel_softmax(hard=True)``, with explicit
+    generator, log-space noise and an exactly one-hot forward value in every dtype.
+    """
+    x, tau, generator = _prepare(logits, tau, generator)
+    perturbed, _, hard = _sample(x, generator)
+    noisy = x + (perturbed - x.detach())  # θ + G with gradient through θ
+    return straight_through(hard, torch.softmax(noisy / tau, -1)).to(logits.dtype)
+
+
+def _rao_moments(z: torch.Tensor, tau: float, with_second: bool, chunk: int):
+    """Mean of y_k = softmax(z_k/τ) over the K draws and, optionally, of y_k y_kᵀ (chunked)."""
+    mean = torch.zeros_like(z[0])
+    second = z.new_zeros((*z.shape[1:], z.shape[-1])) if with_second else None
+    for start in range(0, z.shape[0], chunk):
+        y = torch.softmax(z[start:start + chunk] / tau, -1)
+        mean += y.sum(0)
+        if second is not None:
+            second += torch.einsum("k...i,k...j->...ij", y, y)
+    k = z.shape[0]
+    return mean / k, (second / k if second is not None else None)
+
+
+@register("gumbel_rao", distribution="categorical", reference="Paulus et al. 2021 (Gumbel-Rao); GST eq. 11")
+def gumbel_rao(
+    logits: torch.Tensor,
+    *,
+    tau: float = 1.0,
+    mc_samples: int = 100,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """GR-MCK: STGS Rao-Blackwellised over Gumbel noise conditioned on the sample.
+
+    Forward ``D``; backward: the average over ``mc_samples`` = K draws of ``G_k ~ p(G | argmax(θ+G)=D)``
+    of the STGS Jacobian ``J(y_k)/τ`` with ``y_k = softmax((θ + G_k)/τ)``, i.e. the gradient of
+    ``E[softmax((θ + sg(G))/τ) | D]``. Conditioning keeps the mean of the STGS gradient and
+    lowers its variance.
+
+    Variant: the noise is held fixed (no gradient through the conditional Gumbels' dependence
+    on θ), as in the GST paper's GR-MCK and its public reference code; that is the estimator
+    whose expectation equals STGS's. The conditional Gumbels are drawn in log space
+    (:func:`discretegrad.noise.conditional_gumbel`). Memory: instead of keeping K copies of the
+    logits for backward, the Jacobian ``(diag(ȳ) - mean_k y_k y_kᵀ)/τ`` is formed in the forward
+    pass; only ``ȳ`` and the ``N x N`` second moment (or the K draws when ``N > K``, whichever is
+    smaller) are saved.
+    """
+    x, tau, generator = _prepare(logits, tau, generator)
+    mc_samples = V.positive_int("mc_samples", mc_samples)
+    _, index, hard = _sample(x, generator)
+    z = conditional_gumbel(x, index, mc_samples, generator=generator)  # [K, ..., N], no grad
+    n = x.shape[-1]
+    chunk = max(1, (1 << 22) // max(1, x.numel()))
+    if n <= mc_samples:
+        mean, second = _rao_moments(z, tau, True, chunk)
+        surrogate = softmax_jacobian_surrogate(x, mean, second) / tau
+    else:  # fewer numbers to keep: the K draws themselves
+        y = torch.softmax(z / tau, -1)
+        surrogate = (softmax_jacobian_surrogate(x.unsqueeze(0), y)).mean(0) / tau
+    return straight_through(hard, surrogate).to(logits.dtype)
+
+
+def gap_pi(probs_of_sample: torch.Tensor) -> torch.Tensor:
+    """GST-p gap ``-log(1 - π_D)/π_D``: the expected STGS gap given the sample (GST Sec. 4).
+
+    ``π_D`` is scaled by ``1 - 1e-5`` (as the authors' code) so ``log(0)`` never occurs; the
+    ``π_D → 0`` limit is 1.
+    """
+    p = probs_of_sample * (1 - 1e-5)
+    safe = p.clamp_min(torch.finfo(p.dtype).tiny)
+    return torch.where(p > 1e-12, -torch.log1p(-safe) / safe, torch.ones_like(p))
+
+
+def _check_gap(gap: float | str) -> float | str:
+    if gap == "pi":
+        return gap
+    if isinstance(gap, str):
+        raise ValueError(f"Expected gap to be a float >= 0 or 'pi', but got {gap!r}")
+    try:
+        return V.nonnegative_float("gap", gap)
+    except ValueError:
+        raise ValueError(f"Expected gap to be a float >= 0 or 'pi', but got {gap!r}") from None
+
+
+def _gapped_logits(x: torch.Tensor, index: torch.Tensor, hard: torch.Tensor, gap: float | str) -> torch.Tensor:
+    """Target values of the GST perturbation: θ'_D = max θ, θ'_j = min(θ_j, max θ - g) (j ≠ D)."""
+    m = x.max(-1, keepdim=True).values
+    if gap == "pi":
+        probs = torch.softmax(x.detach(), -1)
+        g = gap_pi(probs.gather(-1, index.unsqueeze(-1)))
+    else:
+        g = gap
+    return torch.where(hard.bool(), m, torch.minimum(x, m - g))
+
+
+@register("gst", distribution="categorical", reference=_GST + ", eq. 17-19")
+def gst(
+    logits: torch.Tensor,
+    *,
+    tau: float = 1.0,
+    gap: float | str = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Gapped straight-through: ST through softmax of logits moved to a strict gap, no noise.
+
+    With ``θ̄ = sg(θ)`` and ``m = max θ̄``, the perturbation moves the sampled logit up to ``m``
+    (consistency: D becomes the argmax) and every other logit within ``gap`` of ``m`` down to
+    ``m - gap`` (strict gap). The moves are computed from θ̄, so the Jacobian of the perturbed
+    logits ``θ'`` is the identity: output ``D + softmax(θ'/τ) - sg(softmax(θ'/τ))``.
+    ``gap="pi"`` uses ``-log(1 - π_D)/π_D``, the expected gap of STGS. ``gap=0`` is the paper's
+    GST-0.0 ablation. Biased, deterministic given D (no Gumbel noise in the backward pass).
+    """
+    gap = _check_gap(gap)
+    x, tau, generator = _prepare(logits, tau, generator)
+    _, index, hard = _sample(x, generator)
+    target = _gapped_logits(x.detach(), index, hard, gap)
+    moved = x + (target - x.detach())
+    return straight_through(hard, torch.softmax(moved / tau, -1)).to(logits.dtype)
+
+
+@register("nz_gst", distribution="categorical", reference=_GST + ", Table 1 (ablation)")
+def nz_gst(
+    logits: torch.Tensor,
+    *,
+    tau: float = 1.0,
+    gap: float | str = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """GST ablation: the same perturbation without detaching (gradient through max and clamp).
+
+    ``θ'_D = max θ`` and ``θ'_j = min(θ_j, max θ - gap)`` as differentiable functions of θ (the
+    gap itself, for ``gap="pi"``, is held fixed). The GST paper shows this breaks training.
+    """
+    gap = _check_gap(gap)
+    x, tau, generator = _prepare(logits, tau, generator)
+    _, index, hard = _sample(x, generator)
+    moved = _gapped_logits(x, index, hard, gap)
+    return straight_through(hard, torch.softmax(moved / tau, -1)).to(logits.dtype)
+
+
+@register("reinmax", distribution="categorical", reference="Liu et al. 2023, Bridging discrete and backpropagation: straight-through and beyond, Alg. 2")
+def reinmax(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ReinMax: second-order (Heun) straight-through.
+
+    With ``π0 = softmax(θ)`` and ``π1 = (D + softmax(θ/τ))/2`` the backward pass is
+    ``2 J(π1) - J(π0)/2``, where ``J(p) = diag(p) - ppᵀ`` is the softmax Jacobian at ``p``.
+    ``J(π1)`` is applied as a fixed linear map (no ``log π1``, so no ``log 0`` for extreme logits).
+    """
+    x, tau, generator = _prepare(logits, tau, generator)
+    _, _, hard = _sample(x, generator)
+    pi1 = 0.5 * (hard + torch.softmax(x.detach() / tau, -1))
+    soft = 2.0 * softmax_jacobian_surrogate(x, pi1) - 0.5 * torch.softmax(x, -1)
+    return straight_through(hard, soft).to(logits.dtype)

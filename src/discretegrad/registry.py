@@ -1,0 +1,157 @@
+"""The estimator registry.
+
+An estimator is one function plus one :func:`register` decorator. Two kinds exist:
+
+``"op"``
+    a drop-in op ``fn(params, *, generator=None, **hparams) -> sample`` whose forward value
+    is a sample of the distribution (or a relaxed sample, when ``relaxed=True``) and whose
+    backward pass is the estimator's surrogate gradient. :func:`discretegrad.surrogate`
+    evaluates ``f`` on it.
+``"surrogate"``
+    an estimator that needs the cost function (score-function family):
+    ``fn(f, params, *, n_samples, generator=None, **hparams) -> Tensor[*batch_shape]`` whose
+    value is the Monte Carlo estimate of ``E[f(z)]`` and whose gradient is the estimator.
+
+Hyperparameters and their defaults are read from the function's keyword-only arguments
+(everything but ``generator`` and ``n_samples``), so the signature is the single source of
+truth; the function validates its own arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any, Literal
+
+__all__ = ["EstimatorSpec", "register", "get", "estimators"]
+
+Kind = Literal["op", "surrogate"]
+_RESERVED = {"generator", "n_samples"}
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorSpec:
+    """Metadata of one registered estimator.
+
+    Attributes:
+        name: registry name, unique per distribution (``"gst"``).
+        distribution: the distribution it estimates gradients for (``"categorical"``).
+        fn: the implementation (see module docstring for the two signatures).
+        kind: ``"op"`` (drop-in op) or ``"surrogate"`` (needs ``f``).
+        unbiased: whether ``E[gradient]`` equals the exact gradient of ``E[f(z)]``.
+        relaxed: whether the forward value is a relaxed (non-discrete) sample.
+        hyperparameters: mapping from hyperparameter name to its default.
+        reference: the paper (and equation) the estimator comes from.
+        summary: one line on what it does.
+    """
+
+    name: str
+    distribution: str
+    fn: Callable[..., Any]
+    kind: Kind
+    unbiased: bool
+    relaxed: bool
+    hyperparameters: dict[str, Any]
+    reference: str
+    summary: str
+
+    @property
+    def needs_f(self) -> bool:
+        """Whether the estimator needs the cost function (usable only through ``surrogate``)."""
+        return self.kind == "surrogate"
+
+    def check_hparam_names(self, hparams: dict[str, Any]) -> None:
+        unknown = sorted(set(hparams) - set(self.hyperparameters))
+        if unknown:
+            raise ValueError(
+                f"Expected hyperparameters of estimator {self.name!r} ({self.distribution}) among "
+                f"{sorted(self.hyperparameters)}, but got {unknown}"
+            )
+
+    def describe(self) -> dict[str, Any]:
+        """A plain-dict record (for listing and JSON)."""
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "kind": self.kind,
+            "unbiased": self.unbiased,
+            "relaxed": self.relaxed,
+            "needs_f": self.needs_f,
+            "hyperparameters": dict(self.hyperparameters),
+            "reference": self.reference,
+            "summary": self.summary,
+        }
+
+
+_REGISTRY: dict[tuple[str, str], EstimatorSpec] = {}
+
+
+def _hyperparameters(fn: Callable[..., Any], kind: Kind) -> dict[str, Any]:
+    out = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RESERVED:
+            if p.default is inspect.Parameter.empty:
+                raise TypeError(f"hyperparameter {p.name!r} of {fn.__qualname__} needs a default")
+            out[p.name] = p.default
+    return out
+
+
+def register(
+    name: str,
+    *,
+    distribution: str,
+    kind: Kind = "op",
+    unbiased: bool = False,
+    relaxed: bool = False,
+    reference: str = "",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator that registers ``fn`` as estimator ``name`` for ``distribution``.
+
+    The summary is the first line of the function's docstring.
+    """
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        key = (distribution, name)
+        if key in _REGISTRY:
+            raise ValueError(f"estimator {name!r} is already registered for {distribution!r}")
+        doc = inspect.getdoc(fn) or ""
+        _REGISTRY[key] = EstimatorSpec(
+            name=name,
+            distribution=distribution,
+            fn=fn,
+            kind=kind,
+            unbiased=unbiased,
+            relaxed=relaxed,
+            hyperparameters=_hyperparameters(fn, kind),
+            reference=reference,
+            summary=doc.splitlines()[0] if doc else "",
+        )
+        return fn
+
+    return deco
+
+
+def _load_all() -> None:
+    # Importing the estimator modules fills the registry (no side effects beyond that).
+    from discretegrad import _estimator_modules  # noqa: F401
+
+
+def estimators(distribution: str | None = None) -> list[EstimatorSpec]:
+    """Registered estimators, optionally for one distribution, sorted by (distribution, name)."""
+    _load_all()
+    if distribution is not None:
+        from discretegrad.distributions import get_distribution
+
+        get_distribution(distribution)  # raises on an unknown name
+    specs = [s for (d, _), s in _REGISTRY.items() if distribution is None or d == distribution]
+    return sorted(specs, key=lambda s: (s.distribution, s.name))
+
+
+def get(name: str, *, distribution: str) -> EstimatorSpec:
+    """The spec of ``name`` for ``distribution``; ``ValueError`` listing known names otherwise."""
+    _load_all()
+    if not isinstance(name, str) or (distribution, name) not in _REGISTRY:
+        known = sorted(n for (d, n) in _REGISTRY if d == distribution)
+        raise ValueError(f"Expected estimator to be one of {known} for distribution {distribution!r}, but got {name!r}")
+    return _REGISTRY[(distribution, name)]

@@ -1,0 +1,78 @@
+"""One API for every estimator: :func:`surrogate`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from discretegrad import _validation as V
+from discretegrad.distributions import Family, get_distribution
+from discretegrad.registry import get
+
+__all__ = ["surrogate", "check_costs"]
+
+CostFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_costs(costs: object, n_samples: int, params: torch.Tensor, family: Family) -> torch.Tensor:
+    """Check that ``f`` returned ``[n_samples, *batch_shape]`` with ``batch_shape`` a prefix of
+    the variable shape of ``params``; return it."""
+    var_shape = tuple(family.var_shape(params))
+    if not isinstance(costs, torch.Tensor):
+        raise TypeError(f"Expected f to return a torch.Tensor, but got {type(costs).__name__}")
+    shape = tuple(costs.shape)
+    ok = len(shape) >= 1 and shape[0] == n_samples and shape[1:] == var_shape[: len(shape) - 1]
+    if not ok:
+        raise ValueError(
+            f"Expected f to return costs of shape [n_samples={n_samples}, *batch_shape] with batch_shape "
+            f"a prefix of {var_shape} (the {family.param_name} shape without event dims), but got {shape}"
+        )
+    return costs
+
+
+def surrogate(
+    f: CostFn,
+    params: torch.Tensor,
+    *,
+    distribution: str,
+    estimator: str,
+    n_samples: int = 1,
+    generator: torch.Generator | None = None,
+    **hparams: object,
+) -> torch.Tensor:
+    """Monte Carlo estimate of ``E[f(z)]``, ``z ~ p(params)``, whose gradient is the estimator's.
+
+    Args:
+        f: cost function. Gets ``z`` of shape ``[n_samples, *params.shape]`` and returns costs of
+            shape ``[n_samples, *batch_shape]``, ``batch_shape`` a prefix of ``params``' shape
+            without the event dims (e.g. ``[B]`` for categorical logits ``[B, V, N]``). ``f`` may
+            depend on trainable parameters (a decoder); they get the pathwise gradient.
+        params: distribution parameters (categorical: ``logits [..., N]``).
+        distribution: a registered family name (``discretegrad.distributions.distributions()``).
+        estimator: a registered estimator for that family (``discretegrad.estimators(distribution)``).
+        n_samples: samples per parameter; the estimate is their average.
+        generator: ``torch.Generator`` used for every random draw.
+        **hparams: the estimator's hyperparameters (e.g. ``tau=0.5``).
+
+    Returns:
+        Tensor of shape ``[*batch_shape]``: value = sample mean of ``f``; backward = the
+        estimator's gradient with respect to ``params`` and to everything ``f`` depends on.
+
+    Example:
+        >>> logits = torch.zeros(8, 3, 5, requires_grad=True)
+        >>> loss = dg.surrogate(lambda z: z[..., 0].sum(-1), logits, distribution="categorical",
+        ...                     estimator="gst", tau=0.5).mean()
+        >>> loss.backward()
+    """
+    family = get_distribution(distribution)
+    spec = get(estimator, distribution=distribution)
+    if not callable(f):
+        raise TypeError(f"Expected f to be callable, but got {type(f).__name__}")
+    n_samples = V.positive_int("n_samples", n_samples)
+    spec.check_hparam_names(hparams)
+    family.check(params)
+    if spec.kind == "surrogate":
+        return spec.fn(f, params, n_samples=n_samples, generator=generator, **hparams)
+    z = spec.fn(params.expand(n_samples, *params.shape), generator=generator, **hparams)
+    return check_costs(f(z), n_samples, params, family).mean(0)
