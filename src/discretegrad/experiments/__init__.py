@@ -1,0 +1,1 @@
+"""Experiment harness and the papers' experiments (import submodules explicitly)."""

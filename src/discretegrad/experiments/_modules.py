@@ -1,0 +1,1 @@
+"""Imports every experiment module (the one list of them)."""
