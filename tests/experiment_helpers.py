@@ -1,0 +1,78 @@
+"""Helpers for the experiment tests: IDX fixtures and a small in-memory RunContext."""
+
+from __future__ import annotations
+
+import gzip
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from discretegrad.experiments.base import Diverged, EstimatorChoice, Experiment, RunConfig
+
+
+def idx_bytes(values: torch.Tensor) -> bytes:
+    """IDX encoding of a uint8 tensor (magic 00 00 08 ndim, big-endian int32 dims, values)."""
+    header = bytes([0, 0, 0x08, values.dim()]) + b"".join(int(d).to_bytes(4, "big") for d in values.shape)
+    return header + values.contiguous().numpy().tobytes()
+
+
+def synthetic_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` 28x28 uint8 images with some structure (a bright bar whose position depends on the label)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    images = (torch.rand(n, 28, 28, generator=g) * 60).to(torch.uint8)
+    for i, lab in enumerate(labels.tolist()):
+        images[i, 2 + 2 * lab: 5 + 2 * lab, 4:24] = 250
+    return images, labels
+
+
+def write_idx_dataset(root: Path, *, n_train: int, n_test: int, gz: bool, seed: int):
+    """Write the four MNIST-named IDX files (raw or gz) of synthetic data; return what was written."""
+    root.mkdir(parents=True, exist_ok=True)
+    images, labels = {}, {}
+    for split, n, prefix in (("train", n_train, "train"), ("test", n_test, "t10k")):
+        x, y = synthetic_images(n, seed + (split == "test"))
+        images[split], labels[split] = x, y
+        for name, values in ((f"{prefix}-images-idx3-ubyte", x), (f"{prefix}-labels-idx1-ubyte", y.to(torch.uint8))):
+            blob = idx_bytes(values)
+            if gz:
+                (root / (name + ".gz")).write_bytes(gzip.compress(blob))
+            else:
+                (root / name).write_bytes(blob)
+    return images, labels
+
+
+class RecordingContext:
+    """A RunContext that keeps what the experiment logs; raises Diverged like the harness."""
+
+    def __init__(self, divergence_metric: str = "train_loss", device: str = "cpu"):
+        self.device = device
+        self.divergence_metric = divergence_metric
+        self.epochs: list[tuple[int, dict[str, float]]] = []
+        self.artifacts: dict[str, Mapping[str, Any]] = {}
+        self.progress_calls = 0
+
+    def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        metrics = {k: float(v) for k, v in metrics.items()}
+        self.epochs.append((epoch, metrics))
+        value = metrics.get(self.divergence_metric)
+        if value is not None and not math.isfinite(value):
+            raise Diverged(f"{self.divergence_metric} = {value} at epoch {epoch}")
+
+    def progress(self, epoch: int, total_epochs: int, metric: float | None = None) -> None:
+        self.progress_calls += 1
+
+    def log_artifact(self, name: str, data: Mapping[str, Any]) -> None:
+        self.artifacts[name] = dict(data)
+
+
+def run_tiny(exp: Experiment, estimator: str, hparams: Mapping[str, Any] | None = None, seed: int = 0,
+             **params: Any) -> tuple[dict[str, float], RecordingContext]:
+    """Run ``exp`` with its defaults overridden by ``params``; return (final metrics, context)."""
+    merged = {**exp.defaults, **params}
+    config = RunConfig(exp.name, EstimatorChoice(estimator, dict(hparams or {})), seed, merged)
+    ctx = RecordingContext(exp.divergence_metric)
+    return exp.run(config, ctx), ctx
