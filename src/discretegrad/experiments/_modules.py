@@ -1,3 +1,3 @@
 """Imports every experiment module (the one list of them)."""
 
-from discretegrad.experiments import categorical_vae  # noqa: F401
+from discretegrad.experiments import bernoulli_vae, categorical_vae, poisson_gan  # noqa: F401
