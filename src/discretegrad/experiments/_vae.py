@@ -32,6 +32,8 @@ from discretegrad.experiments.base import Diverged, RunConfig, RunContext
 
 __all__ = [
     "derived_generator",
+    "diverged_if_nonfinite",
+    "require_finite",
     "load_pixels",
     "init_linear",
     "mlp",
@@ -120,6 +122,25 @@ def estimator_kwargs(config: RunConfig, distribution: str, tau: float | None) ->
 
 # ----------------------------------------------------------------------------- training
 
+def require_finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    """Raise :class:`Diverged` when ``t`` (e.g. an encoder's logits) has NaN/inf entries."""
+    if not bool(torch.isfinite(t).all()):
+        raise Diverged(f"{what} became non-finite")
+    return t
+
+
+@contextlib.contextmanager
+def diverged_if_nonfinite(module: nn.Module, where: str) -> Iterator[None]:
+    """Turn a ``ValueError`` raised while some parameter of ``module`` is NaN/inf (the library's
+    input validation rejecting non-finite logits or rates) into :class:`Diverged`."""
+    try:
+        yield
+    except ValueError as e:
+        if all(bool(torch.isfinite(t).all()) for t in module.parameters()):
+            raise
+        raise Diverged(f"parameters became non-finite ({where}): {e}") from e
+
+
 @dataclasses.dataclass
 class VAEProblem:
     """A VAE as the training loop sees it.
@@ -204,12 +225,13 @@ def fit(
                 optimizer.step()
                 return loss.detach()
 
-            if measure_efficiency and memory is None and step == 2:  # after Adam's state exists
-                t0 = time.perf_counter()
-                memory, loss = step_peak_memory_mb(train_step, device)
-                excluded = time.perf_counter() - t0
-            else:
-                loss = train_step()
+            with diverged_if_nonfinite(problem.module, f"epoch {epoch}, step {step}"):
+                if measure_efficiency and memory is None and step == 2:  # after Adam's state exists
+                    t0 = time.perf_counter()
+                    memory, loss = step_peak_memory_mb(train_step, device)
+                    excluded = time.perf_counter() - t0
+                else:
+                    loss = train_step()
             total += loss.double() * xb.shape[0]
             step += 1
         train_loss = float(total) / n  # synchronises the device

@@ -134,7 +134,7 @@ def _neg_elbo_fn(model: BernoulliVAE, sample: Callable) -> Callable[[torch.Tenso
     (an estimator's surrogate during training, an exact sample at test time)."""
 
     def neg_elbo(x: torch.Tensor) -> torch.Tensor:
-        logits1 = model.logits1(x)
+        logits1 = _vae.require_finite(model.logits1(x), "encoder logits")
         if model.arch != "two_layer":
             return sample(lambda b1: model.rec(b1, x), logits1) + kl_to_half(logits1)
 
@@ -217,7 +217,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
 def _relax_loss(model: BernoulliVAE, x: torch.Tensor, generator: torch.Generator, n: int, tau: float) -> torch.Tensor:
     """RELAX step for one stochastic layer: sets the control variate's gradient (variance loss)
     and returns the surrogate loss for the encoder and decoder."""
-    logits = model.logits1(x)
+    logits = _vae.require_finite(model.logits1(x), "encoder logits")
     f = lambda b: model.rec(b, x)  # noqa: E731
     est = relax_estimate(f, logits, distribution=DISTRIBUTION, control_variate=model.cv.bind(f, tau),
                          n_samples=n, generator=generator, tau=tau, create_graph=True)

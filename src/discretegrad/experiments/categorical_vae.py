@@ -176,7 +176,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     test_x = _vae.load_pixels(p["dataset"], "test", p["pixels"], p["data_root"], None, device)
 
     def loss(x: torch.Tensor, step: int, generator: torch.Generator) -> torch.Tensor:
-        logits = model.logits(x)
+        logits = _vae.require_finite(model.logits(x), "encoder logits")
         kwargs = _vae.estimator_kwargs(config, DISTRIBUTION, tau_at_step(p, step))
         rec = dg.surrogate(lambda z: model.reconstruction(z, x), logits, distribution=DISTRIBUTION,
                            estimator=config.estimator.name, generator=generator, **kwargs)

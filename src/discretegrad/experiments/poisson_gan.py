@@ -121,27 +121,35 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     true_rate = torch.full((p["batch_size"],), p["true_rate"], device=device)
     total_steps = p["epochs"] * p["steps_per_epoch"]
     tail_start = total_steps - max(1, total_steps // 10)
+
+    def iteration() -> torch.Tensor:
+        """One discriminator update (``disc_steps`` of them) and one generator update."""
+        for _ in range(p["disc_steps"]):
+            real = torch.poisson(true_rate, generator=g_real)
+            fake = family.sample(theta.detach().exp().expand(p["batch_size"]), g_fake)
+            loss_d = d_loss(disc(fake), disc(real))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+        loss_g = dg.surrogate(lambda z: g_cost(disc(z)), theta.exp(), distribution=DISTRIBUTION,
+                              estimator=config.estimator.name, n_samples=n, generator=g_noise, **kwargs).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        return loss_g.detach()
+
     tail_sum, step = 0.0, 0
     final: dict[str, float] = {}
     for epoch in range(1, p["epochs"] + 1):
         gen_loss = torch.zeros((), device=device)
         for _ in range(p["steps_per_epoch"]):
-            for _ in range(p["disc_steps"]):
-                real = torch.poisson(true_rate, generator=g_real)
-                fake = family.sample(theta.detach().exp().expand(p["batch_size"]), g_fake)
-                loss_d = d_loss(disc(fake), disc(real))
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-            rate = theta.exp()
-            loss_g = dg.surrogate(lambda z: g_cost(disc(z)), rate, distribution=DISTRIBUTION,
-                                  estimator=config.estimator.name, n_samples=n, generator=g_noise, **kwargs).mean()
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            gen_loss += loss_g.detach()
+            gen_loss += iteration()
+            lam_t = theta.detach().exp()
+            if not bool(torch.isfinite(lam_t).all() and (lam_t > 0).all()):
+                ctx.log_epoch(epoch, {"train_loss": math.nan, "rate": float(lam_t)})
+                raise Diverged(f"rate = {float(lam_t)} at epoch {epoch}, step {step}")
             if step >= tail_start:
-                tail_sum += float(theta.detach().exp())
+                tail_sum += float(lam_t)
             step += 1
         lam = float(theta.detach().exp())
         metrics = {"train_loss": float(gen_loss) / p["steps_per_epoch"], "rate": lam,
