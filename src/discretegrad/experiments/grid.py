@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from discretegrad.experiments.base import EstimatorChoice, Experiment, RunConfig
+from discretegrad.registry import estimators as all_estimators
 from discretegrad.registry import get as get_estimator
 
 __all__ = [
@@ -188,6 +189,11 @@ def resolve_estimators(experiment: Experiment, choices: Iterable[EstimatorChoice
         choice = parse_estimator(c) if isinstance(c, str) else c
         if not isinstance(choice, EstimatorChoice):
             raise TypeError(f"Expected estimators to be EstimatorChoice or str items, but got {type(c).__name__}")
+        others = sorted(s.distribution for s in all_estimators() if s.name == choice.name)
+        if others and experiment.distribution not in others:
+            raise ValueError(f"Expected an estimator registered for distribution {experiment.distribution!r} "
+                             f"(experiment {experiment.name!r}), but got {choice.name!r}, which is registered "
+                             f"for {others}")
         spec = get_estimator(choice.name, distribution=experiment.distribution)
         spec.check_hparam_names(dict(choice.hparams))
         choice = EstimatorChoice(choice.name, dict(choice.hparams))
