@@ -159,7 +159,7 @@ def _coerce(key: str, value: Any, like: Any) -> Any:
         return value
     if want == "float" and got == "int":
         return float(value)
-    raise ValueError(f"Expected --set {key} to be a {want} (like {like!r}), but got {value!r}")
+    raise ValueError(f"Expected --set {key} to be of type {want} (like {like!r}), but got {value!r}")
 
 
 def check_overrides(experiment: Experiment, overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -193,7 +193,7 @@ def to_markdown(records: Sequence[Mapping[str, Any]], info: Mapping[str, Mapping
     for exp in dict.fromkeys(r["experiment"] for r in records):
         recs = [r for r in records if r["experiment"] == exp]
         ei = info.get(exp, {})
-        out.append(f"## {exp}" + (f" ({ei['paper']})" if ei.get("paper") else ""))
+        out.append(f"## {exp}" + (f" — {ei['paper']}" if ei.get("paper") else ""))
         metrics = list(dict.fromkeys(r["metric"] for r in recs))
         lower = {r["metric"]: r["lower_is_better"] for r in recs}
         with_paper = {m for m in metrics if any(r["paper_mean"] is not None for r in recs if r["metric"] == m)}
