@@ -3,11 +3,9 @@ re-executed) and the rest complete."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 

@@ -14,7 +14,7 @@ from discretegrad.experiments.base import EstimatorChoice, RunConfig, get_experi
 from discretegrad.experiments.execute import ProgressEvent, RunResult
 from discretegrad.experiments.grid import expand, parse_estimators, parse_seeds, parse_value
 from discretegrad.experiments.progress import SweepProgress
-from discretegrad.experiments.report import efficiency, summarize, write_report
+from discretegrad.experiments.report import efficiency, summarize
 from discretegrad.experiments.runner import experiment_info, run_sweep
 from discretegrad.experiments.store import Store
 

@@ -143,7 +143,7 @@ def register_experiment(exp: Experiment) -> Experiment:
     return exp
 
 
-def load_plugins(modules: "str | Iterable[str]") -> list[str]:
+def load_plugins(modules: str | Iterable[str]) -> list[str]:
     """Import user modules that call :func:`register_experiment` (the plugin hook).
 
     ``modules`` is an iterable of importable module names or one comma-separated string;
