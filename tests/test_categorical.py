@@ -38,7 +38,7 @@ def test_gumbel_rao_mean_matches_stgs(tau):
 
 
 def test_gumbel_rao_does_not_keep_k_copies_for_backward():
-    theta = torch.randn(64, 30, 10, requires_grad=True)
+    theta = torch.randn(64, 30, 10, requires_grad=True)  # N = 10 < K: N x N second moments kept
 
     def saved_bytes(k):
         total = 0
@@ -52,7 +52,7 @@ def test_gumbel_rao_does_not_keep_k_copies_for_backward():
             dg.categorical.gumbel_rao(theta, mc_samples=k, generator=torch.Generator().manual_seed(0))
         return total
 
-    assert saved_bytes(1000) == saved_bytes(10)
+    assert saved_bytes(1000) == saved_bytes(20)
     assert saved_bytes(1000) <= 64 * 30 * 10 * 4 * (10 + 3)  # N x N second moment + a few vectors
 
 

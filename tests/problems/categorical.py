@@ -78,8 +78,8 @@ def _jv(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def _replay_gumbel(shape, dtype, generator):
-    e = torch.empty(shape, dtype=dtype).exponential_(generator=generator).clamp_min(torch.finfo(dtype).tiny)
-    return -e.log()
+    u = torch.rand(shape, dtype=dtype, generator=generator)  # Gumbel by inversion: -log(-log(1 - U))
+    return -(-torch.log1p(-u)).clamp_min(torch.finfo(dtype).tiny).log()
 
 
 def _ref_st(theta, out, v, generator, tau=1.0):
