@@ -172,6 +172,16 @@ def test_unwritable_or_invalid_out(tmp_path, capsys):
     (bad_store / "store.sqlite").write_bytes(b"this is not a database" * 100)
     _bad(capsys, ["run", "toy", "--out", str(bad_store), "--plugin", "toy_experiment"], "to be a discretegrad store")
     assert sorted(p.name for p in bad_store.iterdir()) == ["store.sqlite"]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    con = sqlite3.connect(foreign / "store.sqlite")
+    con.execute("CREATE TABLE t (a)")
+    con.commit()
+    con.close()
+    _bad(capsys, ["run", "toy", "--out", str(foreign), "--plugin", "toy_experiment"], "to be a discretegrad store")
+    con = sqlite3.connect(foreign / "store.sqlite")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # left untouched
+    con.close()
 
 
 def test_report_of_a_dir_without_store(tmp_path, capsys):

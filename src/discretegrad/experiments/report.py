@@ -5,7 +5,8 @@ Runs are grouped by experiment, then by *setting* (their full parameters: runs o
 named by its grid point plus every parameter that differs between the experiment's stored
 settings. Per group and metric: mean and sample standard deviation (ddof=1) of the final metric
 over the finished runs (``n_seeds``), the number of diverged and failed runs, and the paper's
-number where ``Experiment.paper_results`` has one for that estimator label and grid point.
+number where ``Experiment.paper_results`` has one for that estimator label whose settings all
+hold in the group's parameters (the most specific such entry).
 """
 
 from __future__ import annotations
@@ -89,14 +90,22 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def _paper(info: Mapping[str, Any], label: str, point: Mapping[str, Any], metric: str) -> tuple[Any, Any]:
-    """The paper's (mean, std) for ``label`` at the most specific matching grid point."""
+def _same(a: Any, b: Any) -> bool:
+    num = (int, float)
+    if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
+        return float(a) == float(b)
+    return _key(a) == _key(b)
+
+
+def _paper(info: Mapping[str, Any], label: str, params: Mapping[str, Any], metric: str) -> tuple[Any, Any]:
+    """The paper's (mean, std) for ``label``: among the ``paper_results`` entries whose settings
+    all hold in ``params`` (grid keys or others, e.g. a preset), the most specific one."""
     best, best_size = (None, None), -1
     for entry in info.get("paper_results", []):
         if entry["estimator"] != label or metric not in entry["metrics"]:
             continue
         grid = entry["grid"]
-        if all(k in point and _key(point[k]) == _key(v) for k, v in grid.items()) and len(grid) > best_size:
+        if all(k in params and _same(params[k], v) for k, v in grid.items()) and len(grid) > best_size:
             value = list(entry["metrics"][metric]) + [None, None]
             best, best_size = (value[0], value[1]), len(grid)
     return best
@@ -125,7 +134,7 @@ def summarize(store: Store) -> list[dict[str, Any]]:
             for g in exp_groups:
                 values = [r["metrics"][metric] for r in g.finished if r["metrics"].get(metric) is not None]
                 mean, std = _mean_std(values)
-                paper_mean, paper_std = _paper(exp_info, g.estimator, g.point, metric)
+                paper_mean, paper_std = _paper(exp_info, g.estimator, g.params, metric)
                 records.append({
                     "experiment": exp, "estimator": g.estimator, "estimator_name": g.estimator_name,
                     "hparams": g.hparams, "grid": g.point, "params": g.params, "metric": metric,

@@ -128,23 +128,35 @@ class Store:
                              f"but got {str(self.dir)!r}")
         if create:
             self.dir.mkdir(parents=True, exist_ok=True)
+        existed = self.path.is_file()
         try:
             self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             self.db.row_factory = sqlite3.Row
+            if existed:
+                self._check_version()  # before any pragma that writes: never touch a foreign file
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            if create:
+            if create and not existed:
                 with self._transaction():
                     for stmt in filter(str.strip, _SCHEMA.split(";")):
                         self.db.execute(stmt)
                     self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            version = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as e:
+            self.db.close()
             raise ValueError(f"Expected {str(self.path)!r} to be a discretegrad store, but got {e}") from None
-        if version is None or int(version[0]) != SCHEMA_VERSION:
-            raise ValueError(f"Expected store schema version {SCHEMA_VERSION} in {str(self.path)!r}, "
-                             f"but got {None if version is None else version[0]}")
+        except ValueError:
+            self.db.close()
+            raise
+
+    def _check_version(self) -> None:
+        try:
+            version = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:  # no meta table: some other SQLite file
+            version = None
+        if version is None or version[0] != str(SCHEMA_VERSION):
+            raise ValueError(f"Expected {str(self.path)!r} to be a discretegrad store (schema version "
+                             f"{SCHEMA_VERSION}), but got {'no version' if version is None else version[0]}")
 
     def close(self) -> None:
         self.db.close()
