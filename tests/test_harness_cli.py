@@ -94,13 +94,13 @@ def test_process_backend_matches_serial_and_pins_threads(tmp_path):
     assert threads and all(t == {"torch": int(budget), "omp": budget} for t in threads)
 
 
-def test_list_shows_estimators_and_plugin_experiments():
-    r = cli("list")
+def test_list_shows_estimators_and_plugin_experiments(capsys):
+    r = cli("list")  # the toy experiment comes in through DISCRETEGRAD_PLUGINS here
     assert r.returncode == 0, r.stderr
     assert "categorical:" in r.stdout and "gst" in r.stdout and "gap=1.0" in r.stdout
     assert "toy  [categorical]  toy (harness tests)" in r.stdout and "grid: lr in [0.5, 1.0]" in r.stdout
-    r = cli("list", "--json")
-    cat = json.loads(r.stdout)
+    assert cli_module.main(["list", "--json", "--plugin", "toy_experiment"]) == 0
+    cat = json.loads(capsys.readouterr().out)
     assert any(e["name"] == "toy" and e["estimators"] == ["stgs", "gst(gap=1.0)"] for e in cat["experiments"])
     assert "tau" in next(s for s in cat["estimators"]["categorical"] if s["name"] == "stgs")["hyperparameters"]
 
