@@ -114,3 +114,18 @@ def test_python_api_skip_and_retry_failed(tmp_path):
         again = {r["seed"]: r for r in st.runs()}
         assert again[1]["attempts"] == 2 and again[0]["started_at"] == runs[0]["started_at"]
         assert len(st.epochs(again[1]["run_id"])) == 1  # the failed attempt's epoch, not two copies
+
+
+def test_a_dying_worker_fails_its_run_only(tmp_path):
+    import toy_experiment  # noqa: F401
+
+    from discretegrad.experiments.backends import LocalProcessBackend
+    from discretegrad.experiments.runner import run_sweep
+    from discretegrad.experiments.store import Store
+
+    s = run_sweep("toy", out=tmp_path, estimators=["st"], seeds="0-2", quick=True, progress=False,
+                  overrides={"crash_seed": 1}, backend=LocalProcessBackend(2), plugins=["toy_experiment"])
+    assert (s.finished, s.failed) == (2, 1)
+    assert s.failures[0][1] == "st seed=1" and "exited with code 7" in s.failures[0][2]
+    with Store(tmp_path) as st:
+        assert sorted((r["seed"], r["status"]) for r in st.runs()) == [(0, "finished"), (1, "failed"), (2, "finished")]

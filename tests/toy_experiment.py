@@ -6,7 +6,8 @@ variables, SGD on the logits with the chosen estimator through :func:`discretegr
 The exact expected cost is sum_v 2 (1 - pi_v[target]), logged as ``train_loss``. Switches:
 ``diverge_seed`` (that seed's run logs NaN at epoch 2, or raises Diverged with
 ``diverge_mode="raise"``), ``fail_seed`` (that seed's run raises RuntimeError at epoch 2) and
-``sleep`` (seconds per epoch, for the kill test).
+``crash_seed`` (that seed's process exits at epoch 2: worker crash) and ``sleep`` (seconds per
+epoch, for the kill test).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def _run(config, ctx):
         with torch.no_grad():
             pi_t = torch.softmax(logits, -1)[:, p["target"]]
             train_loss = float((2 * (1 - pi_t)).sum())
+        if config.seed == p["crash_seed"] and epoch == 2:
+            os._exit(7)  # the process dies (a segfault or the OOM killer, as far as the harness can tell)
         if config.seed == p["fail_seed"] and epoch == 2:
             raise RuntimeError("toy failure at epoch 2")
         if config.seed == p["diverge_seed"] and epoch == 2:
@@ -76,7 +79,7 @@ TOY = register_experiment(Experiment(
     paper="toy (harness tests)",
     description="Learn V=3 categorical variables towards one class by SGD on the logits.",
     defaults={"epochs": 3, "steps": 5, "lr": 0.5, "target": 0, "sleep": 0.0,
-              "diverge_seed": -1, "diverge_mode": "nan", "fail_seed": -1},
+              "diverge_seed": -1, "diverge_mode": "nan", "fail_seed": -1, "crash_seed": -1},
     quick={"epochs": 2},
     grid={"lr": [0.5, 1.0]},
     quick_grid={"lr": [1.0]},

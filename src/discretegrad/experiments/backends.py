@@ -150,19 +150,22 @@ class LocalProcessBackend:
                 workers[next_wid] = self._start(next_wid, events)
                 assign(next_wid)
                 next_wid += 1
+            last_check = time.monotonic()
             while busy:
                 try:
                     kind, wid, payload = events.get(timeout=0.5)
                 except queue.Empty:
-                    for wid in [w for w in busy if workers[w][0].exitcode is not None]:
-                        task = busy.pop(wid)
-                        code = workers.pop(wid)[0].exitcode
+                    kind = None
+                if kind is None or time.monotonic() - last_check > 1.0:  # workers that died mid-run
+                    last_check = time.monotonic()
+                    for dead in [w for w in busy if workers[w][0].exitcode is not None]:
+                        task = busy.pop(dead)
+                        code = workers.pop(dead)[0].exitcode
                         yield _dead_worker_result(task, code)
                         if todo:
                             workers[next_wid] = self._start(next_wid, events)
                             assign(next_wid)
                             next_wid += 1
-                    continue
                 if kind == "event":
                     if on_event is not None:
                         on_event(payload)
