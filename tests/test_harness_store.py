@@ -55,6 +55,22 @@ def test_failed_run_exit_code_through_cli(tmp_path, capsys):
     assert "Traceback" not in cap.err
 
 
+def test_dry_run_lists_runs_and_creates_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["run", "toy", "--quick", "--estimators", "st", "--seeds", "0-2", "--out", str(out),
+            "--plugin", "toy_experiment"]
+    assert cli_module.main([*argv, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"3 runs, 3 to run, into {out}" and not out.exists()
+    assert all("to run    st  seed=" in line and line.endswith("lr=1.0") for line in lines[:-1])
+    assert cli_module.main([*argv[:6], "0-1", *argv[7:]]) == 0  # seeds 0-1 run for real
+    capsys.readouterr()
+    assert cli_module.main([*argv, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"3 runs, 1 to run, into {out}"
+    assert sum("finished" in line for line in lines) == 2
+
+
 # ----------------------------------------------------------------------------- report from a stored set
 
 def _result(cfg: RunConfig, status: str, final: dict, curve: list[float], eff: dict | None) -> RunResult:

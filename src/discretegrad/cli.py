@@ -44,6 +44,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from discretegrad.experiments.runner import run_sweep
 
     overrides = dict(parse_assignment(a) for a in args.set)
+    if args.dry_run:
+        from discretegrad.experiments.grid import grid_point
+        from discretegrad.experiments.runner import plan_sweep, stored_statuses
+
+        plan = plan_sweep(
+            args.experiment, out=args.out if args.out is not None else f"runs/{args.experiment}",
+            estimators=parse_estimators(args.estimators) if args.estimators is not None else None,
+            seeds=parse_seeds(args.seeds) if args.seeds is not None else None,
+            overrides=overrides, quick=args.quick, device=args.device, plugins=args.plugin)
+        stored = stored_statuses(plan)
+        for c in plan.configs:
+            status = stored.get(c.run_id, "to run")
+            point = " ".join(f"{k}={v}" for k, v in grid_point(plan.experiment, c.params).items())
+            print(f"{c.run_id}  {status:<8}  {c.estimator.label}  seed={c.seed}  {point}")
+        todo = sum(stored.get(c.run_id) not in ("finished", "diverged") for c in plan.configs)
+        print(f"{len(plan.configs)} runs, {todo} to run, into {plan.out}")
+        return 0
     summary = run_sweep(
         args.experiment,
         out=args.out if args.out is not None else f"runs/{args.experiment}",
@@ -54,6 +71,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         command=shlex.join(["discretegrad", *args.argv]),
     )
     print(summary.describe())
+    print(f"tables and plots: discretegrad report {summary.out}")
     if not summary.ok:
         print(f"discretegrad: {summary.failed} run(s) failed (stored with their error; a rerun retries them):",
               file=sys.stderr)
@@ -105,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/EXPERIMENT)")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--dry-run", action="store_true", help="validate and list the runs (stored or to run); create nothing")
     r.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
     r.set_defaults(func=_cmd_run)
 

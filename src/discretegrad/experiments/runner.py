@@ -26,8 +26,8 @@ from discretegrad.experiments.grid import expand, grid_keys, grid_point
 from discretegrad.experiments.progress import SweepProgress
 from discretegrad.experiments.store import STORE_FILE, Store
 
-__all__ = ["SweepPlan", "SweepSummary", "plan_sweep", "run_sweep", "check_out_dir", "check_device",
-           "experiment_info"]
+__all__ = ["SweepPlan", "SweepSummary", "plan_sweep", "run_sweep", "stored_statuses", "check_out_dir",
+           "check_device", "experiment_info"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +138,14 @@ def plan_sweep(
     device = check_device(device)
     out_path = check_out_dir(out)
     return SweepPlan(exp, tuple(configs), out_path, device, plugins)
+
+
+def stored_statuses(plan: SweepPlan) -> dict[str, str]:
+    """``run_id -> status`` of the plan's runs already in the store (reads only; no store: ``{}``)."""
+    if not (plan.out / STORE_FILE).is_file():
+        return {}
+    with Store(plan.out) as store:
+        return store.statuses(c.run_id for c in plan.configs)
 
 
 def run_sweep(
