@@ -183,7 +183,7 @@ EXPERIMENT = register_experiment(Experiment(
     seeds=tuple(range(10)),
     quick_seeds=tuple(range(5)),
     run=run,
-    metrics={"final_rate": False, "abs_error": True, "rate_last10": False, "train_loss": True},
+    metrics={"final_rate": None, "abs_error": True, "rate_last10": None, "train_loss": True},  # None: no direction
     divergence_metric="train_loss",
     paper_results={
         ("pwgf_mmd", ()): {"final_rate": (5.0076, 0.013)},
