@@ -328,8 +328,9 @@ def step_peak_memory_mb(step: Callable[[], torch.Tensor], device: torch.device) 
             prof.export_chrome_trace(path)
             with open(path) as fh:
                 events = json.load(fh)["traceEvents"]
-    mem = sorted((e["ts"], e["args"]["Bytes"]) for e in events
-                 if e.get("name") == "[memory]" and "Bytes" in e.get("args", {}))
+    mem = [(e["ts"], e["args"]["Bytes"]) for e in events
+           if e.get("name") == "[memory]" and "Bytes" in e.get("args", {})]
+    mem.sort(key=lambda tb: tb[0])  # stable: events with equal time stamps keep their recorded order
     running = list(itertools.accumulate(b for _, b in mem))
     peak = max([0, *running])
     return (peak / 2**20, "cpu profiler: peak running sum of allocations minus frees during the step"), out

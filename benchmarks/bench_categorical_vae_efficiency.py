@@ -1,0 +1,107 @@
+"""GST Table 5 in one process: time per training step and peak step memory of the categorical-vae
+model (30 x 10, batch 100, MNIST grey levels) for STGS, GST-1.0, GR-MC100 and GR-MC1000.
+
+The estimators are timed in interleaved rounds (A B C D A B C D ...) so that a machine shared
+with other jobs slows them alike; the median per-step time of each is reported, times 600 steps
+= one epoch of 60k images, with its ratio to STGS. Peak memory: one training step measured with
+:func:`discretegrad.experiments._vae.step_peak_memory_mb` (CUDA allocator on a GPU, the
+profiler's allocation events on a CPU).
+
+    python benchmarks/bench_categorical_vae_efficiency.py [--device cpu] [--rounds 3] [--out FILE.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _env import environment  # noqa: E402
+
+import discretegrad as dg  # noqa: E402
+from discretegrad.experiments import _vae, categorical_vae  # noqa: E402
+
+CHOICES = [("stgs", {}), ("gst", {"gap": 1.0}), ("gumbel_rao", {"mc_samples": 100}),
+           ("gumbel_rao", {"mc_samples": 1000})]
+STEPS = {100: 4, 1000: 1}  # steps per round for GR-MCK (K -> steps); 20 for the others
+
+
+def trainer(name: str, hparams: dict, x: torch.Tensor, device: torch.device):
+    p = categorical_vae.resolve_params({})
+    model = categorical_vae.build_model(p, seed=0).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator(device=device).manual_seed(0)
+    state = {"i": 0}
+
+    def step() -> torch.Tensor:
+        i = state["i"] = (state["i"] + 1) % (x.shape[0] // 100)
+        xb = x[i * 100:(i + 1) * 100]
+        opt.zero_grad(set_to_none=True)
+        logits = model.logits(xb)
+        rec = dg.surrogate(lambda z: model.reconstruction(z, xb), logits, distribution="categorical",
+                           estimator=name, generator=gen, tau=1.0, **hparams)
+        loss = (rec + model.kl(logits)).mean()
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    x = _vae.load_pixels("mnist", "train", "continuous", None, 6000, device)
+    steps = {label: trainer(n, h, x, device) for n, h in CHOICES for label in [dg_label(n, h)]}
+    memory, times = {}, {label: [] for label in steps}
+    for label, step in steps.items():  # warm up (Adam state), then measure the memory of one step
+        step(), step()
+        memory[label] = _vae.step_peak_memory_mb(step, device)[0][0]
+    for _ in range(args.rounds):
+        for (n, h), (label, step) in zip(CHOICES, steps.items()):
+            k = STEPS.get(h.get("mc_samples"), 20)
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(k):
+                step()
+            sync(device)
+            times[label].append((time.perf_counter() - t0) / k)
+    base_t, base_m = statistics.median(times["stgs"]), memory["stgs"]
+    lines = [f"Environment: {environment()}", "",
+             f"Command: `python benchmarks/bench_categorical_vae_efficiency.py --device {args.device} "
+             f"--rounds {args.rounds}`", "",
+             "| estimator | s / step (median) | s / epoch (x600) | ratio | peak step memory (MB) | ratio |",
+             "|---|---|---|---|---|---|"]
+    for label in steps:
+        t = statistics.median(times[label])
+        lines.append(f"| `{label}` | {t:.4f} | {600 * t:.1f} | {t / base_t:.2f}x | {memory[label]:.2f} | "
+                     f"{memory[label] / base_m:.2f}x |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+def dg_label(name: str, hparams: dict) -> str:
+    from discretegrad.experiments.base import EstimatorChoice
+
+    return EstimatorChoice(name, hparams).label
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()
