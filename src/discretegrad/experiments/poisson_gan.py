@@ -33,8 +33,8 @@ Logged per epoch: ``rate`` (λ at the end of the epoch), ``abs_error`` = |λ - 5
 ``rate_last10`` (λ averaged over the last 10 % of iterations, less sensitive to the oscillation
 of the last step) and ``train_loss``.
 
-Quick protocol: 50 epochs, 5 seeds, all four estimators (about 8 s per run on one core; the
-full protocol is about 15 s per run, 10 minutes for the 40 runs).
+Quick protocol: 50 epochs, 5 seeds, all four estimators (20-50 s per run on one shared CPU
+core, measured; the full protocol takes twice that per run, about 45 minutes for the 40 runs).
 """
 
 from __future__ import annotations
