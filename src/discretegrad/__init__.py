@@ -7,7 +7,7 @@ estimator, including those that need the cost function, is reachable through one
 side effects beyond filling the registry.
 """
 
-from discretegrad import categorical, diagnostics, exact, noise
+from discretegrad import categorical, demo, diagnostics, exact, noise
 from discretegrad import bernoulli, poisson, score_function
 from discretegrad._validation import get_default_validate_args, set_default_validate_args, validate_args
 from discretegrad.distributions import distributions
@@ -23,6 +23,7 @@ __all__ = [
     "poisson",
     "score_function",
     "categorical",
+    "demo",
     "diagnostics",
     "distributions",
     "estimators",

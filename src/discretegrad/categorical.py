@@ -109,7 +109,7 @@ def gumbel_rao(
     (:func:`discretegrad.noise.conditional_gumbel`). Memory: instead of keeping K copies of the
     logits for backward, the Jacobian ``(diag(ȳ) - mean_k y_k y_kᵀ)/τ`` is formed in the forward
     pass; only ``ȳ`` and the ``N x N`` second moment (or the K draws when ``N > K``, whichever is
-    smaller) are saved.
+    smaller) are saved; the forward draws are processed in chunks of bounded memory.
     """
     x, tau, generator = _prepare(logits, tau, generator)
     mc_samples = V.positive_int("mc_samples", mc_samples)
@@ -117,7 +117,7 @@ def gumbel_rao(
     z = conditional_gumbel(x, index, mc_samples, generator=generator)  # [K, ..., N], no grad
     n = x.shape[-1]
     chunk = max(1, (1 << 22) // max(1, x.numel()))
-    if n <= mc_samples:
+    if n < mc_samples:
         mean, second = _rao_moments(z, tau, True, chunk)
         surrogate = softmax_jacobian_surrogate(x, mean, second) / tau
     else:  # fewer numbers to keep: the K draws themselves

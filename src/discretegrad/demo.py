@@ -57,6 +57,7 @@ def _plot(reports: list[GradientReport], title: str, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     names = [r.estimator for r in reports]
     fig, axes = plt.subplots(1, 3, figsize=(12, 0.45 * len(names) + 1.6), sharey=True)
@@ -66,6 +67,8 @@ def _plot(reports: list[GradientReport], title: str, path: Path) -> None:
         ax.set_xlabel(label)
         if key == "variance":
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].invert_yaxis()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -22,9 +22,13 @@ def exponential(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Exp(1) draws, strictly positive (clamped at ``torch.finfo(dtype).tiny``)."""
-    e = torch.empty(shape, dtype=dtype, device=device).exponential_(generator=generator)
-    return e.clamp_min_(torch.finfo(dtype).tiny)
+    """Exp(1) draws ``-log1p(-U)``, ``U ~ U[0, 1)``, strictly positive (clamped at ``finfo.tiny``).
+
+    Inversion of uniform draws (several times faster than ``Tensor.exponential_`` on CPU);
+    ``1 - U`` is in ``(0, 1]``, so the log is finite.
+    """
+    u = torch.rand(shape, dtype=dtype, device=device, generator=generator)
+    return torch.log1p(u.neg_()).neg_().clamp_min_(torch.finfo(dtype).tiny)
 
 
 def gumbel(

@@ -12,7 +12,17 @@ Every registered distribution needs a module ``tests/problems/<distribution>.py`
 * ``bad_params()``: ``(value, exception type)`` pairs that every estimator must reject;
 * ``bad_hparams``: invalid values per hyperparameter name. Every hyperparameter of every
   registered estimator must appear here (``test_registry.py`` enforces it), so adding an
-  estimator with a new hyperparameter means saying what an invalid value is.
+  estimator with a new hyperparameter means saying what an invalid value is;
+* ``test_hparams``: hyperparameters passed in every generic test (e.g. a required ``k``);
+* ``references``: for biased estimators, ``name -> ref(params, out, v, generator, **hparams)``
+  returning the expected gradient of ``sum(v * out)`` with respect to ``params``, written from
+  the paper's formula; ``generator`` is a copy of the generator as it was before the call, so a
+  reference can replay the noise;
+* ``covered_by``: for biased estimators checked by a dedicated test instead,
+  ``name -> "test_module::test_function"``.
+
+Every biased estimator needs an entry in ``references`` or ``covered_by``; every unbiased one is
+checked against ``discretegrad.exact`` automatically.
 """
 
 from __future__ import annotations
@@ -43,6 +53,9 @@ class Case:
     extreme_params: Callable[[torch.dtype], list[torch.Tensor]]
     bad_params: Callable[[], list[tuple[object, type[Exception]]]]
     bad_hparams: dict[str, list[object]]
+    test_hparams: dict[str, object] = dataclasses.field(default_factory=dict)
+    references: dict[str, Callable[..., torch.Tensor]] = dataclasses.field(default_factory=dict)
+    covered_by: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def case_for(distribution: str) -> Case | None:
