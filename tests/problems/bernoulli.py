@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from scipy import stats
 
@@ -72,4 +74,51 @@ CASE = Case(
                  "baseline": ["b", True, float("nan"), torch.zeros(13, 17)],
                  "control_variate": [1.0, "net"],
                  "eta": [float("nan"), float("inf"), "1", True]},
+)
+
+
+# ----------------------------------------------------------------------------- gradient references
+# Written from the papers' formulas, independently of the library. p = σ(θ); the logistic noise
+# L = log E₁ - log E₂ is replayed from the generator (E = -log(1 - U), U ~ U[0, 1)).
+
+def _replay_logistic(shape, dtype, generator):
+    u = torch.rand((2, *shape), dtype=dtype, generator=generator)
+    log_e = (-torch.log1p(-u)).clamp_min(torch.finfo(dtype).tiny).log()
+    return log_e[0] - log_e[1]
+
+
+def _ref_st(theta, out, v, generator):
+    p = torch.sigmoid(theta)
+    return v * p * (1 - p)  # Bengio et al. 2013: d/dθ σ(θ)
+
+
+def _ref_gumbel_softmax(theta, out, v, generator, tau=1.0):
+    y = torch.sigmoid((theta + _replay_logistic(theta.shape, theta.dtype, generator)) / tau)
+    torch.testing.assert_close(out.detach(), y)  # the value is the binary concrete sample
+    return v * y * (1 - y) / tau
+
+
+def _ref_stgs(theta, out, v, generator, tau=1.0):
+    perturbed = theta + _replay_logistic(theta.shape, theta.dtype, generator)
+    assert torch.equal(out.detach(), (perturbed > 0).to(theta.dtype))
+    y = torch.sigmoid(perturbed / tau)
+    return v * y * (1 - y) / tau
+
+
+def _ref_pwgf_mmd(theta, out, v, generator, bandwidth=1.0, step=0.1, kernel="rbf"):
+    # Cheng et al. 2019, App. D: dΔ²/dp = 2[(1-2p)(1-K(1,0)) - (K(1,z̃) - K(0,z̃))] (first term's sign
+    # corrected); the control variate subtracts the same at z̃ = z, scale 1/(2ε), chain dp/dθ = p(1-p).
+    def k(s, y):
+        return s * y if kernel == "linear" else bandwidth**2 * torch.exp(-((s - y) ** 2) / (2 * bandwidth**2))
+
+    p = torch.sigmoid(theta)
+    z = out.detach()
+    moved = z - step * v
+    d_p = -2 * ((k(1.0, moved) - k(0.0, moved)) - (k(1.0, z) - k(0.0, z))) / (2 * step)
+    return d_p * p * (1 - p)
+
+
+CASE = dataclasses.replace(
+    CASE,
+    references={"st": _ref_st, "gumbel_softmax": _ref_gumbel_softmax, "stgs": _ref_stgs, "pwgf_mmd": _ref_pwgf_mmd},
 )
