@@ -154,7 +154,7 @@ def _pmf_derivative(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def pwgf_mmd(
     logits: torch.Tensor,
     *,
-    bandwidth: float = 1.0,
+    bandwidth: float = 2.0,
     step: float = 0.1,
     kernel: str = "rbf",
     generator: torch.Generator | None = None,

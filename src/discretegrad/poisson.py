@@ -124,7 +124,7 @@ def _pmf_derivative(rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def pwgf_mmd(
     rate: torch.Tensor,
     *,
-    bandwidth: float = 1.0,
+    bandwidth: float = 2.0,
     step: float = 0.1,
     kernel: str = "rbf",
     generator: torch.Generator | None = None,

@@ -105,7 +105,7 @@ def _ref_stgs(theta, out, v, generator, tau=1.0):
     return v * y * (1 - y) / tau
 
 
-def _ref_pwgf_mmd(theta, out, v, generator, bandwidth=1.0, step=0.1, kernel="rbf"):
+def _ref_pwgf_mmd(theta, out, v, generator, bandwidth=2.0, step=0.1, kernel="rbf"):
     # Cheng et al. 2019, App. D: dΔ²/dp = 2[(1-2p)(1-K(1,0)) - (K(1,z̃) - K(0,z̃))] (first term's sign
     # corrected); the control variate subtracts the same at z̃ = z, scale 1/(2ε), chain dp/dθ = p(1-p).
     def k(s, y):
