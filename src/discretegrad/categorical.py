@@ -151,11 +151,11 @@ def _check_gap(gap: float | str) -> float | str:
 def _gapped_logits(x: torch.Tensor, index: torch.Tensor, hard: torch.Tensor, gap: float | str) -> torch.Tensor:
     """Target values of the GST perturbation: θ'_D = max θ, θ'_j = min(θ_j, max θ - g) (j ≠ D)."""
     m = x.max(-1, keepdim=True).values
+    g: torch.Tensor | float
     if gap == "pi":
-        probs = torch.softmax(x.detach(), -1)
-        g = gap_pi(probs.gather(-1, index.unsqueeze(-1)))
+        g = gap_pi(torch.softmax(x.detach(), -1).gather(-1, index.unsqueeze(-1)))
     else:
-        g = gap
+        g = float(gap)
     return torch.where(hard.bool(), m, torch.minimum(x, m - g))
 
 
@@ -204,7 +204,8 @@ def nz_gst(
     return straight_through(hard, torch.softmax(moved / tau, -1)).to(logits.dtype)
 
 
-@register("reinmax", distribution="categorical", reference="Liu et al. 2023, Bridging discrete and backpropagation: straight-through and beyond, Alg. 2")
+@register("reinmax", distribution="categorical",
+          reference="Liu et al. 2023, Bridging discrete and backpropagation: straight-through and beyond, Alg. 2")
 def reinmax(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """ReinMax: second-order (Heun) straight-through.
 

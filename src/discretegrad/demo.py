@@ -92,7 +92,7 @@ def _plot(reports: list[GradientReport], title: str, path: Path) -> None:
     names = [r.estimator for r in reports]
     fig, axes = plt.subplots(1, 3, figsize=(12, 0.45 * len(names) + 1.6), sharey=True)
     for ax, key, label in zip(axes, ["relative_bias", "variance", "cosine"],
-                              ["relative bias ‖E ĝ − g‖/‖g‖", "variance (trace)", "cos(E ĝ, g)"]):
+                              ["relative bias ‖E ĝ − g‖/‖g‖", "variance (trace)", "cos(E ĝ, g)"], strict=True):
         ax.barh(names, [getattr(r, key) for r in reports], color="tab:blue")
         ax.set_xlabel(label)
         if key == "variance":

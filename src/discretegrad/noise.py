@@ -75,9 +75,8 @@ def conditional_gumbel(
     if not reparameterized:
         logits = logits.detach()
     shape = (mc_samples, *logits.shape)
-    kw = dict(dtype=logits.dtype, device=logits.device, generator=generator)
-    log_e_top = exponential((*shape[:-1], 1), **kw).log_()
-    log_e = exponential(shape, **kw).log_()
+    log_e_top = exponential((*shape[:-1], 1), dtype=logits.dtype, device=logits.device, generator=generator).log_()
+    log_e = exponential(shape, dtype=logits.dtype, device=logits.device, generator=generator).log_()
     top = torch.logsumexp(logits, -1, keepdim=True) - log_e_top  # [K, ..., 1]
     others = -torch.logaddexp(-top, log_e - logits)
     is_top = torch.nn.functional.one_hot(index, logits.shape[-1]).bool()
