@@ -110,11 +110,11 @@ def main() -> None:
         return f"h={r['bandwidth']}, eps={r['step']}"
 
     lines = ["# pWGF-MMD defaults: gradient quality against the exact gradient", "",
-             f"Command: `python benchmarks/pwgf_defaults.py` ({DRAWS} single-sample draws per configuration and "
-             f"problem, seed 7; 4 Bernoulli problems with 6 variables, 4 Poisson problems with 2 variables; "
-             f"torch {torch.__version__}, Python {platform.python_version()}, {time.time() - t0:.0f} s).", "",
-             "Averages over the problems of each distribution. cos_mean = cos(E ĝ, g) (bias direction), "
-             "mean_cos = mean cos(ĝ, g) over draws (bias and variance), scale = ‖E ĝ‖/‖g‖.", ""]
+             (f"Command: `python benchmarks/pwgf_defaults.py` ({DRAWS} single-sample draws per configuration and "
+              f"problem, seed 7; 4 Bernoulli problems with 6 variables, 4 Poisson problems with 2 variables; "
+              f"torch {torch.__version__}, Python {platform.python_version()}, {time.time() - t0:.0f} s)."), "",
+             ("Averages over the problems of each distribution. cos_mean = cos(E ĝ, g) (bias direction), "
+              "mean_cos = mean cos(ĝ, g) over draws (bias and variance), scale = ‖E ĝ‖/‖g‖."), ""]
     for distribution in ("bernoulli", "poisson"):
         sub = [r for r in rows if r["distribution"] == distribution]
         labels = list(dict.fromkeys(label(r) for r in sub))

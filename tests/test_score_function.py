@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from problems import case_for
 from scipy import stats
 
 import discretegrad as dg
 from discretegrad.score_function import ema_baseline, relax_estimate
-from problems import case_for
 
 ALPHA = 1e-4  # false-failure rate per statistical test (Bonferroni over the coordinates compared)
 SURROGATES = [s for s in dg.estimators() if s.kind == "surrogate"]

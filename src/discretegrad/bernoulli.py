@@ -20,7 +20,7 @@ from discretegrad.distributions import Family, register_distribution
 from discretegrad.noise import exponential
 from discretegrad.registry import register
 
-__all__ = ["st", "gumbel_softmax", "stgs", "pwgf_mmd", "check_logits", "logistic", "conditional_logistic", "family"]
+__all__ = ["check_logits", "conditional_logistic", "family", "gumbel_softmax", "logistic", "pwgf_mmd", "st", "stgs"]
 
 _PWGF = "Cheng et al. 2019, Straight-through estimator as projected Wasserstein gradient flow"
 

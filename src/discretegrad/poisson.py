@@ -31,7 +31,7 @@ from discretegrad._autograd import compute_dtype, straight_through
 from discretegrad.distributions import Family, register_distribution
 from discretegrad.registry import register
 
-__all__ = ["st", "pwgf_mmd", "check_rate", "upper_bound", "TAIL", "family"]
+__all__ = ["TAIL", "check_rate", "family", "pwgf_mmd", "st", "upper_bound"]
 
 TAIL = 1e-10
 """Probability mass left out by every truncated sum over the Poisson support."""
@@ -42,7 +42,7 @@ _PWGF = "Cheng et al. 2019, Straight-through estimator as projected Wasserstein 
 def check_rate(rate: object, name: str = "rate") -> torch.Tensor:
     """Poisson rates: a float tensor of any shape, finite and ``> 0`` when validating."""
     t = V.float_tensor(name, rate)
-    if V.get_default_validate_args() and not bool((torch.isfinite(t) & (t > 0)).all()):
+    if V.get_default_validate_args() and not bool((torch.isfinite(t.detach()) & (t.detach() > 0)).all()):
         raise ValueError(
             f"Expected {name} (Tensor of shape {tuple(t.shape)}) to be finite and > 0, but found invalid values")
     return t
@@ -57,7 +57,7 @@ def _upper(rate: torch.Tensor | float, log_inv_tail: float):
 
 def upper_bound(max_rate: float, tail: float = TAIL) -> int:
     """Smallest integer ``K`` the tail bound certifies: ``P(X > K) < tail`` for every ``λ ≤ max_rate``."""
-    return int(math.ceil(_upper(float(max_rate), math.log(1 / tail))))
+    return math.ceil(_upper(float(max_rate), math.log(1 / tail)))
 
 
 def log_pmf(rate: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
