@@ -2,7 +2,9 @@
 
 Every op takes ``rate`` (``λ > 0``, any shape, float) and returns an exact sample
 ``z ~ Poisson(λ)`` (a non-negative integer-valued float tensor of the same shape and dtype),
-drawn by ``torch.poisson`` with the given ``generator``; half precision is computed in float32.
+drawn by ``torch.poisson`` with the given ``generator``; half precision is computed in float32
+and the sample cast back, so counts above the dtype's exact-integer range (256 in bfloat16,
+2048 in float16) are rounded to representable integers.
 
 Truncation. Sums over the infinite support use a window that holds all but ``TAIL = 1e-10`` of
 the mass, from the sub-gamma tail bounds of the centred Poisson variable (Boucheron, Lugosi and
