@@ -187,7 +187,7 @@ def ema_baseline(decay: float = 0.9) -> EMABaseline:
         ...                         baseline=state).mean()
         ...     state = ema.update(state, loss)
     """
-    if not V._is_real(decay) or not 0.0 <= float(decay) < 1.0:
+    if not isinstance(decay, numbers.Real) or isinstance(decay, bool) or not 0.0 <= float(decay) < 1.0:
         raise ValueError(f"Expected decay to be a float in [0, 1), but got {decay!r}")
     decay = float(decay)
 
@@ -423,7 +423,7 @@ def relax_estimate(
         raise ValueError(f"Expected distribution to be one of {sorted(_RELAXATIONS)}, but got {distribution!r}")
     d = _setup(f, params, distribution, n_samples, generator)
     tau = V.positive_float("tau", tau)
-    if not V._is_real(eta) or not math.isfinite(float(eta)):
+    if not isinstance(eta, numbers.Real) or isinstance(eta, bool) or not math.isfinite(float(eta)):
         raise ValueError(f"Expected eta to be a finite float, but got {eta!r}")
     _check_control_variate(control_variate)
     draw, relax_fn = _RELAXATIONS[distribution]
