@@ -45,7 +45,7 @@ import torch
 
 from discretegrad import _validation as V
 
-__all__ = ["KERNELS", "kernel", "mmd_gradient", "pwgf_sample", "check_hparams"]
+__all__ = ["KERNELS", "check_hparams", "kernel", "mmd_gradient", "pwgf_sample"]
 
 KERNELS = ("rbf", "linear")
 

@@ -20,7 +20,7 @@ from discretegrad.distributions import Family, register_distribution
 from discretegrad.noise import exponential
 from discretegrad.registry import register
 
-__all__ = ["st", "gumbel_softmax", "stgs", "pwgf_mmd", "check_logits", "logistic", "conditional_logistic", "family"]
+__all__ = ["check_logits", "conditional_logistic", "family", "gumbel_softmax", "logistic", "pwgf_mmd", "st", "stgs"]
 
 _PWGF = "Cheng et al. 2019, Straight-through estimator as projected Wasserstein gradient flow"
 
@@ -154,7 +154,7 @@ def _pmf_derivative(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def pwgf_mmd(
     logits: torch.Tensor,
     *,
-    bandwidth: float = 1.0,
+    bandwidth: float = 2.0,
     step: float = 0.1,
     kernel: str = "rbf",
     generator: torch.Generator | None = None,

@@ -39,37 +39,33 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _sweep_args(args: argparse.Namespace) -> dict:
     from discretegrad.experiments.grid import parse_assignment, parse_estimators, parse_seeds
-    from discretegrad.experiments.runner import run_sweep
 
-    overrides = dict(parse_assignment(a) for a in args.set)
-    if args.dry_run:
-        from discretegrad.experiments.grid import grid_point
-        from discretegrad.experiments.runner import plan_sweep, stored_statuses
-
-        plan = plan_sweep(
-            args.experiment, out=args.out if args.out is not None else f"runs/{args.experiment}",
-            estimators=parse_estimators(args.estimators) if args.estimators is not None else None,
-            seeds=parse_seeds(args.seeds) if args.seeds is not None else None,
-            overrides=overrides, quick=args.quick, device=args.device, plugins=args.plugin)
-        stored = stored_statuses(plan)
-        for c in plan.configs:
-            status = stored.get(c.run_id, "to run")
-            point = " ".join(f"{k}={v}" for k, v in grid_point(plan.experiment, c.params).items())
-            print(f"{c.run_id}  {status:<8}  {c.estimator.label}  seed={c.seed}  {point}")
-        todo = sum(stored.get(c.run_id) not in ("finished", "diverged") for c in plan.configs)
-        print(f"{len(plan.configs)} runs, {todo} to run, into {plan.out}")
-        return 0
-    summary = run_sweep(
-        args.experiment,
+    return dict(
         out=args.out if args.out is not None else f"runs/{args.experiment}",
         estimators=parse_estimators(args.estimators) if args.estimators is not None else None,
         seeds=parse_seeds(args.seeds) if args.seeds is not None else None,
-        overrides=overrides, quick=args.quick, device=args.device, workers=args.workers,
-        plugins=args.plugin, progress=False if args.quiet else None,
-        command=shlex.join(["discretegrad", *args.argv]),
+        overrides=dict(parse_assignment(a) for a in args.set),
+        quick=args.quick, device=args.device, plugins=args.plugin,
     )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from discretegrad.experiments.grid import grid_point
+    from discretegrad.experiments.runner import plan_sweep, run_sweep, stored_statuses
+
+    if args.dry_run:
+        plan = plan_sweep(args.experiment, **_sweep_args(args))
+        stored = stored_statuses(plan)
+        for c in plan.configs:
+            point = " ".join(f"{k}={v}" for k, v in grid_point(plan.experiment, c.params).items())
+            print(f"{c.run_id}  {stored.get(c.run_id, 'to run'):<8}  {c.estimator.label}  seed={c.seed}  {point}")
+        todo = sum(stored.get(c.run_id) not in ("finished", "diverged") for c in plan.configs)
+        print(f"{len(plan.configs)} runs, {todo} to run, into {plan.out}")
+        return 0
+    summary = run_sweep(args.experiment, **_sweep_args(args), workers=args.workers,
+                        progress=False if args.quiet else None, command=shlex.join(["discretegrad", *args.argv]))
     print(summary.describe())
     print(f"tables and plots: discretegrad report {summary.out}")
     if not summary.ok:

@@ -2,7 +2,9 @@
 
 Every op takes ``rate`` (``λ > 0``, any shape, float) and returns an exact sample
 ``z ~ Poisson(λ)`` (a non-negative integer-valued float tensor of the same shape and dtype),
-drawn by ``torch.poisson`` with the given ``generator``; half precision is computed in float32.
+drawn by ``torch.poisson`` with the given ``generator``; half precision is computed in float32
+and the sample cast back, so counts above the dtype's exact-integer range (256 in bfloat16,
+2048 in float16) are rounded to representable integers.
 
 Truncation. Sums over the infinite support use a window that holds all but ``TAIL = 1e-10`` of
 the mass, from the sub-gamma tail bounds of the centred Poisson variable (Boucheron, Lugosi and
@@ -31,7 +33,7 @@ from discretegrad._autograd import compute_dtype, straight_through
 from discretegrad.distributions import Family, register_distribution
 from discretegrad.registry import register
 
-__all__ = ["st", "pwgf_mmd", "check_rate", "upper_bound", "TAIL", "family"]
+__all__ = ["TAIL", "check_rate", "family", "pwgf_mmd", "st", "upper_bound"]
 
 TAIL = 1e-10
 """Probability mass left out by every truncated sum over the Poisson support."""
@@ -42,7 +44,7 @@ _PWGF = "Cheng et al. 2019, Straight-through estimator as projected Wasserstein 
 def check_rate(rate: object, name: str = "rate") -> torch.Tensor:
     """Poisson rates: a float tensor of any shape, finite and ``> 0`` when validating."""
     t = V.float_tensor(name, rate)
-    if V.get_default_validate_args() and not bool((torch.isfinite(t) & (t > 0)).all()):
+    if V.get_default_validate_args() and not bool((torch.isfinite(t.detach()) & (t.detach() > 0)).all()):
         raise ValueError(
             f"Expected {name} (Tensor of shape {tuple(t.shape)}) to be finite and > 0, but found invalid values")
     return t
@@ -57,7 +59,7 @@ def _upper(rate: torch.Tensor | float, log_inv_tail: float):
 
 def upper_bound(max_rate: float, tail: float = TAIL) -> int:
     """Smallest integer ``K`` the tail bound certifies: ``P(X > K) < tail`` for every ``λ ≤ max_rate``."""
-    return int(math.ceil(_upper(float(max_rate), math.log(1 / tail))))
+    return math.ceil(_upper(float(max_rate), math.log(1 / tail)))
 
 
 def log_pmf(rate: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -124,7 +126,7 @@ def _pmf_derivative(rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def pwgf_mmd(
     rate: torch.Tensor,
     *,
-    bandwidth: float = 1.0,
+    bandwidth: float = 2.0,
     step: float = 0.1,
     kernel: str = "rbf",
     generator: torch.Generator | None = None,

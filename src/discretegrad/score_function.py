@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from discretegrad import _validation as V
 from discretegrad._autograd import compute_dtype
@@ -41,8 +40,18 @@ from discretegrad.registry import register
 from discretegrad.surrogate import check_costs
 
 __all__ = [
-    "reinforce", "rloo", "muprop", "arm", "disarm", "rebar", "relax", "relax_estimate", "RelaxEstimate",
-    "ema_baseline", "EMABaseline", "EMAState",
+    "EMABaseline",
+    "EMAState",
+    "RelaxEstimate",
+    "arm",
+    "disarm",
+    "ema_baseline",
+    "muprop",
+    "rebar",
+    "reinforce",
+    "relax",
+    "relax_estimate",
+    "rloo",
 ]
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]
@@ -178,7 +187,7 @@ def ema_baseline(decay: float = 0.9) -> EMABaseline:
         ...                         baseline=state).mean()
         ...     state = ema.update(state, loss)
     """
-    if not V._is_real(decay) or not 0.0 <= float(decay) < 1.0:
+    if not isinstance(decay, numbers.Real) or isinstance(decay, bool) or not 0.0 <= float(decay) < 1.0:
         raise ValueError(f"Expected decay to be a float in [0, 1), but got {decay!r}")
     decay = float(decay)
 
@@ -206,20 +215,17 @@ def _baseline(baseline: object, costs: torch.Tensor) -> torch.Tensor | float:
     if isinstance(baseline, torch.Tensor):
         if not baseline.is_floating_point():
             raise TypeError(f"Expected baseline to be a floating-point tensor, but got dtype {baseline.dtype}")
-        try:
-            torch.broadcast_shapes(baseline.shape, costs.shape[1:])
-        except RuntimeError:
-            raise ValueError(f"Expected baseline to broadcast to the batch shape {tuple(costs.shape[1:])}, "
-                             f"but got shape {tuple(baseline.shape)}") from None
-        if torch.broadcast_shapes(baseline.shape, costs.shape[1:]) != costs.shape[1:]:
-            raise ValueError(f"Expected baseline to broadcast to the batch shape {tuple(costs.shape[1:])}, "
+        batch = tuple(costs.shape[1:])
+        if baseline.dim() > len(batch) or any(b not in (1, c) for b, c in zip(reversed(baseline.shape), reversed(batch))):
+            raise ValueError(f"Expected baseline to broadcast to the batch shape {batch}, "
                              f"but got shape {tuple(baseline.shape)}")
         V.finite("baseline", baseline)
         return baseline.detach().to(costs)
-    if V._is_real(baseline) and math.isfinite(float(baseline)):
-        return float(baseline)
-    raise (ValueError if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool) else TypeError)(
-        f"Expected baseline to be None, a finite float, a tensor or an EMAState, but got {baseline!r}")
+    if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
+        if math.isfinite(float(baseline)):
+            return float(baseline)
+        raise ValueError(f"Expected baseline to be finite, but got {baseline!r}")
+    raise TypeError(f"Expected baseline to be None, a float, a tensor or an EMAState, but got {baseline!r}")
 
 
 # ----------------------------------------------------------------------------- estimators
@@ -315,7 +321,7 @@ def arm(f: CostFn, params: torch.Tensor, *, n_samples: int = 1, generator: torch
     ``L``. The value is the mean of ``f`` over both members of the pair. Unbiased; the coefficient
     is not zero when the pair agrees, which DisARM fixes.
     """
-    d, noise, b, b_anti, f_b, f_anti = _antithetic(f, params, n_samples, generator)
+    d, noise, b, _b_anti, f_b, f_anti = _antithetic(f, params, n_samples, generator)
     batch_ndim = f_b.dim() - 1
     coef = (_unsqueeze_to(f_anti - f_b, b) * (torch.sigmoid(-noise) - 0.5)).mean(0)
     return _finish(0.5 * (f_b + f_anti).mean(0), _param_term(coef, d.x, batch_ndim))
@@ -417,7 +423,7 @@ def relax_estimate(
         raise ValueError(f"Expected distribution to be one of {sorted(_RELAXATIONS)}, but got {distribution!r}")
     d = _setup(f, params, distribution, n_samples, generator)
     tau = V.positive_float("tau", tau)
-    if not V._is_real(eta) or not math.isfinite(float(eta)):
+    if not isinstance(eta, numbers.Real) or isinstance(eta, bool) or not math.isfinite(float(eta)):
         raise ValueError(f"Expected eta to be a finite float, but got {eta!r}")
     _check_control_variate(control_variate)
     draw, relax_fn = _RELAXATIONS[distribution]
