@@ -167,3 +167,7 @@ def test_paper_results_use_registered_labels():
         labels = {c.label for c in exp.estimators}
         assert {label for label, _ in exp.paper_results} <= labels
     assert poisson_gan.EXPERIMENT.paper_results[("pwgf_mmd", ())]["final_rate"] == (5.0076, 0.013)
+    # every GST number names its preset and schedule (Table 3 is never shown next to a Table 4 run)
+    points = [dict(point) for _, point in categorical_vae.EXPERIMENT.paper_results]
+    assert all({"preset", "mixed_temperature", "tau"} <= set(p) for p in points)
+    assert sum(p["preset"] == "disarm" for p in points) == 4 and sum(p["mixed_temperature"] for p in points) == 12
