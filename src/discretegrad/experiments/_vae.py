@@ -151,13 +151,11 @@ class VAEProblem:
             gradient is the estimator's.
         test_neg_elbo: ``test_neg_elbo(x, generator) -> [B]`` single-sample negative ELBO per
             image, with an exact (hard) latent sample; called under ``torch.no_grad``.
-        probe_params: parameters whose gradient variance the probe measures (may be empty).
     """
 
     module: nn.Module
     loss: Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
     test_neg_elbo: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-    probe_params: Sequence[nn.Parameter] = ()
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
