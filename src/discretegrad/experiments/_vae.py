@@ -38,6 +38,7 @@ __all__ = [
     "init_linear",
     "mlp",
     "estimator_kwargs",
+    "samples_for",
     "VAEProblem",
     "fit",
     "gradient_variance",
@@ -107,6 +108,14 @@ def mlp(sizes: Sequence[int], activation: str, generator: torch.Generator, final
         last = i == len(sizes) - 2
         layers.append(ACTIVATIONS[final_activation if last else activation]())
     return nn.Sequential(*layers)
+
+
+_MIN_SAMPLES = {"rloo": 2}  # leave-one-out needs two samples per variable
+
+
+def samples_for(estimator: str, n_samples: int) -> int:
+    """``n_samples`` raised to the estimator's minimum (RLOO: 2)."""
+    return max(n_samples, _MIN_SAMPLES.get(estimator, 1))
 
 
 def estimator_kwargs(config: RunConfig, distribution: str, tau: float | None) -> dict[str, Any]:

@@ -72,7 +72,6 @@ __all__ = ["EXPERIMENT", "BernoulliVAE", "ARCHS"]
 DISTRIBUTION = "bernoulli"
 ARCHS = ("linear", "nonlinear", "two_layer")
 ARM_EPOCHS = {"linear": 400, "nonlinear": 400, "two_layer": 1500}
-_MIN_SAMPLES = {"rloo": 2}
 LATENT = 200
 
 DEFAULTS: dict[str, Any] = {
@@ -193,7 +192,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     train_x = _vae.load_pixels(p["dataset"], "train", "threshold", p["data_root"], None, device)[p["valid_size"]:]
     test_x = _vae.load_pixels(p["dataset"], "test", "threshold", p["data_root"], None, device)
     kwargs = _vae.estimator_kwargs(config, DISTRIBUTION, p["tau"])
-    n = max(p["n_samples"], _MIN_SAMPLES.get(name, 1))
+    n = _vae.samples_for(name, p["n_samples"])
     family = get_distribution(DISTRIBUTION)
 
     def loss(x: torch.Tensor, step: int, generator: torch.Generator) -> torch.Tensor:

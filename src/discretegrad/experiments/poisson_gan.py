@@ -55,7 +55,6 @@ from discretegrad.experiments.base import (Diverged, EstimatorChoice, Experiment
 __all__ = ["EXPERIMENT", "Discriminator"]
 
 DISTRIBUTION = "poisson"
-_MIN_SAMPLES = {"rloo": 2}
 
 DEFAULTS: dict[str, Any] = {
     "true_rate": 5.0,
@@ -110,7 +109,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     family = get_distribution(DISTRIBUTION)
     d_loss, g_cost = _losses(p["loss"])
     kwargs = _vae.estimator_kwargs(config, DISTRIBUTION, None)
-    n = max(p["batch_size"], _MIN_SAMPLES.get(config.estimator.name, 1))
+    n = _vae.samples_for(config.estimator.name, p["batch_size"])
     disc = Discriminator(p["disc_hidden"], _vae.derived_generator(config.seed, "init")).to(device)
     theta = nn.Parameter(torch.full((1,), math.log(p["init_rate"]), device=device))
     g_real = _vae.derived_generator(config.seed, "data", device)
