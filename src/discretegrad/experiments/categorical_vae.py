@@ -42,8 +42,9 @@ probe of 20 repeats, estimators stgs, gumbel_rao with K = 10, gst(1.0), gst(pi) 
 the comparison's meaning (same data, model, loss and optimiser; the variance of the gradient,
 averaged over ~600k scalars, is precise with 20 repeats) but its numbers are those of an early
 stage of training, so they are higher than the paper's 40-epoch values. GR-MCK uses K = 10
-because K = 100 costs about 0.25 s per step on one CPU core (about 150 s per epoch, measured;
-most of it drawing the 100 x 100 x 30 x 10 exponential variates), 15 times STGS; run
+because K = 100 costs 0.17-0.25 s per training step on one CPU core (104-150 s per epoch,
+measured under varying load; much of it drawing the 100 x 100 x 30 x 10 exponential variates),
+11 times STGS (``results/categorical-vae/efficiency.md``); run
 ``--estimators gumbel_rao:mc_samples=100`` on a GPU for the paper's GR-MC100.
 """
 
