@@ -8,6 +8,7 @@ side effects beyond filling the registry.
 """
 
 from discretegrad import categorical, diagnostics, exact, noise
+from discretegrad import subsets, trees
 from discretegrad._validation import get_default_validate_args, set_default_validate_args, validate_args
 from discretegrad.distributions import distributions
 from discretegrad.registry import EstimatorSpec, estimators, register
@@ -30,4 +31,6 @@ __all__ = [
     "set_default_validate_args",
     "surrogate",
     "validate_args",
+    "subsets",
+    "trees",
 ]

@@ -1,3 +1,4 @@
 """Imports every module that registers estimators or distributions (the one list of them)."""
 
 from discretegrad import categorical  # noqa: F401
+from discretegrad import subsets, trees  # noqa: F401

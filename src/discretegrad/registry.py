@@ -14,7 +14,10 @@ An estimator is one function plus one :func:`register` decorator. Two kinds exis
 
 Hyperparameters and their defaults are read from the function's keyword-only arguments
 (everything but ``generator`` and ``n_samples``), so the signature is the single source of
-truth; the function validates its own arguments.
+truth; the function validates its own arguments. A keyword-only argument *without* a default
+is a required argument (``required``), for example the subset size ``k`` of the ``"topk"``
+family: it has no sensible default, it defines the support, and callers must pass it
+(``dg.surrogate(f, logits, distribution="topk", estimator="entropy", k=3)``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class EstimatorSpec:
         hyperparameters: mapping from hyperparameter name to its default.
         reference: the paper (and equation) the estimator comes from.
         summary: one line on what it does.
+        required: keyword arguments without a default that every call must pass (``("k",)``).
     """
 
     name: str
@@ -55,6 +59,7 @@ class EstimatorSpec:
     hyperparameters: dict[str, Any]
     reference: str
     summary: str
+    required: tuple[str, ...] = ()
 
     @property
     def needs_f(self) -> bool:
@@ -62,11 +67,17 @@ class EstimatorSpec:
         return self.kind == "surrogate"
 
     def check_hparam_names(self, hparams: dict[str, Any]) -> None:
-        unknown = sorted(set(hparams) - set(self.hyperparameters))
+        unknown = sorted(set(hparams) - set(self.hyperparameters) - set(self.required))
         if unknown:
             raise ValueError(
                 f"Expected hyperparameters of estimator {self.name!r} ({self.distribution}) among "
-                f"{sorted(self.hyperparameters)}, but got {unknown}"
+                f"{sorted([*self.hyperparameters, *self.required])}, but got {unknown}"
+            )
+        missing = [r for r in self.required if r not in hparams]
+        if missing:
+            raise ValueError(
+                f"Expected the required argument(s) {missing} of estimator {self.name!r} ({self.distribution}) "
+                f"to be given, but got only {sorted(hparams)}"
             )
 
     def describe(self) -> dict[str, Any]:
@@ -79,6 +90,7 @@ class EstimatorSpec:
             "relaxed": self.relaxed,
             "needs_f": self.needs_f,
             "hyperparameters": dict(self.hyperparameters),
+            "required": list(self.required),
             "reference": self.reference,
             "summary": self.summary,
         }
@@ -91,10 +103,16 @@ def _hyperparameters(fn: Callable[..., Any], kind: Kind) -> dict[str, Any]:
     out = {}
     for p in inspect.signature(fn).parameters.values():
         if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RESERVED:
-            if p.default is inspect.Parameter.empty:
-                raise TypeError(f"hyperparameter {p.name!r} of {fn.__qualname__} needs a default")
-            out[p.name] = p.default
+            if p.default is not inspect.Parameter.empty:
+                out[p.name] = p.default
     return out
+
+
+def _required(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """Keyword-only arguments without a default (e.g. the subset size ``k``)."""
+    return tuple(p.name for p in inspect.signature(fn).parameters.values()
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RESERVED
+                 and p.default is inspect.Parameter.empty)
 
 
 def register(
@@ -126,6 +144,7 @@ def register(
             hyperparameters=_hyperparameters(fn, kind),
             reference=reference,
             summary=doc.splitlines()[0] if doc else "",
+            required=_required(fn),
         )
         return fn
 
