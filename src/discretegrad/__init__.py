@@ -7,7 +7,7 @@ estimator, including those that need the cost function, is reachable through one
 side effects beyond filling the registry.
 """
 
-from discretegrad import categorical, diagnostics, exact, noise
+from discretegrad import categorical, demo, diagnostics, exact, noise
 from discretegrad import subsets, trees
 from discretegrad._validation import get_default_validate_args, set_default_validate_args, validate_args
 from discretegrad.distributions import distributions
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EstimatorSpec",
     "categorical",
+    "demo",
     "diagnostics",
     "distributions",
     "estimators",

@@ -27,7 +27,9 @@ def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     return hard.detach() + zero_with_grad(soft)
 
 
-def softmax_jacobian_surrogate(logits: torch.Tensor, p: torch.Tensor, second: torch.Tensor | None = None) -> torch.Tensor:
+def softmax_jacobian_surrogate(
+    logits: torch.Tensor, p: torch.Tensor, second: torch.Tensor | None = None
+) -> torch.Tensor:
     """A linear function of ``logits`` whose Jacobian is ``diag(p) - second``.
 
     With ``second = p pᵀ`` (the default) this is the Jacobian of softmax evaluated at a point

@@ -109,7 +109,7 @@ def gumbel_rao(
     (:func:`discretegrad.noise.conditional_gumbel`). Memory: instead of keeping K copies of the
     logits for backward, the Jacobian ``(diag(ȳ) - mean_k y_k y_kᵀ)/τ`` is formed in the forward
     pass; only ``ȳ`` and the ``N x N`` second moment (or the K draws when ``N > K``, whichever is
-    smaller) are saved.
+    smaller) are saved; the forward draws are processed in chunks of bounded memory.
     """
     x, tau, generator = _prepare(logits, tau, generator)
     mc_samples = V.positive_int("mc_samples", mc_samples)
@@ -117,7 +117,7 @@ def gumbel_rao(
     z = conditional_gumbel(x, index, mc_samples, generator=generator)  # [K, ..., N], no grad
     n = x.shape[-1]
     chunk = max(1, (1 << 22) // max(1, x.numel()))
-    if n <= mc_samples:
+    if n < mc_samples:
         mean, second = _rao_moments(z, tau, True, chunk)
         surrogate = softmax_jacobian_surrogate(x, mean, second) / tau
     else:  # fewer numbers to keep: the K draws themselves
@@ -151,11 +151,11 @@ def _check_gap(gap: float | str) -> float | str:
 def _gapped_logits(x: torch.Tensor, index: torch.Tensor, hard: torch.Tensor, gap: float | str) -> torch.Tensor:
     """Target values of the GST perturbation: θ'_D = max θ, θ'_j = min(θ_j, max θ - g) (j ≠ D)."""
     m = x.max(-1, keepdim=True).values
+    g: torch.Tensor | float
     if gap == "pi":
-        probs = torch.softmax(x.detach(), -1)
-        g = gap_pi(probs.gather(-1, index.unsqueeze(-1)))
+        g = gap_pi(torch.softmax(x.detach(), -1).gather(-1, index.unsqueeze(-1)))
     else:
-        g = gap
+        g = float(gap)
     return torch.where(hard.bool(), m, torch.minimum(x, m - g))
 
 
@@ -204,7 +204,8 @@ def nz_gst(
     return straight_through(hard, torch.softmax(moved / tau, -1)).to(logits.dtype)
 
 
-@register("reinmax", distribution="categorical", reference="Liu et al. 2023, Bridging discrete and backpropagation: straight-through and beyond, Alg. 2")
+@register("reinmax", distribution="categorical",
+          reference="Liu et al. 2023, Bridging discrete and backpropagation: straight-through and beyond, Alg. 2")
 def reinmax(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """ReinMax: second-order (Heun) straight-through.
 

@@ -57,15 +57,18 @@ def _plot(reports: list[GradientReport], title: str, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     names = [r.estimator for r in reports]
     fig, axes = plt.subplots(1, 3, figsize=(12, 0.45 * len(names) + 1.6), sharey=True)
     for ax, key, label in zip(axes, ["relative_bias", "variance", "cosine"],
-                              ["relative bias ‖E ĝ − g‖/‖g‖", "variance (trace)", "cos(E ĝ, g)"]):
+                              ["relative bias ‖E ĝ − g‖/‖g‖", "variance (trace)", "cos(E ĝ, g)"], strict=True):
         ax.barh(names, [getattr(r, key) for r in reports], color="tab:blue")
         ax.set_xlabel(label)
         if key == "variance":
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].invert_yaxis()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -69,7 +69,7 @@ def _normalise(entries: Iterable[EstimatorArg] | None, distribution: str) -> lis
         return [(s.name, {}) for s in registered(distribution)]
     if isinstance(entries, str):
         entries = [entries]
-    out = []
+    out: list[tuple[str, dict[str, Any]]] = []
     for e in entries:
         if isinstance(e, str):
             out.append((e, {}))
@@ -93,7 +93,7 @@ def gradient_draws(
 ) -> torch.Tensor:
     """``draws`` independent estimates of the gradient of ``sum(E[f])``: ``[draws, *params.shape]``."""
     leaf = params.detach().requires_grad_(True)
-    out = []
+    out: list[torch.Tensor] = []
     for _ in range(draws):
         value = surrogate(f, leaf, distribution=distribution, estimator=estimator, n_samples=n_samples,
                           generator=generator, **hparams)
@@ -182,7 +182,11 @@ def format_table(reports: Sequence[GradientReport]) -> str:
     """Aligned plain-text table of reports."""
     head, rows = _rows(reports)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
+
     return "\n".join([line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 

@@ -88,7 +88,9 @@ def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
     """Categorical logits ``[..., N]``: a float tensor with ``N >= 1``, finite when validating."""
     t = V.float_tensor(name, logits, min_ndim=1)
     if t.shape[-1] < 1:
-        raise ValueError(f"Expected {name} to have at least one category (last dim >= 1), but got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"Expected {name} to have at least one category (last dim >= 1), but got shape {tuple(t.shape)}"
+        )
     V.finite(name, t)
     return t
 

@@ -249,7 +249,7 @@ topk_family = register_distribution(
 
 # ----------------------------------------------------------------------------- registry entries
 
-@register("entropy", distribution="topk", reference=_SST + ", Sec. 4 (exponential-family entropy)")
+@register("entropy", distribution="topk", required=("k",), reference=_SST + ", Sec. 4 (exponential-family entropy)")
 def _entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """SMT top-k of θ+G forward, SST gradient through the Gibbs marginals of exp(<U, x>/t).
 
@@ -259,7 +259,7 @@ def _entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch
     return topk(logits, k, tau=tau, relaxation="entropy", hard=True, generator=generator)
 
 
-@register("entropy_relaxed", distribution="topk", relaxed=True, reference=_SST + ", Sec. 4")
+@register("entropy_relaxed", distribution="topk", required=("k",), relaxed=True, reference=_SST + ", Sec. 4")
 def _entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Relaxed SST sample: Gibbs marginals of exp(<θ+G, x>/t) over k-subsets (not k-hot).
@@ -269,7 +269,7 @@ def _entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
     return topk(logits, k, tau=tau, relaxation="entropy", hard=False, generator=generator)
 
 
-@register("binary_entropy", distribution="topk", reference=_SST + "; Amos et al. 2019 (LML)")
+@register("binary_entropy", distribution="topk", required=("k",), reference=_SST + "; Amos et al. 2019 (LML)")
 def _binary_entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """SMT top-k forward, SST gradient through σ((θ+G)/t + ν) with Σ = k (LML projection).
@@ -279,7 +279,7 @@ def _binary_entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0,
     return topk(logits, k, tau=tau, relaxation="binary_entropy", hard=True, generator=generator)
 
 
-@register("binary_entropy_relaxed", distribution="topk", relaxed=True, reference=_SST + "; Amos et al. 2019 (LML)")
+@register("binary_entropy_relaxed", distribution="topk", required=("k",), relaxed=True, reference=_SST + "; Amos et al. 2019 (LML)")
 def _binary_entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
                             generator: torch.Generator | None = None) -> torch.Tensor:
     """Relaxed SST sample σ((θ+G)/t + ν) with Σ = k (not k-hot).
@@ -289,7 +289,7 @@ def _binary_entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
     return topk(logits, k, tau=tau, relaxation="binary_entropy", hard=False, generator=generator)
 
 
-@register("l2x", distribution="topk", relaxed=True, reference="Chen et al. 2018, Learning to explain; SST Table (L2X)")
+@register("l2x", distribution="topk", required=("k",), relaxed=True, reference="Chen et al. 2018, Learning to explain; SST Table (L2X)")
 def _l2x(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """L2X relaxation: element-wise max of k Gumbel-softmax draws (not k-hot).
 
@@ -299,7 +299,7 @@ def _l2x(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch.Gen
     return l2x(logits, k, tau=tau, generator=generator)
 
 
-@register("softsub", distribution="topk", relaxed=True, reference="Xie & Ermon 2019, Reparameterizable subset sampling")
+@register("softsub", distribution="topk", required=("k",), relaxed=True, reference="Xie & Ermon 2019, Reparameterizable subset sampling")
 def _softsub(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """SoftSub relaxation: k successive relaxed draws with soft masking (not k-hot).
 

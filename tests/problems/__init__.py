@@ -1,0 +1,66 @@
+"""Per-distribution fixtures that drive the generic estimator suite.
+
+Every registered distribution needs a module ``tests/problems/<distribution>.py`` (a test in
+``test_registry.py`` fails otherwise) that defines a :class:`Case` called ``CASE``:
+
+* ``problems()``: small problems (float64 params) whose exact expectation is enumerable, with a
+  cost ``f`` that is nonlinear and keeps a batch dim (``z [n, *params.shape] -> [n, B]``);
+* ``law_params()`` and ``law_pvalue(params, samples)``: a goodness-of-fit p-value for hard
+  samples ``[M, *params.shape]`` (the generic law test fails below ``LAW_ALPHA``);
+* ``is_valid(z)``: whether every hard sample is in the support;
+* ``extreme_params(dtype)``: inputs with extreme values (outputs and gradients must stay finite);
+* ``bad_params()``: ``(value, exception type)`` pairs that every estimator must reject;
+* ``bad_hparams``: invalid values per hyperparameter name. Every hyperparameter of every
+  registered estimator must appear here (``test_registry.py`` enforces it), so adding an
+  estimator with a new hyperparameter means saying what an invalid value is;
+* ``test_hparams``: hyperparameters passed in every generic test (e.g. a required ``k``);
+* ``references``: for biased estimators, ``name -> ref(params, out, v, generator, **hparams)``
+  returning the expected gradient of ``sum(v * out)`` with respect to ``params``, written from
+  the paper's formula; ``generator`` is a copy of the generator as it was before the call, so a
+  reference can replay the noise;
+* ``covered_by``: for biased estimators checked by a dedicated test instead,
+  ``name -> "test_module::test_function"``.
+
+Every biased estimator needs an entry in ``references`` or ``covered_by``; every unbiased one is
+checked against ``discretegrad.exact`` automatically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+
+import torch
+
+LAW_ALPHA = 1e-4  # false-failure rate of one goodness-of-fit test (fixed seeds: deterministic)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    name: str
+    params: torch.Tensor
+    f: Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    distribution: str
+    problems: Callable[[], list[Problem]]
+    law_params: Callable[[], torch.Tensor]
+    law_pvalue: Callable[[torch.Tensor, torch.Tensor], float]
+    is_valid: Callable[[torch.Tensor], bool]
+    extreme_params: Callable[[torch.dtype], list[torch.Tensor]]
+    bad_params: Callable[[], list[tuple[object, type[Exception]]]]
+    bad_hparams: dict[str, list[object]]
+    test_hparams: dict[str, object] = dataclasses.field(default_factory=dict)
+    references: dict[str, Callable[..., torch.Tensor]] = dataclasses.field(default_factory=dict)
+    covered_by: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def case_for(distribution: str) -> Case | None:
+    try:
+        module = importlib.import_module(f"problems.{distribution}")
+    except ModuleNotFoundError:
+        return None
+    return module.CASE

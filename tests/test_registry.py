@@ -1,0 +1,78 @@
+"""The registry and its coverage: no estimator or distribution escapes the generic suite."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import discretegrad as dg
+from problems import case_for
+
+
+def test_every_distribution_has_fixtures():
+    for name in dg.distributions():
+        assert case_for(name) is not None, f"add tests/problems/{name}.py for distribution {name!r}"
+
+
+def test_every_estimator_is_covered():
+    """Biased estimators need an independent gradient reference or a named dedicated test;
+    every hyperparameter needs invalid values; unbiased ones are checked against dg.exact."""
+    for spec in dg.estimators():
+        case = case_for(spec.distribution)
+        assert case is not None
+        if not spec.unbiased:
+            assert spec.name in case.references or spec.name in case.covered_by, (
+                f"biased estimator {spec.distribution}:{spec.name} has no gradient reference "
+                f"(tests/problems/{spec.distribution}.py: references or covered_by)")
+        if spec.name in case.covered_by:
+            module, func = case.covered_by[spec.name].split("::")
+            assert hasattr(importlib.import_module(module), func), f"{case.covered_by[spec.name]} does not exist"
+        missing = [h for h in spec.hyperparameters if h not in case.bad_hparams and h not in case.test_hparams]
+        assert not missing, f"{spec.distribution}:{spec.name}: no invalid values listed for {missing}"
+
+
+def test_listing_records():
+    specs = dg.estimators("categorical")
+    names = [s.name for s in specs]
+    assert names == sorted(names)
+    assert {"st", "stgs", "gumbel_softmax", "gumbel_rao", "gst", "nz_gst", "reinmax"} <= set(names)
+    gst = dg.get_estimator("gst", distribution="categorical")
+    rec = gst.describe()
+    assert rec["hyperparameters"] == {"tau": 1.0, "gap": 1.0}
+    assert rec["unbiased"] is False and rec["needs_f"] is False and "Fan" in rec["reference"]
+    assert gst.fn is dg.categorical.gst
+    assert dg.get_estimator("gumbel_rao", distribution="categorical").hyperparameters["mc_samples"] == 100
+
+
+def test_unknown_names_list_known_ones():
+    with pytest.raises(ValueError, match=r"estimator.*\['gst'.*but got 'nope'"):
+        dg.surrogate(lambda z: z.sum(-1), dg_logits(), distribution="categorical", estimator="nope")
+    with pytest.raises(ValueError, match=r"distribution.*categorical.*but got 'gaussian'"):
+        dg.surrogate(lambda z: z.sum(-1), dg_logits(), distribution="gaussian", estimator="st")
+    with pytest.raises(ValueError, match="distribution"):
+        dg.estimators("gaussian")
+
+
+def dg_logits():
+    import torch
+
+    return torch.zeros(2, 3)
+
+
+def test_register_is_one_decorator(monkeypatch):
+    from discretegrad import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @dg.register("my_st", distribution="categorical", reference="test")
+    def my_st(logits, *, tau: float = 2.0, generator=None):
+        """My estimator."""
+        return dg.categorical.st(logits, tau=tau, generator=generator)
+
+    spec = dg.get_estimator("my_st", distribution="categorical")
+    assert spec.hyperparameters == {"tau": 2.0} and spec.summary == "My estimator."
+    with pytest.raises(ValueError, match="already registered"):
+        dg.register("my_st", distribution="categorical")(my_st)
+    with pytest.raises(TypeError, match="needs a default"):
+        dg.register("bad", distribution="categorical")(lambda logits, *, tau, generator=None: logits)
