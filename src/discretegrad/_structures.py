@@ -40,6 +40,13 @@ def _neg(dtype: torch.dtype) -> float:
     return -1e30 if dtype == torch.float32 else -1e300
 
 
+def _logaddexp2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``log(e^a + e^b)`` as ``max(a, b) + log1p(e^{-|a-b|})``: unlike ``torch.logaddexp``, whose
+    backward ``1/(1 + e^{b-a})`` gives ``inf/inf`` when differentiated again for a large gap, every
+    derivative here is bounded, so double backward (needed for the tree marginals) stays finite."""
+    return torch.maximum(a, b) + torch.log1p(torch.exp(-(a - b).abs()))
+
+
 # ----------------------------------------------------------------------------- k-subsets
 
 def topk_hard(u: torch.Tensor, k: int) -> torch.Tensor:
@@ -365,7 +372,7 @@ def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> tor
         alive[v, :] = False
         alive[:, v] = False
         through = into_v.unsqueeze(-1) + logw[..., v, :].unsqueeze(-2) - log_d[..., None, None]
-        logw = torch.logaddexp(logw, through).masked_fill(~alive, neg)
+        logw = _logaddexp2(logw, through).masked_fill(~alive, neg)
     return log_z
 
 
