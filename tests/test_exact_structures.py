@@ -64,7 +64,8 @@ def test_structure_counts():
         ones = torch.zeros(n, n, dtype=torch.float64)
         # with zero weights, Z = number of structures: Cayley's n^(n-2) for both trees and arborescences
         assert round(math.exp(float(dg.exact.log_partition(ones, structure="spanning_tree")))) == n ** (n - 2)
-        assert round(math.exp(float(dg.exact.log_partition(ones, structure="arborescence", root=n - 1)))) == n ** (n - 2)
+        log_z = dg.exact.log_partition(ones, structure="arborescence", root=n - 1)
+        assert round(math.exp(float(log_z))) == n ** (n - 2)
         for k in range(1, n + 1):
             z = math.exp(float(dg.exact.log_partition(torch.zeros(n, dtype=torch.float64), structure="topk", k=k)))
             assert round(z) == math.comb(n, k)

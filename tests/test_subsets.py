@@ -168,7 +168,8 @@ def test_corr_hard_sample_is_the_exact_maximiser():
 def test_tau_to_zero_approaches_the_hard_sample(relaxation):
     theta = torch.randn(200, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     pairs = _pairs(theta) if relaxation == "corr" else None
-    hard = dg.subsets.topk(theta, 3, relaxation=relaxation, pair_logits=pairs, generator=torch.Generator().manual_seed(4))
+    hard = dg.subsets.topk(theta, 3, relaxation=relaxation, pair_logits=pairs,
+                           generator=torch.Generator().manual_seed(4))
     gaps = []
     for tau in [1.0, 0.1, 0.01, 0.001]:
         soft = dg.subsets.topk(theta, 3, tau=tau, relaxation=relaxation, hard=False, pair_logits=pairs,

@@ -149,7 +149,8 @@ def _gibbs_scores(weights: torch.Tensor, structure: str, tau: float, k: int | No
             raise ValueError("Expected k (an int in [1, n]) for structure='topk', but got None")
         k = subsets.check_k(k, n)
         if math.comb(n, k) > MAX_SUBSETS:
-            raise ValueError(f"Expected at most MAX_SUBSETS={MAX_SUBSETS} k-subsets, but got C({n}, {k}) = {math.comb(n, k)}")
+            raise ValueError(
+                f"Expected at most MAX_SUBSETS={MAX_SUBSETS} k-subsets, but got C({n}, {k}) = {math.comb(n, k)}")
         atoms = S.all_ksubsets(n, k, dtype=w.dtype, device=w.device)
         return atoms, (w @ atoms.T) / tau
     w = trees.check_edge_logits(weights, symmetric=structure == "spanning_tree", name="weights")

@@ -132,7 +132,8 @@ def topk(
         phi = V.float_tensor("pair_logits", pair_logits, min_ndim=1) if pair_logits is not None else None
         if phi is None or tuple(phi.shape) != (*x.shape[:-1], n - 1):
             got = None if pair_logits is None else tuple(pair_logits.shape)
-            raise ValueError(f"Expected pair_logits of shape {(*x.shape[:-1], n - 1)} for relaxation='corr', but got {got}")
+            raise ValueError(
+                f"Expected pair_logits of shape {(*x.shape[:-1], n - 1)} for relaxation='corr', but got {got}")
         V.finite("pair_logits", phi)
         u = _perturb(x, generator)
         v = _perturb(phi.to(x.dtype), generator)
@@ -160,7 +161,8 @@ def l2x(logits: torch.Tensor, k: int, *, tau: float = 1.0, generator: torch.Gene
     return torch.softmax((x + g) / tau, -1).amax(0).to(logits.dtype)
 
 
-def softsub(logits: torch.Tensor, k: int, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def softsub(logits: torch.Tensor, k: int, *, tau: float = 1.0,
+            generator: torch.Generator | None = None) -> torch.Tensor:
     """SoftSub relaxed top-k: ``k`` successive softmaxes of perturbed keys with soft masking.
 
     Xie & Ermon 2019: ``a¹ = θ + G``; for ``j = 1..k``: ``p_j = softmax(a^j / t)``,
@@ -250,7 +252,8 @@ topk_family = register_distribution(
 # ----------------------------------------------------------------------------- registry entries
 
 @register("entropy", distribution="topk", required=("k",), reference=_SST + ", Sec. 4 (exponential-family entropy)")
-def _entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def _entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
     """SMT top-k of θ+G forward, SST gradient through the Gibbs marginals of exp(<U, x>/t).
 
     ``topk(logits, k, tau=tau, relaxation="entropy", hard=True)``. Biased; exact Jacobian of
@@ -279,7 +282,8 @@ def _binary_entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0,
     return topk(logits, k, tau=tau, relaxation="binary_entropy", hard=True, generator=generator)
 
 
-@register("binary_entropy_relaxed", distribution="topk", required=("k",), relaxed=True, reference=_SST + "; Amos et al. 2019 (LML)")
+@register("binary_entropy_relaxed", distribution="topk", required=("k",), relaxed=True,
+          reference=_SST + "; Amos et al. 2019 (LML)")
 def _binary_entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
                             generator: torch.Generator | None = None) -> torch.Tensor:
     """Relaxed SST sample σ((θ+G)/t + ν) with Σ = k (not k-hot).
@@ -289,7 +293,8 @@ def _binary_entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
     return topk(logits, k, tau=tau, relaxation="binary_entropy", hard=False, generator=generator)
 
 
-@register("l2x", distribution="topk", required=("k",), relaxed=True, reference="Chen et al. 2018, Learning to explain; SST Table (L2X)")
+@register("l2x", distribution="topk", required=("k",), relaxed=True,
+          reference="Chen et al. 2018, Learning to explain; SST Table (L2X)")
 def _l2x(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """L2X relaxation: element-wise max of k Gumbel-softmax draws (not k-hot).
 
@@ -299,8 +304,10 @@ def _l2x(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch.Gen
     return l2x(logits, k, tau=tau, generator=generator)
 
 
-@register("softsub", distribution="topk", required=("k",), relaxed=True, reference="Xie & Ermon 2019, Reparameterizable subset sampling")
-def _softsub(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+@register("softsub", distribution="topk", required=("k",), relaxed=True,
+          reference="Xie & Ermon 2019, Reparameterizable subset sampling")
+def _softsub(logits: torch.Tensor, *, k: int, tau: float = 1.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
     """SoftSub relaxation: k successive relaxed draws with soft masking (not k-hot).
 
     ``softsub(logits, k, tau=tau)``; its t → 0 limit is the Gumbel-top-k sample.

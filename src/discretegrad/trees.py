@@ -55,14 +55,16 @@ def check_edge_logits(edge_logits: object, *, symmetric: bool = False, name: str
     diagonal up to ``|a - b| <= SYMMETRY_ATOL + SYMMETRY_RTOL |b|`` (value checks when validating)."""
     t = V.float_tensor(name, edge_logits, min_ndim=2)
     if t.shape[-1] != t.shape[-2]:
-        raise ValueError(f"Expected {name} to be square in its last two dims [..., n, n], but got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"Expected {name} to be square in its last two dims [..., n, n], but got shape {tuple(t.shape)}")
     if t.shape[-1] < 2:
         raise ValueError(f"Expected {name} to have n >= 2 vertices, but got shape {tuple(t.shape)}")
     V.finite(name, t)
     if symmetric and V.get_default_validate_args():
         if not bool(torch.isclose(t, t.transpose(-1, -2), rtol=SYMMETRY_RTOL, atol=SYMMETRY_ATOL).all()):
             gap = float((t - t.transpose(-1, -2)).abs().max())
-            raise ValueError(f"Expected {name} to be symmetric (undirected edges), but got max |w_ij - w_ji| = {gap:.3g}")
+            raise ValueError(
+                f"Expected {name} to be symmetric (undirected edges), but got max |w_ij - w_ji| = {gap:.3g}")
     return t
 
 
@@ -249,7 +251,8 @@ arborescence_family = register_distribution(
 # ----------------------------------------------------------------------------- registry entries
 
 @register("entropy", distribution="spanning_tree", reference=_SST + ", spanning-tree SST")
-def _tree_entropy(edge_logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def _tree_entropy(edge_logits: torch.Tensor, *, tau: float = 1.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Kruskal SMT forward, SST gradient through the matrix-tree edge marginals at temperature t.
 
     ``spanning_tree(edge_logits, tau=tau, hard=True)``. Biased.
@@ -268,7 +271,8 @@ def _tree_entropy_relaxed(edge_logits: torch.Tensor, *, tau: float = 1.0,
 
 
 @register("entropy", distribution="arborescence", reference=_SST + ", arborescence SST; Koo et al. 2007")
-def _arb_entropy(edge_logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def _arb_entropy(edge_logits: torch.Tensor, *, tau: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Chu-Liu/Edmonds SMT forward (root 0), SST gradient through directed matrix-tree marginals.
 
     ``arborescence(edge_logits, root=0, tau=tau, hard=True)``. Biased. The registry entries use

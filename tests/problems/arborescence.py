@@ -38,12 +38,10 @@ def _law_pvalue(params: torch.Tensor, samples: torch.Tensor) -> float:
 
 
 def _is_valid(z: torch.Tensor) -> bool:
-    n = z.shape[-1]
     binary = bool(((z == 0) | (z == 1)).all())
     indeg = z.sum(-2)
     one_parent = bool((indeg[..., 1:] == 1).all() and (indeg[..., 0] == 0).all())
     diag = bool((torch.diagonal(z, dim1=-2, dim2=-1) == 0).all())
-    del n
     return binary and one_parent and diag and bool(T.reach_all(z, 0).all())
 
 

@@ -76,7 +76,8 @@ def _is_valid(z: torch.Tensor) -> bool:
 def _extreme(dtype: torch.dtype) -> list[torch.Tensor]:
     big = 1e4
     return [
-        torch.tensor([[big, -big, 0.0, 1.0, big], [0.0, 0.0, 0.0, 0.0, 0.0], [-big, -big, -big, big, -big]], dtype=dtype),
+        torch.tensor([[big, -big, 0.0, 1.0, big], [0.0, 0.0, 0.0, 0.0, 0.0],
+                      [-big, -big, -big, big, -big]], dtype=dtype),
         torch.tensor([[big, big, big, -big]], dtype=dtype),  # a three-way tie for two places
     ]
 
