@@ -251,3 +251,20 @@ def test_root_out_of_range():
     for root in (-1, 3, 1.0, True, None):
         with pytest.raises(ValueError, match=r"Expected root to be an int in \[0, 2\]"):
             dg.trees.arborescence(torch.zeros(3, 3), root=root)
+
+
+def test_works_under_no_grad_and_inference_mode():
+    """Evaluation code samples under no_grad/inference_mode: the marginals (a gradient of log Z)
+    must still be computed there, and carry no graph."""
+    theta = _sym(torch.randn(3, 5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    ref = dg.trees.spanning_tree(theta, hard=False, generator=torch.Generator().manual_seed(1))
+    leaf = theta.clone().requires_grad_(True)
+    with torch.no_grad():
+        out = dg.trees.spanning_tree(leaf, hard=False, generator=torch.Generator().manual_seed(1))
+    assert not out.requires_grad
+    torch.testing.assert_close(out, ref.detach())
+    with torch.inference_mode():
+        out = dg.trees.spanning_tree(theta, hard=False, generator=torch.Generator().manual_seed(1))
+        hard = dg.trees.arborescence(theta, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out, ref.detach())
+    assert bool(dg.trees.is_arborescence(hard).all())

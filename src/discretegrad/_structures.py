@@ -385,10 +385,14 @@ def tree_marginals(w: torch.Tensor, *, directed: bool, root: int = 0) -> torch.T
     probability that edge {i, j} is in the tree, read from the upper triangle of ``w``);
     directed: ``μ_ij`` = probability of edge i → j. Diagonal (and root column) are zero.
     """
+    if torch.is_inference_mode_enabled():  # autograd is off there: leave inference mode for a copy
+        with torch.inference_mode(False):
+            return tree_marginals(w.clone(), directed=directed, root=root)
+    differentiable = w.requires_grad and torch.is_grad_enabled()
     with torch.enable_grad():
-        leaf = w if w.requires_grad else w.detach().requires_grad_(True)
+        leaf = w if differentiable else w.detach().requires_grad_(True)
         log_z = tree_log_partition(leaf, directed=directed, root=root)
-        (mu,) = torch.autograd.grad(log_z.sum(), leaf, create_graph=w.requires_grad)
+        (mu,) = torch.autograd.grad(log_z.sum(), leaf, create_graph=differentiable)
     if not directed:
         mu = torch.triu(mu, 1)
         mu = mu + mu.transpose(-1, -2)
