@@ -330,3 +330,17 @@ def test_surrogate_and_registry_need_k():
     assert {s.name for s in dg.estimators("topk")} == {
         "entropy", "entropy_relaxed", "binary_entropy", "binary_entropy_relaxed", "l2x", "softsub"}
     assert math.isfinite(float(out.sum()))
+
+
+@pytest.mark.parametrize("relaxation", RELAXATIONS)
+def test_hard_sample_without_autograd_is_the_same_sample(relaxation):
+    """Without a graph (no_grad, or logits that need no gradient) the relaxation is skipped; the
+    sample is the same as with it, for the same generator state."""
+    theta = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
+    pairs = _pairs(theta) if relaxation == "corr" else None
+    with_grad = dg.subsets.topk(theta.clone().requires_grad_(True), 3, relaxation=relaxation, pair_logits=pairs,
+                                generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        without = dg.subsets.topk(theta, 3, relaxation=relaxation, pair_logits=pairs,
+                                  generator=torch.Generator().manual_seed(1))
+    assert torch.equal(with_grad.detach(), without) and not without.requires_grad

@@ -268,3 +268,12 @@ def test_works_under_no_grad_and_inference_mode():
         hard = dg.trees.arborescence(theta, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(out, ref.detach())
     assert bool(dg.trees.is_arborescence(hard).all())
+
+
+@pytest.mark.parametrize("structure", ["spanning_tree", "arborescence"])
+def test_hard_sample_without_autograd_is_the_same_sample(structure):
+    theta = _sym(torch.randn(3, 6, 6, generator=torch.Generator().manual_seed(0)))
+    op = getattr(dg.trees, structure)
+    with_grad = op(theta.clone().requires_grad_(True), generator=torch.Generator().manual_seed(1))
+    without = op(theta, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(with_grad.detach(), without) and not without.requires_grad

@@ -81,6 +81,10 @@ def _prepare(logits: object, k: object, tau: object, generator: object):
     return t.to(compute_dtype(t.dtype)), k, tau, generator
 
 
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def _perturb(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """``x + G`` with the noise detached (gradient flows through ``x``)."""
     return x + gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator)
@@ -137,12 +141,16 @@ def topk(
         V.finite("pair_logits", phi)
         u = _perturb(x, generator)
         v = _perturb(phi.to(x.dtype), generator)
+        if hard and not _needs_grad(u, v):  # evaluation: the relaxation would only be discarded
+            return S.corr_topk_hard(u, v, k).to(logits.dtype)
         soft = S.corr_topk_marginals(u / tau, v / tau, k)
         out = straight_through(S.corr_topk_hard(u, v, k), soft) if hard else soft
         return out.to(logits.dtype)
     if pair_logits is not None:
         raise ValueError(f"Expected pair_logits only with relaxation='corr', but got relaxation={relaxation!r}")
     u = _perturb(x, generator)
+    if hard and not _needs_grad(u):  # evaluation: the relaxation would only be discarded
+        return S.topk_hard(u, k).to(logits.dtype)
     w = u / tau
     soft = S.topk_marginals(w, k) if relaxation == "entropy" else S.lml(w, k)
     out = straight_through(S.topk_hard(u.detach(), k), soft) if hard else soft

@@ -83,6 +83,10 @@ def _common(edge_logits: object, tau: object, hard: object, generator: object, s
     return t.to(compute_dtype(t.dtype)), tau, generator
 
 
+def _needs_grad(t: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and t.requires_grad
+
+
 def _symmetric_gumbel(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One Gumbel per undirected edge, mirrored (zero on the diagonal)."""
     g = torch.triu(gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator), 1)
@@ -118,6 +122,8 @@ def spanning_tree(
     x, tau, generator = _common(edge_logits, tau, hard, generator, symmetric=True)
     sym = 0.5 * (x + x.transpose(-1, -2))
     u = sym + _symmetric_gumbel(x, generator)
+    if hard and not _needs_grad(u):  # evaluation: the relaxation would only be discarded
+        return S.kruskal(u).to(edge_logits.dtype)
     soft = S.tree_marginals(u / tau, directed=False)
     out = straight_through(S.kruskal(u), soft) if hard else soft
     return out.to(edge_logits.dtype)
@@ -152,6 +158,8 @@ def arborescence(
     x, tau, generator = _common(edge_logits, tau, hard, generator, symmetric=False)
     root = check_root(root, x.shape[-1])
     u = x + gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+    if hard and not _needs_grad(u):
+        return S.edmonds(u, root).to(edge_logits.dtype)
     soft = S.tree_marginals(u / tau, directed=True, root=root)
     out = straight_through(S.edmonds(u, root), soft) if hard else soft
     return out.to(edge_logits.dtype)
