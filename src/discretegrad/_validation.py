@@ -107,7 +107,7 @@ def float_tensor(name: str, value: Any, *, min_ndim: int = 0) -> torch.Tensor:
 
 def finite(name: str, value: torch.Tensor) -> None:
     """Raise if ``value`` has NaN or inf entries (only when validation is on)."""
-    if _VALIDATE and not bool(torch.isfinite(value).all()):
+    if _VALIDATE and not bool(torch.isfinite(value.detach()).all()):
         raise ValueError(f"Expected {name} ({_describe(value)}) to be finite, but found NaN or inf values")
 
 
@@ -115,6 +115,7 @@ def in_range(name: str, value: torch.Tensor, low: float | None, high: float | No
     """Raise if entries are outside [low, high] or NaN (only when validation is on)."""
     if not _VALIDATE:
         return
+    value = value.detach()
     ok = ~torch.isnan(value)
     if low is not None:
         ok &= value >= low
