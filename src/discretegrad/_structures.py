@@ -358,21 +358,19 @@ def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> tor
         w = torch.where(upper, w, w.new_zeros(()))
         w = w + w.transpose(-1, -2)
         root = 0
-    alive = ~eye
-    alive[:, root] = False
-    logw = w.masked_fill(~alive, neg)
+    valid = ~eye
+    valid[:, root] = False
+    # root last; each step eliminates the first remaining vertex and drops its row and column
+    order = torch.tensor([v for v in range(n) if v != root] + [root], device=w.device)
+    logw = w.masked_fill(~valid, neg).index_select(-2, order).index_select(-1, order)
     log_z = w.new_zeros(w.shape[:-2])
-    for v in range(n):
-        if v == root:
-            continue
-        into_v = logw[..., :, v]
+    for m in range(n, 1, -1):
+        into_v = logw[..., 1:, 0]  # in-weights of the eliminated vertex from the m - 1 others
         log_d = torch.logsumexp(into_v, -1)
         log_z = log_z + log_d
-        alive = alive.clone()
-        alive[v, :] = False
-        alive[:, v] = False
-        through = into_v.unsqueeze(-1) + logw[..., v, :].unsqueeze(-2) - log_d[..., None, None]
-        logw = _logaddexp2(logw, through).masked_fill(~alive, neg)
+        through = into_v.unsqueeze(-1) + logw[..., 0, 1:].unsqueeze(-2) - log_d[..., None, None]
+        self_loop = torch.eye(m - 1, dtype=torch.bool, device=w.device)
+        logw = _logaddexp2(logw[..., 1:, 1:], through).masked_fill(self_loop, neg)
     return log_z
 
 
