@@ -100,10 +100,10 @@ def main(argv=None):
              f"Command: `python benchmarks/bench_structured.py --device {args.device} --reps {args.reps} "
              f"--budget {args.budget} --threads {args.threads}`\n",
              f"Environment: {environment()}\n",
-             "Time of one forward and backward of `sum(v * op(x))`, float32, over `--reps` reps (fewer, but at least 3, "
-             "when they exceed `--budget` seconds); ratios are to `torch.softmax` over the same logits tensor measured "
-             "in the same run. The machine is shared (2 cores, other jobs running), so the minimum is the better "
-             "estimate of the intrinsic cost and the median shows the contention.\n"]
+             "Time of one forward and backward of `sum(v * op(x))`, float32, over `--reps` reps (fewer, but at "
+             "least 3, when they exceed `--budget` seconds); ratios are to `torch.softmax` over the same logits "
+             "tensor measured in the same run. The machine is shared (2 cores, other jobs running), so the minimum "
+             "is the better estimate of the intrinsic cost and the median shows the contention.\n"]
     groups = [
         ("top-k: logits [1000, 100], k = 10", lambda: torch.randn(1000, 100), topk_cases(10)),
         ("trees: n = 10, batch 128 (edge logits [128, 10, 10])", lambda: torch.randn(128, 10, 10), tree_cases(10)),
@@ -116,7 +116,8 @@ def main(argv=None):
                 f"| {base_reps} |"]
         for name, fn in cases.items():
             t, t_min, r = measure(fn, make, args.device, args.reps, args.budget)
-            rows.append(f"| {name} | {t * 1e3:.3f} | {t_min * 1e3:.3f} | {t / base:.0f} | {t_min / base_min:.0f} | {r} |")
+            rows.append(f"| {name} | {t * 1e3:.3f} | {t_min * 1e3:.3f} | {t / base:.0f} | {t_min / base_min:.0f} "
+                        f"| {r} |")
             print(title, name, f"{t * 1e3:.3f} ms", flush=True)
         lines += [f"\n## {title}\n",
                   "| op | median ms | min ms | ratio of medians | ratio of minima | reps |",
