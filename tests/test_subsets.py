@@ -344,3 +344,11 @@ def test_hard_sample_without_autograd_is_the_same_sample(relaxation):
         without = dg.subsets.topk(theta, 3, relaxation=relaxation, pair_logits=pairs,
                                   generator=torch.Generator().manual_seed(1))
     assert torch.equal(with_grad.detach(), without) and not without.requires_grad
+
+
+def test_registry_record_of_a_required_hyperparameter_is_plain_data():
+    import json
+
+    rec = dg.get_estimator("entropy", distribution="topk").describe()
+    assert rec["hyperparameters"] == {"k": "REQUIRED", "tau": 1.0}
+    json.dumps(rec)

@@ -105,7 +105,7 @@ class EstimatorSpec:
             "unbiased": self.unbiased,
             "relaxed": self.relaxed,
             "needs_f": self.needs_f,
-            "hyperparameters": dict(self.hyperparameters),
+            "hyperparameters": {k: ("REQUIRED" if v is REQUIRED else v) for k, v in self.hyperparameters.items()},
             "reference": self.reference,
             "summary": self.summary,
         }
