@@ -9,10 +9,15 @@ comes from the matrix-tree theorem (Koo et al. 2007 for the directed case). ``ha
 returns ``X`` with the gradient of ``X_t`` (straight-through), ``hard=False`` returns ``X_t``.
 Both are biased for ``∇ E[f(X)]``.
 
-The law of the SMT sample is *not* the Gibbs distribution and, unlike top-k, has no simple
-closed form (the SST authors note that uniform logits do not give uniform trees), so
-:func:`discretegrad.exact.expectation` refuses these families; :func:`discretegrad.exact.marginals`
-and :func:`discretegrad.exact.log_partition` give the Gibbs ground truth instead.
+The law of the SMT sample is *not* the Gibbs distribution (the SST authors note that uniform
+logits do not give uniform trees). For spanning trees it is still exactly computable on small
+graphs: Kruskal's tree depends only on the order of the perturbed weights, and that order is
+Plackett-Luce, so ``P(T)`` is a sum over the prefixes of edge orderings at which Kruskal's scan
+completes ``T`` (:func:`discretegrad._structures.kruskal_law`, ``n <= MAX_LAW_VERTICES = 5``).
+:func:`discretegrad.exact.expectation` and :func:`discretegrad.diagnostics.compare` use it. The
+arborescence solver depends on the weights themselves, not only on their order, so no such
+formula exists and the exact oracle refuses ``"arborescence"``; :func:`discretegrad.exact.marginals`
+and :func:`discretegrad.exact.log_partition` give the Gibbs ground truth for both.
 
 Numerics: ``log Z`` is a determinant computed by subtraction-free Gaussian elimination in log
 space (see :func:`discretegrad._structures.tree_log_partition`), so neither the max-shift nor
@@ -32,6 +37,8 @@ adj = adj + adj.transpose(-1, -2)``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from discretegrad import _structures as S
@@ -41,11 +48,15 @@ from discretegrad.distributions import Family, register_distribution
 from discretegrad.noise import gumbel
 from discretegrad.registry import register
 
-__all__ = ["spanning_tree", "arborescence", "check_edge_logits", "is_spanning_tree", "is_arborescence"]
+__all__ = ["spanning_tree", "arborescence", "check_edge_logits", "is_spanning_tree", "is_arborescence",
+           "MAX_LAW_VERTICES"]
 
 _SST = "Paulus et al. 2020, Gradient estimation with stochastic softmax tricks"
 SYMMETRY_RTOL = 1e-5
 SYMMETRY_ATOL = 1e-6
+
+MAX_LAW_VERTICES = 5
+"""Largest ``n`` for the exact law of the Kruskal sample (40,440 ordering prefixes at n = 5)."""
 
 
 # ----------------------------------------------------------------------------- checks
@@ -205,11 +216,33 @@ def _no_closed_form(structure: str):
     def support(params: torch.Tensor, **options: object):
         raise ValueError(
             f"Expected a distribution whose sample law is enumerable, but got {structure!r}: the law of the "
-            f"perturb-and-max {structure.replace('_', ' ')} has no closed form (it is not the Gibbs distribution). "
-            f"Use dg.exact.marginals / dg.exact.log_partition(structure={structure!r}) for the Gibbs ground truth, "
-            f"or compare relaxations on the 'topk' distribution"
+            f"perturb-and-max {structure.replace('_', ' ')} has no closed form (it is not the Gibbs distribution, "
+            f"and Chu-Liu/Edmonds depends on the weights, not only on their order). Use dg.exact.marginals / "
+            f"dg.exact.log_partition(structure={structure!r}) for the Gibbs ground truth, or compare relaxations on "
+            f"'spanning_tree' or 'topk'"
         )
     return support
+
+
+def _tree_support(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    n = params.shape[-1]
+    if n > MAX_LAW_VERTICES:
+        raise ValueError(f"Expected at most MAX_LAW_VERTICES={MAX_LAW_VERTICES} vertices for the exact law of the "
+                         f"Kruskal sample, but got n = {n}")
+    atoms = S.all_spanning_trees(n, dtype=params.dtype, device=params.device)
+    return atoms, S.kruskal_law(params)
+
+
+def _tree_log_prob(params: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    atoms, log_table = _tree_support(params)
+    match = (z.unsqueeze(-3) == atoms).flatten(-2).all(-1)  # [..., S]
+    log_table = log_table.expand(match.shape)
+    return torch.where(match, log_table, torch.zeros_like(log_table)).sum(-1).masked_fill(~match.any(-1), -math.inf)
+
+
+def _tree_mean(params: torch.Tensor) -> torch.Tensor:
+    atoms, log_table = _tree_support(params)
+    return (log_table.exp() @ atoms.flatten(1)).reshape(params.shape)
 
 
 def _tree_sample(params: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -236,9 +269,9 @@ spanning_tree_family = register_distribution(
         event_ndim=2,
         check=lambda t: check_edge_logits(t, symmetric=True),
         sample=_tree_sample,
-        log_prob=_no_log_prob("spanning_tree"),
-        support=_no_closed_form("spanning_tree"),
-        mean=_no_closed_form("spanning_tree"),
+        log_prob=_tree_log_prob,
+        support=_tree_support,
+        mean=_tree_mean,
     )
 )
 

@@ -1,9 +1,9 @@
 """Spanning-tree fixtures for the generic suite.
 
-The law of the perturb-and-max (Kruskal) sample has no closed form, so the law test compares the
-samples with reference draws of ``argmax_T Σ_{e∈T} (θ_e + G_e)`` computed here by brute force over
-the 16 spanning trees of K_4 (two-sample chi-square). ``problems()`` have no exact expectation
-(``dg.exact.expectation`` refuses this family); they drive the shape, generator and bad-input tests.
+The law test compares the samples with reference draws of ``argmax_T Σ_{e∈T} (θ_e + G_e)``
+computed here by brute force over the 16 spanning trees of K_4 (two-sample chi-square), independently
+of the library's exact law (``_structures.kruskal_law``, checked against sample frequencies in
+``test_exact_structures.py``). ``problems()`` use n = 4, where ``dg.exact.expectation`` is exact.
 """
 
 from __future__ import annotations
