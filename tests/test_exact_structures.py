@@ -190,7 +190,7 @@ def test_spanning_tree_expectation_and_gradient_vs_monte_carlo():
         bump[:, i, j] = bump[:, j, i] = eps
         fd = (dg.exact.expectation(f, theta + bump, distribution="spanning_tree")
               - dg.exact.expectation(f, theta - bump, distribution="spanning_tree")) / (2 * eps)
-        # only the upper triangle is read by the law: the bump moves one edge weight by eps
+        # the bump moves one edge weight by eps: its derivative is the sum over both entries
         torch.testing.assert_close(grad[:, i, j] + grad[:, j, i], fd, rtol=1e-5, atol=1e-8)
 
 
@@ -217,3 +217,19 @@ def test_diagnostics_compare_relaxations_of_spanning_trees():
                                      draws=30, generator=torch.Generator().manual_seed(0))
     assert [r.name for r in reports] == ["entropy", "entropy_relaxed"]
     assert all(math.isfinite(r.bias) and r.exact_norm > 0 for r in reports)
+
+
+def test_spanning_tree_gradients_share_one_convention():
+    """Exact and estimated gradients both split an edge's derivative equally between (i, j) and (j, i),
+    so dg.diagnostics compares like with like."""
+    theta = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    theta = theta + theta.transpose(-1, -2)
+
+    def f(z):
+        return (z[..., 0, :] * torch.arange(4.0, dtype=torch.float64)).sum(-1) ** 2
+
+    exact = dg.exact.gradient(f, theta, distribution="spanning_tree")
+    torch.testing.assert_close(exact, exact.transpose(-1, -2))
+    draws = dg.diagnostics.gradient_draws(f, theta, distribution="spanning_tree", estimator="entropy", draws=3,
+                                          generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draws, draws.transpose(-1, -2))

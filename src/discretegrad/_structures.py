@@ -347,16 +347,14 @@ def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> tor
     through ``v``); ``log Z = Σ_v log d_v``. Everything runs in log space (``logsumexp`` and
     ``logaddexp``), so there is no overflow, underflow or cancellation at any scale of ``w``: no
     max-shift or clipping is needed and ``tau → 0`` stays accurate. ``O(n^3)`` in ``n - 1``
-    vectorised steps. Undirected trees are arborescences of the symmetric graph rooted anywhere:
-    ``w`` is read from its upper triangle and mirrored.
+    vectorised steps. Undirected trees are arborescences of the symmetric graph rooted anywhere;
+    their ``w`` is symmetrised as ``(w + wᵀ)/2``.
     """
     n = w.shape[-1]
     neg = _neg(w.dtype)
     eye = torch.eye(n, dtype=torch.bool, device=w.device)
-    if not directed:
-        upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=w.device), 1)
-        w = torch.where(upper, w, w.new_zeros(()))
-        w = w + w.transpose(-1, -2)
+    if not directed:  # symmetrise: each entry of an edge gets half its derivative
+        w = 0.5 * (w + w.transpose(-1, -2))
         root = 0
     valid = ~eye
     valid[:, root] = False
@@ -380,7 +378,7 @@ def tree_marginals(w: torch.Tensor, *, directed: bool, root: int = 0) -> torch.T
     ``log Z`` from :func:`tree_log_partition`; the gradient is taken by autograd with
     ``create_graph`` when ``w`` requires grad, so ``μ`` is itself differentiable (its Jacobian is
     the covariance of the edge indicators). Undirected: symmetric ``μ`` (``μ_ij = μ_ji`` = the
-    probability that edge {i, j} is in the tree, read from the upper triangle of ``w``);
+    probability that edge {i, j} is in the tree, for the weights ``(w + wᵀ)/2``);
     directed: ``μ_ij`` = probability of edge i → j. Diagonal (and root column) are zero.
     """
     if torch.is_inference_mode_enabled():  # autograd is off there: leave inference mode for a copy
@@ -391,8 +389,7 @@ def tree_marginals(w: torch.Tensor, *, directed: bool, root: int = 0) -> torch.T
         leaf = w if differentiable else w.detach().requires_grad_(True)
         log_z = tree_log_partition(leaf, directed=directed, root=root)
         (mu,) = torch.autograd.grad(log_z.sum(), leaf, create_graph=differentiable)
-    if not directed:
-        mu = torch.triu(mu, 1)
+    if not directed:  # ∂/∂w_ij = ∂/∂w_ji = μ_{ij}/2
         mu = mu + mu.transpose(-1, -2)
     return mu
 
@@ -510,12 +507,12 @@ def kruskal_law(w: torch.Tensor) -> torch.Tensor:
     Kruskal's tree depends only on the order of the perturbed weights, and the decreasing order of
     Gumbel-perturbed weights is Plackett-Luce: a prefix ``e_1..e_L`` has probability
     ``Π_j exp(w_{e_j}) / Σ_{e ∉ {e_1..e_{j-1}}} exp(w_e)``. Summing over the prefixes at which the scan
-    completes each tree gives its exact probability. ``w [..., n, n]`` is read from its upper triangle;
+    completes each tree gives its exact probability. ``w [..., n, n]`` is symmetrised, ``(w + wᵀ)/2``;
     the number of prefixes grows fast (6, 168, 40,440 for n = 3, 4, 5), so callers limit ``n``.
     """
     n = w.shape[-1]
     rows, cols = _upper_edges(n, w.device)
-    x = w[..., rows, cols]  # [..., E]
+    x = (0.5 * (w + w.transpose(-1, -2)))[..., rows, cols]  # [..., E]
     e_count = x.shape[-1]
     if n == 2:
         return x.new_zeros((*x.shape[:-1], 1))

@@ -160,7 +160,8 @@ def _gibbs_scores(weights: torch.Tensor, structure: str, tau: float, k: int | No
                          f"enumeration of {n}^{n - 2} structures, but got n = {n}")
     if structure == "spanning_tree":
         atoms = S.all_spanning_trees(n, dtype=w.dtype, device=w.device)
-        scored = torch.triu(atoms, 1)  # each undirected edge counted once
+        scored = torch.triu(atoms, 1)  # each undirected edge counted once, weight (w_ij + w_ji)/2
+        w = 0.5 * (w + w.transpose(-1, -2))
     else:
         root = trees.check_root(root, n)
         atoms = scored = S.all_arborescences(n, root, dtype=w.dtype, device=w.device)
@@ -179,7 +180,7 @@ def log_partition(
 
     Args:
         weights: ``[..., n]`` for ``"topk"``; ``[..., n, n]`` for trees (``"spanning_tree"``:
-            symmetric, each edge scored once from the upper triangle; ``"arborescence"``: entry
+            symmetric, each edge scored once with ``(w_ij + w_ji)/2``; ``"arborescence"``: entry
             ``[i, j]`` = edge i → j, rooted at ``root``). Batched over leading dims, differentiable.
         structure: ``"topk"``, ``"spanning_tree"`` or ``"arborescence"``.
         tau: temperature ``> 0``.
