@@ -11,7 +11,10 @@ Solvers (exact maximisers of a linear score ``<u, x>`` over a structure set, no 
 Relaxations (marginals of the Gibbs distribution ``p(x) ∝ exp(<w, x>)``, differentiable by
 autograd): :func:`topk_marginals` and :func:`corr_topk_marginals` (log-space forward-backward),
 :func:`lml` (limited multilabel projection, closed-form backward), :func:`tree_marginals`
-(matrix-tree theorem, undirected and directed).
+(matrix-tree theorem, undirected and directed, by log-space elimination).
+
+Enumeration for the exact references: :func:`all_ksubsets`, :func:`all_spanning_trees`,
+:func:`all_arborescences`, and :func:`kruskal_law` (the exact law of the Kruskal sample).
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ __all__ = [
     "edmonds",
     "tree_marginals",
     "tree_log_partition",
+    "all_ksubsets",
+    "all_spanning_trees",
+    "all_arborescences",
+    "kruskal_law",
 ]
 
 
