@@ -212,16 +212,15 @@ def is_arborescence(adj: torch.Tensor, root: int = 0) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- families
 
-def _no_closed_form(structure: str):
-    def support(params: torch.Tensor, **options: object):
-        raise ValueError(
-            f"Expected a distribution whose sample law is enumerable, but got {structure!r}: the law of the "
-            f"perturb-and-max {structure.replace('_', ' ')} has no closed form (it is not the Gibbs distribution, "
-            f"and Chu-Liu/Edmonds depends on the weights, not only on their order). Use dg.exact.marginals / "
-            f"dg.exact.log_partition(structure={structure!r}) for the Gibbs ground truth, or compare relaxations on "
-            f"'spanning_tree' or 'topk'"
-        )
-    return support
+def _no_arborescence_law(params: torch.Tensor, *args: object) -> torch.Tensor:
+    """``support``/``log_prob``/``mean`` of the arborescence family: the law is not computable."""
+    raise ValueError(
+        "Expected a distribution whose sample law is enumerable, but got 'arborescence': the law of the "
+        "perturb-and-max arborescence has no closed form (it is not the Gibbs distribution, and Chu-Liu/Edmonds "
+        "depends on the weights, not only on their order as Kruskal does). Use dg.exact.marginals / "
+        "dg.exact.log_partition(structure='arborescence') for the Gibbs ground truth, or compare relaxations on "
+        "'spanning_tree' or 'topk'"
+    )
 
 
 def _tree_support(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,12 +255,6 @@ def _arb_sample(params: torch.Tensor, generator: torch.Generator | None) -> torc
     return S.edmonds(x + gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator), 0).to(params.dtype)
 
 
-def _no_log_prob(structure: str):
-    def log_prob(params: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return _no_closed_form(structure)(params)
-    return log_prob
-
-
 spanning_tree_family = register_distribution(
     Family(
         name="spanning_tree",
@@ -282,9 +275,9 @@ arborescence_family = register_distribution(
         event_ndim=2,
         check=check_edge_logits,
         sample=_arb_sample,
-        log_prob=_no_log_prob("arborescence"),
-        support=_no_closed_form("arborescence"),
-        mean=_no_closed_form("arborescence"),
+        log_prob=_no_arborescence_law,
+        support=_no_arborescence_law,
+        mean=_no_arborescence_law,
     )
 )
 
