@@ -8,6 +8,7 @@ side effects beyond filling the registry.
 """
 
 from discretegrad import categorical, demo, diagnostics, exact, noise
+from discretegrad import bernoulli, poisson, score_function
 from discretegrad import subsets, trees
 from discretegrad._validation import get_default_validate_args, set_default_validate_args, validate_args
 from discretegrad.distributions import distributions
@@ -19,6 +20,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EstimatorSpec",
+    "bernoulli",
+    "poisson",
+    "score_function",
     "categorical",
     "demo",
     "diagnostics",

@@ -1,11 +1,14 @@
 """The ``discretegrad`` command: a thin layer over the Python API.
 
-Bad input prints one message to stderr and exits with status 2 (no traceback).
+Bad input prints one message to stderr and exits with status 2 (no traceback). ``run`` exits
+with status 1 when some run failed (the others are stored), 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -26,6 +29,67 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_list(args: argparse.Namespace) -> int:
+    from discretegrad.experiments.base import load_plugins
+    from discretegrad.experiments.catalog import catalog, format_catalog
+
+    load_plugins(args.plugin)
+    cat = catalog()
+    print(json.dumps(cat, indent=2, default=str) if args.json else format_catalog(cat))
+    return 0
+
+
+def _sweep_args(args: argparse.Namespace) -> dict:
+    from discretegrad.experiments.grid import parse_assignment, parse_estimators, parse_seeds
+
+    return dict(
+        out=args.out if args.out is not None else f"runs/{args.experiment}",
+        estimators=parse_estimators(args.estimators) if args.estimators is not None else None,
+        seeds=parse_seeds(args.seeds) if args.seeds is not None else None,
+        overrides=dict(parse_assignment(a) for a in args.set),
+        quick=args.quick, device=args.device, plugins=args.plugin,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from discretegrad.experiments.grid import grid_point
+    from discretegrad.experiments.runner import plan_sweep, run_sweep, stored_statuses
+
+    if args.dry_run:
+        plan = plan_sweep(args.experiment, **_sweep_args(args))
+        stored = stored_statuses(plan)
+        for c in plan.configs:
+            point = " ".join(f"{k}={v}" for k, v in grid_point(plan.experiment, c.params).items())
+            print(f"{c.run_id}  {stored.get(c.run_id, 'to run'):<8}  {c.estimator.label}  seed={c.seed}  {point}")
+        todo = sum(stored.get(c.run_id) not in ("finished", "diverged") for c in plan.configs)
+        print(f"{len(plan.configs)} runs, {todo} to run, into {plan.out}")
+        return 0
+    summary = run_sweep(args.experiment, **_sweep_args(args), workers=args.workers,
+                        progress=False if args.quiet else None, command=shlex.join(["discretegrad", *args.argv]))
+    print(summary.describe())
+    print(f"tables and plots: discretegrad report {summary.out}")
+    if not summary.ok:
+        print(f"discretegrad: {summary.failed} run(s) failed (stored with their error; a rerun retries them):",
+              file=sys.stderr)
+        for run_id, what, error in summary.failures:
+            print(f"  {run_id} {what}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from discretegrad.experiments.report import summarize, write_report
+    from discretegrad.experiments.store import Store
+
+    if args.json:
+        with Store(args.dir) as store:
+            print(json.dumps(summarize(store), indent=2))
+        return 0
+    path = write_report(args.dir)
+    print(f"wrote {path} and its plots")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="discretegrad", description="Gradient estimators for discrete random variables.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -34,16 +98,51 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--draws", type=int, default=1000, help="gradient draws per estimator (default: 1000)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
+
+    plugin_help = ("import MODULE first (it registers experiments; repeatable). "
+                   "The env var DISCRETEGRAD_PLUGINS=mod1,mod2 does the same.")
+    ls = sub.add_parser("list", help="registered estimators (per distribution) and experiments")
+    ls.add_argument("--json", action="store_true", help="print a JSON record instead of text")
+    ls.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
+    ls.set_defaults(func=_cmd_list)
+
+    r = sub.add_parser("run", help="run a sweep of an experiment (resumable)")
+    r.add_argument("experiment", help="experiment name (see `discretegrad list`)")
+    r.add_argument("--estimators", metavar="LIST",
+                   help="comma-separated estimators, each optionally with hyperparameters: stgs,gst:gap=1.2 "
+                        "(default: the experiment's)")
+    r.add_argument("--seeds", metavar="SEEDS", help="seeds: 0-9, 0,3,5 or 0-2,7 (default: the experiment's)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (repeatable); a grid key given here is fixed instead of swept")
+    r.add_argument("--quick", action="store_true", help="the reduced protocol (fewer epochs and seeds)")
+    r.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1, in-process)")
+    r.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/EXPERIMENT)")
+    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--dry-run", action="store_true", help="validate and list the runs (stored or to run); create nothing")
+    r.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
+    r.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("report", help="tables and plots of a stored sweep")
+    rep.add_argument("dir", metavar="DIR", help="the output directory of `discretegrad run`")
+    rep.add_argument("--json", action="store_true", help="print the summary as JSON records, write nothing")
+    rep.set_defaults(func=_cmd_report)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return int(args.func(args))
     except (ValueError, TypeError, OSError) as e:
         print(f"discretegrad: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("discretegrad: interrupted (finished runs are stored; rerun the same command to resume)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

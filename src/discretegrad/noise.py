@@ -60,17 +60,20 @@ def conditional_gumbel(
     mc_samples: int,
     *,
     generator: torch.Generator | None = None,
+    reparameterized: bool = False,
 ) -> torch.Tensor:
     """Perturbed logits ``logits + G`` drawn conditionally on ``argmax(logits + G) == index``.
 
-    Returns ``mc_samples`` draws of shape ``[mc_samples, *logits.shape]`` (no gradient).
+    Returns ``mc_samples`` draws of shape ``[mc_samples, *logits.shape]``: no gradient, or, with
+    ``reparameterized=True``, differentiable in ``logits`` for fixed noise (REBAR/RELAX).
     Log-space construction (Maddison et al. 2014, "A* sampling"): the maximum is
     ``T = logsumexp(logits) - log E_0`` and every other coordinate is a Gumbel with location
     ``logits_k`` truncated below ``T``: ``-logaddexp(-T, log E_k - logits_k)``.
     Stable for ``|logits|`` up to ``1e4`` in float32.
     """
     mc_samples = positive_int("mc_samples", mc_samples)
-    logits = logits.detach()
+    if not reparameterized:
+        logits = logits.detach()
     shape = (mc_samples, *logits.shape)
     log_e_top = exponential((*shape[:-1], 1), dtype=logits.dtype, device=logits.device, generator=generator).log_()
     log_e = exponential(shape, dtype=logits.dtype, device=logits.device, generator=generator).log_()

@@ -64,7 +64,10 @@ CASE = Case(
     bad_params=_bad_params,
     bad_hparams={"tau": [0.0, -1.0, float("nan"), float("inf"), "1", True],
                  "gap": [-0.5, "p", None, float("nan")],
-                 "mc_samples": [0, -3, 2.5, True]},
+                 "mc_samples": [0, -3, 2.5, True],
+                 "baseline": ["b", True, float("nan"), torch.zeros(13, 17)],
+                 "control_variate": [1.0, "net"],
+                 "eta": [float("nan"), float("inf"), "1", True]},
 )
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 __all__ = [
@@ -24,7 +26,12 @@ __all__ = [
     "register_experiment",
     "get_experiment",
     "experiments",
+    "load_plugins",
+    "PLUGINS_ENV",
 ]
+
+PLUGINS_ENV = "DISCRETEGRAD_PLUGINS"
+"""Environment variable naming extra modules (comma-separated) that register experiments."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +143,31 @@ def register_experiment(exp: Experiment) -> Experiment:
     return exp
 
 
+def load_plugins(modules: str | Iterable[str]) -> list[str]:
+    """Import user modules that call :func:`register_experiment` (the plugin hook).
+
+    ``modules`` is an iterable of importable module names or one comma-separated string;
+    importing a module twice is a no-op. Returns the names imported. A module that cannot be
+    imported raises ``ValueError`` naming it (the CLI prints it as one line).
+    """
+    names = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules)]
+    loaded = []
+    for name in names:
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # an import error of a user module: report which one and why
+            raise ValueError(f"Expected plugin module {name!r} to be importable, but got "
+                             f"{type(e).__name__}: {e}") from e
+        loaded.append(name)
+    return loaded
+
+
 def _load_all() -> None:
     from discretegrad.experiments import _modules  # noqa: F401
+
+    load_plugins(os.environ.get(PLUGINS_ENV, ""))
 
 
 def get_experiment(name: str) -> Experiment:

@@ -1,0 +1,309 @@
+"""Summaries of a store: records (for ``--json``), markdown tables and the report directory.
+
+Runs are grouped by experiment, then by *setting* (their full parameters: runs of different
+``--set`` values are never pooled), then by estimator (name and hyperparameters). A setting is
+named by its grid point plus every parameter that differs between the experiment's stored
+settings. Per group and metric: mean and sample standard deviation (ddof=1) of the final metric
+over the finished runs (``n_seeds``), the number of diverged and failed runs, and the paper's
+number where ``Experiment.paper_results`` has one for that estimator label whose settings all
+hold in the group's parameters (the most specific such entry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from discretegrad.experiments.store import Store, atomic_write_text, dumps
+
+__all__ = ["Group", "load_groups", "summarize", "efficiency", "to_markdown", "write_report", "setting_name"]
+
+
+@dataclasses.dataclass
+class Group:
+    """The runs of one estimator at one setting of one experiment."""
+
+    experiment: str
+    point: dict[str, Any]  # the setting's name (grid point + varying parameters)
+    params: dict[str, Any]  # the full setting
+    estimator: str  # label, e.g. "gst(gap=1.2)"
+    estimator_name: str
+    hparams: dict[str, Any]
+    runs: list[dict[str, Any]]
+
+    @property
+    def finished(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["status"] == "finished"]
+
+    def count(self, status: str) -> int:
+        return sum(r["status"] == status for r in self.runs)
+
+
+def _key(x: Any) -> str:
+    return json.dumps(x, sort_keys=True, default=str)
+
+
+def setting_name(point: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(point.items())) or "default setting"
+
+
+def _experiment_info(store: Store) -> dict[str, dict[str, Any]]:
+    return store.experiment_info()
+
+
+def load_groups(store: Store) -> tuple[list[Group], dict[str, dict[str, Any]]]:
+    """All groups of the store (in the order their first run started) and the experiments' info."""
+    info = _experiment_info(store)
+    runs = store.runs()
+    groups: dict[tuple[str, str, str], Group] = {}
+    by_exp: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_exp.setdefault(r["experiment"], []).append(r)
+    for exp, exp_runs in by_exp.items():
+        settings = {_key(r["params"]): r["params"] for r in exp_runs}
+        keys = set().union(*(p.keys() for p in settings.values()))
+        varying = {k for k in keys if len({_key(p.get(k, "<unset>")) for p in settings.values()}) > 1}
+        shown = varying | set(info.get(exp, {}).get("grid_keys", [])) | set().union(*(r["grid"] for r in exp_runs))
+        for r in exp_runs:
+            gkey = (exp, _key(r["params"]), r["estimator"] + _key(r["hparams"]))
+            if gkey not in groups:
+                point = {k: r["params"][k] for k in sorted(shown) if k in r["params"]}
+                groups[gkey] = Group(exp, point, r["params"], r["estimator_label"], r["estimator"], r["hparams"], [])
+            groups[gkey].runs.append(r)
+    return list(groups.values()), info
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    n = len(values)
+    if n == 0:
+        return None, None
+    mean = sum(values) / n
+    if n == 1:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def _same(a: Any, b: Any) -> bool:
+    num = (int, float)
+    if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
+        return float(a) == float(b)
+    return _key(a) == _key(b)
+
+
+def _paper(info: Mapping[str, Any], label: str, params: Mapping[str, Any], metric: str) -> tuple[Any, Any]:
+    """The paper's (mean, std) for ``label``: among the ``paper_results`` entries whose settings
+    all hold in ``params`` (grid keys or others, e.g. a preset), the most specific one."""
+    best, best_size = (None, None), -1
+    for entry in info.get("paper_results", []):
+        if entry["estimator"] != label or metric not in entry["metrics"]:
+            continue
+        grid = entry["grid"]
+        if all(k in params and _same(params[k], v) for k, v in grid.items()) and len(grid) > best_size:
+            value = list(entry["metrics"][metric]) + [None, None]
+            best, best_size = (value[0], value[1]), len(grid)
+    return best
+
+
+def _metrics_of(info: Mapping[str, Any], groups: Sequence[Group]) -> dict[str, bool | None]:
+    """Metric -> lower_is_better: the experiment's declared metrics, else what the runs returned."""
+    if info.get("metrics"):
+        return dict(info["metrics"])
+    seen: dict[str, bool | None] = {}
+    for g in groups:
+        for r in g.runs:
+            for m in r["metrics"]:
+                seen.setdefault(m, None)
+    return seen
+
+
+def summarize(store: Store) -> list[dict[str, Any]]:
+    """One record per experiment x setting x estimator x metric (the ``report --json`` output)."""
+    groups, info = load_groups(store)
+    records = []
+    for exp in dict.fromkeys(g.experiment for g in groups):
+        exp_groups = [g for g in groups if g.experiment == exp]
+        exp_info = info.get(exp, {})
+        for metric, lower in _metrics_of(exp_info, exp_groups).items():
+            for g in exp_groups:
+                values = [r["metrics"][metric] for r in g.finished if r["metrics"].get(metric) is not None]
+                mean, std = _mean_std(values)
+                paper_mean, paper_std = _paper(exp_info, g.estimator, g.params, metric)
+                records.append({
+                    "experiment": exp, "estimator": g.estimator, "estimator_name": g.estimator_name,
+                    "hparams": g.hparams, "grid": g.point, "params": g.params, "metric": metric,
+                    "lower_is_better": lower, "mean": mean, "std": std, "n_seeds": len(values),
+                    "n_diverged": g.count("diverged"), "n_failed": g.count("failed"),
+                    "seeds": sorted(r["seed"] for r in g.finished if r["metrics"].get(metric) is not None),
+                    "paper_mean": paper_mean, "paper_std": paper_std,
+                })
+    return records
+
+
+def efficiency(store: Store, groups: Sequence[Group] | None = None, baseline: str = "stgs") -> list[dict[str, Any]]:
+    """Rows from runs' ``efficiency`` artifacts (``seconds_per_epoch``, ``peak_memory_mb``): mean
+    over finished runs, and the ratio to ``baseline`` (estimator name) at the same setting."""
+    if groups is None:
+        groups = load_groups(store)[0]
+    rows = []
+    for g in groups:
+        arts = [store.artifacts(r["run_id"]).get("efficiency") for r in g.finished]
+        arts = [a for a in arts if isinstance(a, Mapping)]
+        if not arts:
+            continue
+        row = {"experiment": g.experiment, "grid": g.point, "params": g.params, "estimator": g.estimator,
+               "estimator_name": g.estimator_name, "n_runs": len(arts)}
+        for key in ("seconds_per_epoch", "peak_memory_mb"):
+            vals = [float(a[key]) for a in arts if isinstance(a.get(key), (int, float))]
+            row[key] = sum(vals) / len(vals) if vals else None
+        rows.append(row)
+    for row in rows:
+        same = [b for b in rows if b["experiment"] == row["experiment"] and _key(b["params"]) == _key(row["params"])
+                and b["estimator_name"] == baseline]
+        base = min(same, key=lambda b: (b["estimator"] != baseline, b["estimator"])) if same else None
+        for key in ("seconds_per_epoch", "peak_memory_mb"):
+            ok = base is not None and row[key] is not None and base[key]
+            row[key + "_ratio"] = row[key] / base[key] if ok else None
+        row["baseline"] = base["estimator"] if base else None
+    return rows
+
+
+# ----------------------------------------------------------------------------- markdown
+
+def _fmt(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.4g}" + (f" ± {std:.2g}" if std is not None else "")
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}×"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(records: Sequence[Mapping[str, Any]], info: Mapping[str, Mapping[str, Any]],
+                eff_rows: Sequence[Mapping[str, Any]] = (), images: Mapping[tuple[str, str], list[str]] | None = None
+                ) -> str:
+    """The tables of ``summarize`` records (and efficiency rows), one section per experiment and
+    one table per setting. ``images`` maps (experiment, setting name) to relative image paths."""
+    out = []
+    images = images or {}
+    for exp in dict.fromkeys(r["experiment"] for r in records):
+        recs = [r for r in records if r["experiment"] == exp]
+        ei = info.get(exp, {})
+        out.append(f"## {exp}" + (f" — {ei['paper']}" if ei.get("paper") else ""))
+        metrics = list(dict.fromkeys(r["metric"] for r in recs))
+        lower = {r["metric"]: r["lower_is_better"] for r in recs}
+        with_paper = {m for m in metrics if any(r["paper_mean"] is not None for r in recs if r["metric"] == m)}
+        desc = ", ".join(f"`{m}`" + ("" if lower[m] is None else (" (lower is better)" if lower[m] else
+                                                                  " (higher is better)")) for m in metrics)
+        out.append(f"Metrics: {desc}. Cells: mean ± std (ddof=1) of the final value over the finished seeds; "
+                   "best mean in bold; X: every run diverged; n_seeds counts finished runs.")
+        for name in dict.fromkeys(setting_name(r["grid"]) for r in recs):
+            srecs = [r for r in recs if setting_name(r["grid"]) == name]
+            out.append(f"### {name}")
+            header = ["estimator"]
+            for m in metrics:
+                header.append(m)
+                if m in with_paper:
+                    header.append(f"{m} (paper)")
+            header += ["n_seeds", "n_diverged", "n_failed"]
+            best = {}
+            for m in metrics:
+                means = [r["mean"] for r in srecs if r["metric"] == m and r["mean"] is not None]
+                if means and lower[m] is not None and len(means) > 1:
+                    best[m] = min(means) if lower[m] else max(means)
+            rows = []
+            for est in dict.fromkeys(r["estimator"] for r in srecs):
+                erecs = {r["metric"]: r for r in srecs if r["estimator"] == est}
+                row = [f"`{est}`"]
+                first = next(iter(erecs.values()))
+                for m in metrics:
+                    r = erecs.get(m)
+                    if r is None:
+                        row.append("–")
+                    elif r["mean"] is None and r["n_diverged"] > 0:
+                        row.append("X")
+                    else:
+                        cell = _fmt(r["mean"], r["std"])
+                        row.append(f"**{cell}**" if m in best and r["mean"] == best[m] else cell)
+                    if m in with_paper:
+                        row.append(_fmt(r["paper_mean"], r["paper_std"]) if r else "–")
+                row += [str(max(r["n_seeds"] for r in erecs.values())), str(first["n_diverged"]),
+                        str(first["n_failed"])]
+                rows.append(row)
+            out.append(_table(header, rows))
+            erows = [e for e in eff_rows if e["experiment"] == exp and setting_name(e["grid"]) == name]
+            if erows:
+                out.append("Efficiency (mean over finished runs; ratios to "
+                           f"`{erows[0]['baseline'] or 'stgs'}` at this setting):")
+                out.append(_table(
+                    ["estimator", "seconds / epoch", "ratio", "peak memory (MB)", "ratio", "runs"],
+                    [[f"`{e['estimator']}`", _fmt(e["seconds_per_epoch"], None), _fmt_ratio(e["seconds_per_epoch_ratio"]),
+                      _fmt(e["peak_memory_mb"], None), _fmt_ratio(e["peak_memory_mb_ratio"]), str(e["n_runs"])]
+                     for e in erows]))
+            for img in images.get((exp, name), []):
+                out.append(f"![{exp} {name}]({img})")
+    return "\n\n".join(out) + "\n"
+
+
+def _slug(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")
+    return s[:80] or "default"
+
+
+def _environment_md(store: Store) -> str:
+    runs = store.runs()
+    keys = ("python", "torch", "numpy", "device", "gpu", "git_commit", "git_dirty", "hostname", "torch_threads")
+    lines = []
+    for k in keys:
+        vals = sorted({str(r["environment"].get(k)) for r in runs if r["environment"].get(k) is not None})
+        if vals:
+            lines.append(f"- {k}: {', '.join(vals)}")
+    cmds = list(dict.fromkeys(s["command"] for s in store.sweeps()))
+    if cmds:
+        lines.append("- commands:")
+        lines += [f"    - `{c}`" for c in cmds]
+    return "\n".join(lines)
+
+
+def write_report(directory: str | os.PathLike[str]) -> Path:
+    """Write ``DIR/report/report.md`` and its PNG plots from the store in ``DIR``; return the path."""
+    from discretegrad.experiments import plots
+
+    d = Path(directory)
+    with Store(d) as store:
+        groups, info = load_groups(store)
+        records = summarize(store)
+        eff_rows = efficiency(store, groups)
+        out = d / "report"
+        out.mkdir(exist_ok=True)
+        images: dict[tuple[str, str], list[str]] = {}
+        for exp in dict.fromkeys(g.experiment for g in groups):
+            for name in dict.fromkeys(setting_name(g.point) for g in groups if g.experiment == exp):
+                sgroups = [g for g in groups if g.experiment == exp and setting_name(g.point) == name]
+                curves = {g.estimator: [store.epochs(r["run_id"]) for r in g.finished] for g in sgroups}
+                rel = Path(_slug(exp)) / _slug(name)
+                (out / rel.parent).mkdir(parents=True, exist_ok=True)
+                images[(exp, name)] = [str(p.relative_to(out)) for p in
+                                       plots.plot_setting(curves, f"{exp}: {name}", out / rel)]
+        n_runs = len(store.runs())
+        body = to_markdown(records, info, eff_rows, images)
+        header = (f"# Results: {d}\n\nGenerated by `discretegrad report` on "
+                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from {n_runs} stored runs.\n\n"
+                  f"## Environment\n\n{_environment_md(store)}\n\n")
+        path = out / "report.md"
+        atomic_write_text(path, header + body)
+        atomic_write_text(out / "summary.json", dumps(records, indent=2) + "\n")
+    return path

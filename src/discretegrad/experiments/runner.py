@@ -1,0 +1,212 @@
+"""Sweeps: validate and expand (:func:`plan_sweep`), then execute and store (:func:`run_sweep`).
+
+Resume semantics: a run is identified by ``RunConfig.run_id`` (a hash of its full config).
+A sweep skips every run the store already holds as ``finished`` or ``diverged`` and (re)runs
+the others, including ``failed`` ones. Each ended run is stored in one transaction, so killing
+a sweep at any moment (``kill -9`` included) loses at most the runs in flight; rerunning the
+same command completes it. The device is not part of a run's identity (it is recorded in the
+run's environment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from discretegrad.experiments.backends import Backend, make_backend
+from discretegrad.experiments.base import EstimatorChoice, Experiment, RunConfig, get_experiment, load_plugins
+from discretegrad.experiments.environment import git_info
+from discretegrad.experiments.execute import Task
+from discretegrad.experiments.grid import expand, grid_keys, grid_point
+from discretegrad.experiments.progress import SweepProgress
+from discretegrad.experiments.store import STORE_FILE, Store
+
+__all__ = ["SweepPlan", "SweepSummary", "plan_sweep", "run_sweep", "stored_statuses", "check_out_dir",
+           "check_device", "experiment_info"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """A validated sweep: nothing has been created yet."""
+
+    experiment: Experiment
+    configs: tuple[RunConfig, ...]
+    out: Path
+    device: str
+    plugins: tuple[str, ...]
+
+
+@dataclasses.dataclass
+class SweepSummary:
+    out: Path
+    total: int
+    skipped: int = 0
+    finished: int = 0
+    diverged: int = 0
+    failed: int = 0
+    failures: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # (run_id, what, error)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def describe(self) -> str:
+        return (f"{self.total} runs: {self.finished} finished, {self.diverged} diverged, {self.failed} failed, "
+                f"{self.skipped} already stored; store: {self.out / STORE_FILE}")
+
+
+def check_out_dir(out: str | os.PathLike[str]) -> Path:
+    """``out`` must be a writable directory or creatable as one; nothing is created here."""
+    p = Path(out)
+    if p.exists():
+        if not p.is_dir():
+            raise ValueError(f"Expected --out to be a directory, but got an existing file {str(p)!r}")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise ValueError(f"Expected --out to be a writable directory, but got {str(p)!r} (not writable)")
+        if (p / STORE_FILE).exists():
+            Store(p).close()  # raises ValueError on a corrupt or foreign database
+        return p
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"Expected --out to be creatable as a directory, but got {str(p)!r} "
+                         f"({str(parent)!r} is not a directory)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"Expected --out to be creatable as a directory, but got {str(p)!r} "
+                         f"({str(parent)!r} is not writable)")
+    return p
+
+
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``, available on this machine."""
+    import re
+
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ValueError(f"Expected --device to be cpu, cuda or cuda:N, but got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"Expected --device {device} to be available, but got no CUDA device on this machine")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"Expected --device index < {torch.cuda.device_count()}, but got {device!r}")
+    return device
+
+
+def experiment_info(exp: Experiment) -> dict[str, Any]:
+    """What reports need to know about an experiment, as plain JSON (stored with the runs)."""
+    return {
+        "name": exp.name,
+        "distribution": exp.distribution,
+        "paper": exp.paper,
+        "description": exp.description,
+        "metrics": dict(exp.metrics),
+        "divergence_metric": exp.divergence_metric,
+        "grid_keys": list(grid_keys(exp)),
+        "paper_results": [{"estimator": label, "grid": dict(point), "metrics": {m: list(v) for m, v in res.items()}}
+                          for (label, point), res in exp.paper_results.items()],
+    }
+
+
+def plan_sweep(
+    experiment: str | Experiment,
+    *,
+    out: str | os.PathLike[str],
+    estimators: Sequence[EstimatorChoice | str] | None = None,
+    seeds: Sequence[int] | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    quick: bool = False,
+    device: str = "cpu",
+    plugins: Iterable[str] = (),
+) -> SweepPlan:
+    """Validate everything and expand the grid; raises ``ValueError``/``TypeError`` with one
+    clear message on bad input. Creates nothing."""
+    plugins = tuple(plugins)
+    load_plugins(plugins)
+    exp = get_experiment(experiment if isinstance(experiment, str) else experiment.name)
+    if not isinstance(experiment, str) and exp is not experiment:
+        raise ValueError(f"Expected experiment {experiment.name!r} to be the registered one "
+                         "(register_experiment), but got a different object")
+    configs = expand(exp, estimators=estimators, seeds=seeds, overrides=overrides, quick=quick)
+    device = check_device(device)
+    out_path = check_out_dir(out)
+    return SweepPlan(exp, tuple(configs), out_path, device, plugins)
+
+
+def stored_statuses(plan: SweepPlan) -> dict[str, str]:
+    """``run_id -> status`` of the plan's runs already in the store (reads only; no store: ``{}``)."""
+    if not (plan.out / STORE_FILE).is_file():
+        return {}
+    with Store(plan.out) as store:
+        return store.statuses(c.run_id for c in plan.configs)
+
+
+def run_sweep(
+    experiment: str | Experiment,
+    *,
+    out: str | os.PathLike[str],
+    estimators: Sequence[EstimatorChoice | str] | None = None,
+    seeds: Sequence[int] | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    quick: bool = False,
+    device: str = "cpu",
+    workers: int = 1,
+    backend: Backend | None = None,
+    plugins: Iterable[str] = (),
+    progress: bool | None = None,
+    command: str | None = None,
+) -> SweepSummary:
+    """Run a sweep into the store under ``out`` and return its summary.
+
+    Args:
+        experiment: a registered experiment name (or an :class:`Experiment` that is registered,
+            so that worker processes can find it by name).
+        out: output directory (created after validation).
+        estimators: choices or strings like ``"gst:gap=1.2"``; default: the experiment's.
+        seeds: ints or ``"0-9"``; default: the experiment's.
+        overrides: ``--set`` settings (a grid key given here is fixed, not swept).
+        quick: the reduced protocol (``Experiment.quick``, ``quick_grid``, ``quick_*``).
+        device: ``cpu`` / ``cuda`` / ``cuda:N`` (not part of a run's identity).
+        workers: local processes when no ``backend`` is given (1 = in this process).
+        backend: an execution backend (:mod:`discretegrad.experiments.backends`).
+        plugins: modules to import first (they register experiments); also imported by workers.
+        progress: show the progress bar (default: when stderr is a terminal).
+        command: the command line recorded with the sweep (default: ``sys.argv``).
+    """
+    if backend is None:
+        backend = make_backend(workers)
+    plan = plan_sweep(experiment, out=out, estimators=estimators, seeds=seeds, overrides=overrides,
+                      quick=quick, device=device, plugins=plugins)
+    exp = plan.experiment
+    summary = SweepSummary(plan.out, total=len(plan.configs))
+    git = git_info()
+    with Store(plan.out, create=True) as store:
+        store.record_experiment(exp.name, experiment_info(exp))
+        stored = store.statuses(c.run_id for c in plan.configs)
+        todo = [c for c in plan.configs if stored.get(c.run_id) not in ("finished", "diverged")]
+        summary.skipped = len(plan.configs) - len(todo)
+        store.record_sweep(exp.name, command if command is not None else shlex.join(sys.argv), len(plan.configs),
+                           len(todo))
+        by_id = {c.run_id: c for c in todo}
+        labels = {c.run_id: f"{c.estimator.label} seed={c.seed}" for c in todo}
+        bar = SweepProgress(len(todo), labels, enabled=progress)
+        tasks = [Task(c, plan.device, plan.plugins, git) for c in todo]
+        try:
+            for result in backend.map(tasks, bar.on_event):
+                cfg = by_id[result.run_id]
+                store.write_run(result, grid=grid_point(exp, cfg.params), label=cfg.estimator.label)
+                bar.on_result(result)
+                setattr(summary, result.status, getattr(summary, result.status) + 1)
+                if result.status == "failed":
+                    first = (result.error or "").splitlines()[0] if result.error else ""
+                    summary.failures.append((result.run_id, labels[result.run_id], first))
+        finally:
+            bar.close()
+    return summary

@@ -1,0 +1,94 @@
+"""A tiny experiment for the harness tests, registered through the plugin hook
+(``DISCRETEGRAD_PLUGINS=toy_experiment`` or ``--plugin toy_experiment`` with ``tests/`` on the path).
+
+V categorical variables with K classes, cost f(z) = ||z - onehot(target)||^2 summed over the
+variables, SGD on the logits with the chosen estimator through :func:`discretegrad.surrogate`.
+The exact expected cost is sum_v 2 (1 - pi_v[target]), logged as ``train_loss``. Switches:
+``diverge_seed`` (that seed's run logs NaN at epoch 2, or raises Diverged with
+``diverge_mode="raise"``), ``fail_seed`` (that seed's run raises RuntimeError at epoch 2) and
+``crash_seed`` (that seed's process exits at epoch 2: worker crash) and ``sleep`` (seconds per
+epoch, for the kill test).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+import torch
+
+import discretegrad as dg
+from discretegrad.experiments.base import Diverged, EstimatorChoice, Experiment, register_experiment
+
+V, K = 3, 4
+
+
+def _run(config, ctx):
+    p = config.params
+    gen = torch.Generator().manual_seed(config.seed)
+    logits = torch.zeros(V, K, dtype=torch.float64, requires_grad=True)
+    onehot = torch.zeros(V, K, dtype=torch.float64)
+    onehot[:, p["target"]] = 1.0
+    hp = dict(config.estimator.hparams)
+
+    def f(z):
+        return ((z - onehot) ** 2).sum((-1, -2))
+
+    def estimate(n):
+        return dg.surrogate(f, logits, distribution="categorical", estimator=config.estimator.name,
+                            n_samples=n, generator=gen, **hp)
+
+    train_loss = float("nan")
+    seconds = []
+    for epoch in range(1, p["epochs"] + 1):
+        t0 = time.perf_counter()
+        for _ in range(p["steps"]):  # plain SGD (torch.optim would import torch._dynamo: seconds)
+            (grad,) = torch.autograd.grad(estimate(8), logits)
+            with torch.no_grad():
+                logits -= p["lr"] * grad
+        grads = []
+        for _ in range(8):  # single-sample gradient draws for the variance probe
+            (g,) = torch.autograd.grad(estimate(1), logits)
+            grads.append(g)
+        grad_var = float(torch.stack(grads).var(0).sum())
+        with torch.no_grad():
+            pi_t = torch.softmax(logits, -1)[:, p["target"]]
+            train_loss = float((2 * (1 - pi_t)).sum())
+        if config.seed == p["crash_seed"] and epoch == 2:
+            os._exit(7)  # the process dies (a segfault or the OOM killer, as far as the harness can tell)
+        if config.seed == p["fail_seed"] and epoch == 2:
+            raise RuntimeError("toy failure at epoch 2")
+        if config.seed == p["diverge_seed"] and epoch == 2:
+            if p["diverge_mode"] == "raise":
+                raise Diverged("toy divergence")
+            train_loss = float("nan")
+        time.sleep(p["sleep"])
+        seconds.append(time.perf_counter() - t0)
+        ctx.progress(epoch, p["epochs"], train_loss)
+        ctx.log_epoch(epoch, {"train_loss": train_loss, "prob_target": float(pi_t.mean()), "grad_variance": grad_var})
+    ctx.log_artifact("efficiency", {"seconds_per_epoch": sum(seconds) / len(seconds),
+                                    "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    ctx.log_artifact("threads", {"torch": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS")})
+    return {"final_loss": train_loss, "prob_target": float(pi_t.mean())}
+
+
+TOY = register_experiment(Experiment(
+    name="toy",
+    distribution="categorical",
+    paper="toy (harness tests)",
+    description="Learn V=3 categorical variables towards one class by SGD on the logits.",
+    defaults={"epochs": 3, "steps": 5, "lr": 0.5, "target": 0, "sleep": 0.0,
+              "diverge_seed": -1, "diverge_mode": "nan", "fail_seed": -1, "crash_seed": -1},
+    quick={"epochs": 2},
+    grid={"lr": [0.5, 1.0]},
+    quick_grid={"lr": [1.0]},
+    estimators=(EstimatorChoice("stgs"), EstimatorChoice("gst", {"gap": 1.0})),
+    quick_estimators=(EstimatorChoice("stgs"), EstimatorChoice("st")),
+    seeds=(0, 1, 2),
+    quick_seeds=(0, 1),
+    run=_run,
+    metrics={"final_loss": True, "prob_target": False},
+    divergence_metric="train_loss",
+    paper_results={("stgs", (("lr", 1.0),)): {"final_loss": (0.5, 0.1)}},
+))
