@@ -249,97 +249,74 @@ def kruskal(u: torch.Tensor) -> torch.Tensor:
     return adj.reshape(*batch, n, n)
 
 
-def _edmonds_one(s: list[list[float]], root: int) -> list[int]:
-    """Chu-Liu/Edmonds on one dense score matrix (``s[i][j]`` = edge i → j). Returns parents."""
-    n = len(s)
-    neg = -math.inf
-    parent = [-1] * n
-    for j in range(n):
-        if j == root:
-            continue
-        best, arg = neg, -1
-        for i in range(n):
-            if i != j and s[i][j] > best:
-                best, arg = s[i][j], i
-        parent[j] = arg
-    # find a cycle among the chosen in-edges
-    color = [0] * n  # 0 unvisited, 1 on current path, 2 done
-    cycle: list[int] = []
-    for start in range(n):
-        if color[start]:
-            continue
-        path, node = [], start
-        while node != -1 and node != root and color[node] == 0:
-            color[node] = 1
-            path.append(node)
-            node = parent[node]
-        if node != -1 and node != root and color[node] == 1:
-            cycle = path[path.index(node):]
-        for p in path:
-            color[p] = 2
-        if cycle:
-            break
-    if not cycle:
-        return parent
-    in_cycle = [False] * n
-    for c in cycle:
-        in_cycle[c] = True
-    rest = [v for v in range(n) if not in_cycle[v]]
-    m = len(rest) + 1  # contracted node gets index m-1
-    new_index = {v: t for t, v in enumerate(rest)}
-    c_new = m - 1
-    t = [[neg] * m for _ in range(m)]
-    enter: dict[int, int] = {}  # outside node u -> cycle node entered when u -> cycle is chosen
-    leave: dict[int, int] = {}  # outside node w -> cycle node it is reached from
-    for a in rest:
-        ia = new_index[a]
-        for b in rest:
-            if a != b:
-                t[ia][new_index[b]] = s[a][b]
-        best, arg = neg, -1
-        for c in cycle:  # edge a -> cycle, breaking the cycle at c
-            val = s[a][c] - s[parent[c]][c]
-            if val > best:
-                best, arg = val, c
-        t[ia][c_new], enter[a] = best, arg
-        best, arg = neg, -1
-        for c in cycle:  # edge cycle -> a
-            if s[c][a] > best:
-                best, arg = s[c][a], c
-        t[c_new][ia], leave[a] = best, arg
-    sub = _edmonds_one(t, new_index[root])
-    out = parent[:]  # cycle nodes keep their cycle parents except the entered one
-    for a in rest:
-        if a == root:
-            continue
-        p = sub[new_index[a]]
-        out[a] = leave[a] if p == c_new else rest[p]
-    u_in = rest[sub[c_new]]
-    out[enter[u_in]] = u_in
-    return out
-
-
 def edmonds(u: torch.Tensor, root: int) -> torch.Tensor:
     """Maximum spanning arborescence rooted at ``root`` of ``u [..., n, n]`` (``u[i, j]`` = i → j).
 
-    Chu-Liu/Edmonds per batch element: every non-root node takes its best in-edge; a cycle is
-    contracted with in-edge scores ``s(a, c) - s(parent(c), c)`` and solved recursively, then
-    expanded. ``O(n^3)`` per element. Returns the 0/1 adjacency (one parent per non-root node,
-    no in-edge to the root, acyclic). Runs on a host copy of the weights (the solver is
-    branch-heavy); the result is returned on the input's device.
+    Chu-Liu/Edmonds, batched in torch on the input's device (float64 internally). Each round:
+    every active non-root node takes its best in-edge; cycles of these choices are found by
+    pointer doubling (the image of ``parent^(2^m)``, ``2^m >= n``, is the set of cycle nodes), and
+    one cycle per batch element (the one holding the smallest node index) is contracted into
+    that node: in-edges get scores ``u(a, c) - u(parent(c), c)`` (maximised over the cycle node
+    ``c`` they enter, remembered), out-edges ``max_c u(c, b)`` (remembered). Rounds repeat until no
+    element has a cycle (at most ``n - 1``); the contractions are then undone in reverse order:
+    the contracted node's in-edge enters the remembered cycle node, whose cycle in-edge is
+    dropped, and edges leaving it start from the remembered cycle node. ``O(n^3)`` per element.
+    Returns the 0/1 adjacency (one parent per non-root node, none for the root, acyclic).
     """
     u = u.detach()
     n = u.shape[-1]
-    flat = u.reshape(-1, n, n).double().cpu()
-    flat = flat.masked_fill(torch.eye(n, dtype=torch.bool), -math.inf)
-    flat[:, :, root] = -math.inf
-    heads = [_edmonds_one(m.tolist(), root) for m in flat]
-    child = [j for j in range(n) if j != root]
-    parents = torch.tensor([[h[j] for j in child] for h in heads], dtype=torch.long).reshape(-1, n - 1)
-    adj = torch.zeros(flat.shape[0], n, n, dtype=u.dtype)
-    cols = torch.tensor(child, dtype=torch.long).expand_as(parents)
-    adj[torch.arange(flat.shape[0]).unsqueeze(-1), parents, cols] = 1.0
-    return adj.reshape(u.shape).to(u.device)
+    s = u.reshape(-1, n, n).to(torch.float64)
+    b = s.shape[0]
+    dev = s.device
+    neg = -math.inf
+    ar = torch.arange(n, device=dev)
+    s = s.masked_fill(torch.eye(n, dtype=torch.bool, device=dev), neg)
+    s[:, :, root] = neg
+    active = torch.ones(b, n, dtype=torch.bool, device=dev)
+    steps = max(1, math.ceil(math.log2(n))) + 1
+    levels = []
+    not_root = ar != root
+    while True:
+        par = s.masked_fill(~active.unsqueeze(-1), neg).argmax(1)
+        par = torch.where(active & not_root, par, root)
+        p = par
+        for _ in range(steps):
+            p = p.gather(1, p)
+        on = torch.zeros(b, n, dtype=torch.bool, device=dev).scatter(1, p, True) & not_root
+        has = on.any(1)
+        if not bool(has.any()):
+            break
+        lab = torch.where(on, ar, n)
+        q = par
+        for _ in range(steps):
+            lab = torch.minimum(lab, lab.gather(1, q))
+            q = q.gather(1, q)
+        c0 = torch.where(on, lab, n).amin(1)
+        cyc = on & (lab == c0.unsqueeze(1))
+        r = torch.where(has, c0, 0)
+        inw = s.gather(1, par.unsqueeze(1)).squeeze(1)  # s[par[v], v]
+        in_best, enter = (s - inw.unsqueeze(1)).masked_fill(~cyc.unsqueeze(1), neg).max(2)  # over v in the cycle
+        out_best, leave = s.masked_fill(~cyc.unsqueeze(2), neg).max(1)  # over sources v in the cycle
+        outside = active & ~cyc
+        idx_col = r.view(b, 1, 1).expand(b, n, 1)
+        idx_row = r.view(b, 1, 1).expand(b, 1, n)
+        col = torch.where(has.unsqueeze(1), torch.where(outside, in_best, neg), s.gather(2, idx_col).squeeze(2))
+        row = torch.where(has.unsqueeze(1), torch.where(outside, out_best, neg), s.gather(1, idx_row).squeeze(1))
+        s = s.scatter(2, idx_col, col.unsqueeze(2)).scatter(1, idx_row, row.unsqueeze(1))
+        active = active & ~(cyc & (ar != r.unsqueeze(1)))
+        levels.append((cyc, par, enter, leave, r, has))
+    parent = par
+    for cyc, par_l, enter, leave, r, has in reversed(levels):
+        p_r = parent.gather(1, r.unsqueeze(1))
+        new = torch.where((parent == r.unsqueeze(1)) & ~cyc, leave, parent)
+        new = torch.where(cyc, par_l, new)
+        entered = enter.gather(1, p_r)
+        new = new.scatter(1, entered, p_r)
+        parent = torch.where(has.unsqueeze(1), new, parent)
+    adj = torch.zeros(b, n, n, dtype=u.dtype, device=dev)
+    child = ar[not_root]
+    adj[torch.arange(b, device=dev).unsqueeze(1), parent[:, child], child.unsqueeze(0)] = 1.0
+    return adj.reshape(u.shape)
 
 
 def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> torch.Tensor:
