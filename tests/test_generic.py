@@ -113,7 +113,9 @@ def test_surrogate_value_and_shapes(spec):
     params = prob.params.clone().requires_grad_(True)
     value = dg.surrogate(lambda z: scale * prob.f(z), params, distribution=spec.distribution,
                          estimator=spec.name, n_samples=3, generator=torch.Generator().manual_seed(0), **hp(spec))
-    batch = prob.f(get_distribution(spec.distribution).sample(prob.params, None).unsqueeze(0)).shape[1:]
+    family = get_distribution(spec.distribution)
+    options = {o: hp(spec)[o] for o in family.options}  # e.g. k for "topk"
+    batch = prob.f(family.sample(prob.params, None, **options).unsqueeze(0)).shape[1:]
     assert value.shape == batch
     g_params, g_scale = torch.autograd.grad(value.sum(), (params, scale))
     assert torch.isfinite(g_params).all()

@@ -9,6 +9,7 @@ side effects beyond filling the registry.
 
 from discretegrad import categorical, demo, diagnostics, exact, noise
 from discretegrad import bernoulli, poisson, score_function
+from discretegrad import subsets, trees
 from discretegrad._validation import get_default_validate_args, set_default_validate_args, validate_args
 from discretegrad.distributions import distributions
 from discretegrad.registry import EstimatorSpec, estimators, register
@@ -35,4 +36,6 @@ __all__ = [
     "set_default_validate_args",
     "surrogate",
     "validate_args",
+    "subsets",
+    "trees",
 ]

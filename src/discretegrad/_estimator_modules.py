@@ -4,3 +4,4 @@ from discretegrad import categorical  # noqa: F401
 from discretegrad import bernoulli  # noqa: F401
 from discretegrad import poisson  # noqa: F401
 from discretegrad import score_function  # noqa: F401
+from discretegrad import subsets, trees  # noqa: F401

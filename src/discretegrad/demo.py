@@ -30,6 +30,7 @@ class DemoProblem:
     params: torch.Tensor
     f: Callable[[torch.Tensor], torch.Tensor]
     hparams: dict[str, dict[str, object]] = dataclasses.field(default_factory=dict)
+    options: dict[str, object] = dataclasses.field(default_factory=dict)  # family options, e.g. {"k": 3}
 
 
 def _categorical_problem() -> DemoProblem:
@@ -77,9 +78,38 @@ def _poisson_problem() -> DemoProblem:
                        f"f(z) = sin(w . z) + 0.1 (sum z - 4)^2", rate, f)
 
 
+def _topk_problem() -> DemoProblem:
+    g = torch.Generator().manual_seed(3)
+    n, k = 6, 3
+    theta = torch.randn(1, n, generator=g, dtype=torch.float64)
+    c = torch.randn(n, generator=g, dtype=torch.float64)
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return (z @ c - 1.0) ** 2 + torch.sin(2 * z[..., 0] * z[..., 1])
+
+    return DemoProblem("topk", "topk", f"k-subsets, n = {n}, k = {k} (Gumbel-top-k law), "
+                       "f(z) = (c . z - 1)^2 + sin(2 z_0 z_1)", theta, f, options={"k": k})
+
+
+def _spanning_tree_problem() -> DemoProblem:
+    g = torch.Generator().manual_seed(4)
+    n = 4
+    w = torch.randn(n, n, generator=g, dtype=torch.float64)
+    theta = (w + w.T).unsqueeze(0)
+    c = torch.randn(n, n, generator=g, dtype=torch.float64)
+    c = c + c.T
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return ((z * c).sum((-1, -2)) - 1.0) ** 2
+
+    return DemoProblem("spanning_tree", "spanning_tree", f"spanning trees of K_{n} (exact law of the Kruskal "
+                       "sample), f(z) = (<C, z> - 1)^2", theta, f)
+
+
 def problems() -> list[DemoProblem]:
-    """The demo problems, one per distribution family."""
-    return [_categorical_problem(), _bernoulli_problem(), _poisson_problem()]
+    """The demo problems: one per distribution family whose estimators' law is enumerable."""
+    return [_categorical_problem(), _bernoulli_problem(), _poisson_problem(), _topk_problem(),
+            _spanning_tree_problem()]
 
 
 def _plot(reports: list[GradientReport], title: str, path: Path) -> None:
@@ -136,7 +166,7 @@ def _run(out: Path, draws: int, seed: int, echo: Callable[[str], None]) -> dict[
                 multi.append(f"{s.name}: {n}")
             reports += compare(prob.f, prob.params, distribution=prob.distribution,
                                estimators=[(s.name, prob.hparams.get(s.name, {}))], draws=draws, n_samples=n,
-                               generator=gen)
+                               generator=gen, **prob.options)
         samples = "one sample each" + (f" ({', '.join(multi)} samples)" if multi else "")
         header = f"{prob.name}: {prob.description}; {draws} gradient draws per estimator, {samples}, seed {seed}"
         echo(header)

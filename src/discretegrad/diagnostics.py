@@ -113,6 +113,7 @@ def compare(
     generator: torch.Generator | None = None,
     batch_ndim: int | None = None,
     max_configs: int = DEFAULT_MAX_CONFIGS,
+    **options: Any,
 ) -> list[GradientReport]:
     """Bias, variance, MSE and cosine of each estimator's gradient against the exact gradient.
 
@@ -122,16 +123,19 @@ def compare(
         estimators: names or ``(name, hparams)`` tuples; ``None`` = all registered for ``distribution``.
         draws: independent gradient estimates per estimator (each from ``n_samples`` samples).
         generator: ``torch.Generator`` for every draw (reproducible tables).
+        **options: the distribution's options (``k=3`` for ``"topk"``), given to the exact oracle
+            and to every estimator.
 
     Returns:
         One :class:`GradientReport` per estimator, in the given order.
     """
     draws = V.positive_int("draws", draws, minimum=2)
     entries = _normalise(estimators, distribution)
+    entries = [(name, {**options, **hp}) for name, hp in entries]
     for name, hp in entries:
         get(name, distribution=distribution).check_hparam_names(hp)
     exact = exact_gradient(f, params, distribution=distribution, batch_ndim=batch_ndim,
-                           max_configs=max_configs).flatten().double()
+                           max_configs=max_configs, **options).flatten().double()
     exact_norm = float(exact.norm())
     reports = []
     for name, hp in entries:
@@ -144,8 +148,9 @@ def compare(
         variance = float(g.var(0).sum())
         bias = float((mean - exact).norm())
         cos_each = torch.nn.functional.cosine_similarity(g, exact.expand_as(g), dim=1, eps=1e-300)
+        shown = {key: val for key, val in hp.items() if key not in options}
         reports.append(GradientReport(
-            estimator=_label(name, hp), name=name, hparams=hp, unbiased=spec.unbiased, draws=draws,
+            estimator=_label(name, shown), name=name, hparams=shown, unbiased=spec.unbiased, draws=draws,
             n_samples=n_samples, exact_norm=exact_norm, bias=bias,
             relative_bias=bias / exact_norm if exact_norm > 0 else math.inf,
             bias_se=math.sqrt(variance / draws), variance=variance,

@@ -11,6 +11,12 @@ A family is parametrised by one tensor ``params`` of shape ``[*var_shape, *event
   and ``log_table[..., s] = log p(atoms[s])`` of shape ``[*var_shape, S]`` (finite or
   truncated support) for exact enumeration;
 * ``mean(params)``: ``E[z]`` (the mean-field point MuProp linearises around).
+
+A family whose support depends on an argument besides ``params`` (the subset size ``k`` of
+``"topk"``) names it in ``options``; ``sample``, ``log_prob``, ``support`` and ``mean`` then take it
+as a keyword argument, and :func:`discretegrad.exact.expectation` and
+:func:`discretegrad.diagnostics.compare` forward it (``dg.exact.expectation(f, logits,
+distribution="topk", k=3)``). Families without options are called exactly as before.
 """
 
 from __future__ import annotations
@@ -37,6 +43,15 @@ class Family:
     log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     support: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     mean: Callable[[torch.Tensor], torch.Tensor]
+    options: tuple[str, ...] = ()
+
+    def check_options(self, options: dict) -> dict:
+        """``options`` if their names are exactly this family's ``options``; ``ValueError`` otherwise."""
+        if set(options) != set(self.options):
+            raise ValueError(
+                f"Expected the options {sorted(self.options)} of distribution {self.name!r}, but got {sorted(options)}"
+            )
+        return options
 
     def var_shape(self, params: torch.Tensor) -> torch.Size:
         return params.shape[: params.dim() - self.event_ndim]

@@ -14,7 +14,11 @@ An estimator is one function plus one :func:`register` decorator. Two kinds exis
 
 Hyperparameters and their defaults are read from the function's keyword-only arguments
 (everything but ``generator`` and ``n_samples``), so the signature is the single source of
-truth; the function validates its own arguments.
+truth; the function validates its own arguments. A keyword-only argument without a default
+is refused unless ``register(..., required=(name,))`` declares it: a *required* argument such as
+the subset size ``k`` of the ``"topk"`` family, which defines the support and has no sensible
+default. It is listed in ``hyperparameters`` with the value :data:`REQUIRED`, and every call must
+pass it (``dg.surrogate(f, logits, distribution="topk", estimator="entropy", k=3)``).
 """
 
 from __future__ import annotations
@@ -24,10 +28,21 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Literal
 
-__all__ = ["EstimatorSpec", "register", "get", "estimators"]
+__all__ = ["EstimatorSpec", "register", "get", "estimators", "REQUIRED"]
 
 Kind = Literal["op", "surrogate"]
 _RESERVED = {"generator", "n_samples"}
+
+
+class _Required:
+    """Marker for a hyperparameter that has no default and must be passed (e.g. ``k``)."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+"""The ``hyperparameters`` value of a required argument."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +56,8 @@ class EstimatorSpec:
         kind: ``"op"`` (drop-in op) or ``"surrogate"`` (needs ``f``).
         unbiased: whether ``E[gradient]`` equals the exact gradient of ``E[f(z)]``.
         relaxed: whether the forward value is a relaxed (non-discrete) sample.
-        hyperparameters: mapping from hyperparameter name to its default.
+        hyperparameters: mapping from hyperparameter name to its default (:data:`REQUIRED` for a
+            required argument such as ``k``).
         reference: the paper (and equation) the estimator comes from.
         summary: one line on what it does.
     """
@@ -61,12 +77,23 @@ class EstimatorSpec:
         """Whether the estimator needs the cost function (usable only through ``surrogate``)."""
         return self.kind == "surrogate"
 
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Hyperparameters without a default that every call must pass."""
+        return tuple(k for k, v in self.hyperparameters.items() if v is REQUIRED)
+
     def check_hparam_names(self, hparams: dict[str, Any]) -> None:
         unknown = sorted(set(hparams) - set(self.hyperparameters))
         if unknown:
             raise ValueError(
                 f"Expected hyperparameters of estimator {self.name!r} ({self.distribution}) among "
                 f"{sorted(self.hyperparameters)}, but got {unknown}"
+            )
+        missing = [k for k in self.required if k not in hparams]
+        if missing:
+            raise ValueError(
+                f"Expected the required hyperparameters {missing} of estimator {self.name!r} ({self.distribution}) "
+                f"to be given, but got {sorted(hparams)}"
             )
 
     def describe(self) -> dict[str, Any]:
@@ -78,7 +105,7 @@ class EstimatorSpec:
             "unbiased": self.unbiased,
             "relaxed": self.relaxed,
             "needs_f": self.needs_f,
-            "hyperparameters": dict(self.hyperparameters),
+            "hyperparameters": {k: ("REQUIRED" if v is REQUIRED else v) for k, v in self.hyperparameters.items()},
             "reference": self.reference,
             "summary": self.summary,
         }
@@ -87,13 +114,19 @@ class EstimatorSpec:
 _REGISTRY: dict[tuple[str, str], EstimatorSpec] = {}
 
 
-def _hyperparameters(fn: Callable[..., Any], kind: Kind) -> dict[str, Any]:
-    out = {}
+def _hyperparameters(fn: Callable[..., Any], kind: Kind, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for p in inspect.signature(fn).parameters.values():
         if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RESERVED:
             if p.default is inspect.Parameter.empty:
-                raise TypeError(f"hyperparameter {p.name!r} of {fn.__qualname__} needs a default")
-            out[p.name] = p.default
+                if p.name not in required:
+                    raise TypeError(f"hyperparameter {p.name!r} of {fn.__qualname__} needs a default")
+                out[p.name] = REQUIRED
+            else:
+                out[p.name] = p.default
+    extra = [r for r in required if out.get(r) is not REQUIRED]
+    if extra:
+        raise TypeError(f"required hyperparameters {extra} of {fn.__qualname__} must be keyword-only without a default")
     return out
 
 
@@ -105,10 +138,12 @@ def register(
     unbiased: bool = False,
     relaxed: bool = False,
     reference: str = "",
+    required: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator that registers ``fn`` as estimator ``name`` for ``distribution``.
 
-    The summary is the first line of the function's docstring.
+    The summary is the first line of the function's docstring. ``required`` names keyword-only
+    arguments of ``fn`` without a default (see the module docstring).
     """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -123,7 +158,7 @@ def register(
             kind=kind,
             unbiased=unbiased,
             relaxed=relaxed,
-            hyperparameters=_hyperparameters(fn, kind),
+            hyperparameters=_hyperparameters(fn, kind, tuple(required)),
             reference=reference,
             summary=doc.splitlines()[0] if doc else "",
         )

@@ -1,0 +1,323 @@
+"""k-subsets: stochastic argmax and softmax tricks for k-hot vectors (Paulus et al. 2020).
+
+Notation: ``θ`` = logits ``[..., n]``, ``G`` i.i.d. standard Gumbel, ``U = θ + G`` (perturbed
+utilities), ``t`` = ``tau``. The *stochastic argmax trick* (SMT) sample is the k-hot vector
+``X = argmax_{|S| = k} Σ_{i∈S} U_i`` = top-k of ``U``; its law is *Gumbel-top-k*, i.e. sampling
+``k`` items without replacement from ``softmax(θ)`` (Plackett-Luce set probabilities), not the
+Gibbs distribution over subsets. A *stochastic softmax trick* (SST) relaxes it to
+``X_t = argmax_{x ∈ conv 𝒳} <U, x> - t f(x)`` for a strongly convex ``f``:
+
+* ``relaxation="entropy"``: ``f`` = the exponential-family entropy, for which ``X_t`` is the
+  vector of marginals ``P(i ∈ S)`` of the Gibbs distribution ``p(S) ∝ exp(Σ_{i∈S} U_i / t)`` over
+  ``|S| = k``, computed by a log-space forward-backward dynamic program over (item, count)
+  and differentiated exactly by autograd (the SST authors used finite differences);
+* ``relaxation="binary_entropy"``: ``f(x) = -Σ H_b(x_i)``, for which ``X_t = σ(U/t + ν)`` with the
+  scalar ``ν`` that makes ``Σ X_t = k`` (the limited-multilabel projection of Amos et al. 2019):
+  bisection for ``ν``, closed-form backward;
+* ``relaxation="corr"``: *correlated top-k*, see :func:`topk`.
+
+In ``hard=True`` mode the forward value is the exact SMT sample and the backward pass is the
+SST's (straight-through: ``X + X_t - sg(X_t)``); ``hard=False`` returns ``X_t``. Both are
+biased for ``∇ E[f(X)]``; smaller ``t`` lowers the bias of the relaxed objective and raises
+the variance. ``l2x`` and ``softsub`` are the relaxed baselines of the SST paper's L2X table.
+
+Graph baseline "|V|-1 edges" (SST paper, NRI): top-k over the ``n(n-1)/2`` undirected edge
+logits with ``k = n - 1``, then mirrored into a symmetric adjacency::
+
+    i, j = torch.triu_indices(n, n, 1)
+    x = dg.subsets.topk(edge_logits[..., i, j], n - 1, tau=tau)  # [..., n(n-1)/2], n-1 ones
+    adj = torch.zeros_like(edge_logits)
+    adj[..., i, j] = x  # differentiable index assignment
+    adj = adj + adj.transpose(-1, -2)
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import torch
+
+from discretegrad import _structures as S
+from discretegrad import _validation as V
+from discretegrad._autograd import compute_dtype, straight_through
+from discretegrad.distributions import Family, register_distribution
+from discretegrad.noise import gumbel
+from discretegrad.registry import register
+
+__all__ = ["topk", "l2x", "softsub", "gumbel_topk_log_prob", "MAX_LAW_ORDERINGS"]
+
+_SST = "Paulus et al. 2020, Gradient estimation with stochastic softmax tricks"
+RELAXATIONS = ("entropy", "binary_entropy", "corr")
+
+MAX_LAW_ORDERINGS = 5040
+"""Largest ``k!`` for which :func:`gumbel_topk_log_prob` sums over the orderings of a set (k <= 7)."""
+
+
+# ----------------------------------------------------------------------------- checks
+
+def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
+    """Item logits ``[..., n]``: a float tensor with ``n >= 1``, finite when validating."""
+    t = V.float_tensor(name, logits, min_ndim=1)
+    if t.shape[-1] < 1:
+        raise ValueError(f"Expected {name} to have at least one item (last dim >= 1), but got shape {tuple(t.shape)}")
+    V.finite(name, t)
+    return t
+
+
+def check_k(k: object, n: int) -> int:
+    """``k`` must be an int in ``[1, n]``."""
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
+        raise ValueError(f"Expected k to be an int in [1, {n}] (the number of items), but got {k!r}")
+    return k
+
+
+def _prepare(logits: object, k: object, tau: object, generator: object):
+    t = check_logits(logits)
+    k = check_k(k, t.shape[-1])
+    tau = V.positive_float("tau", tau)
+    generator = V.generator_for("generator", generator, t)
+    return t.to(compute_dtype(t.dtype)), k, tau, generator
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _perturb(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``x + G`` with the noise detached (gradient flows through ``x``)."""
+    return x + gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+
+
+# ----------------------------------------------------------------------------- ops
+
+def topk(
+    logits: torch.Tensor,
+    k: int,
+    *,
+    tau: float = 1.0,
+    relaxation: str = "entropy",
+    hard: bool = True,
+    pair_logits: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """k-hot SMT sample with an SST gradient (``hard=True``) or the relaxed SST sample.
+
+    Args:
+        logits: ``θ [..., n]``; batched over leading dims.
+        k: subset size, ``1 <= k <= n``.
+        tau: temperature ``t > 0`` of the relaxation (not of the forward sample).
+        relaxation: ``"entropy"`` (Gibbs marginals by forward-backward), ``"binary_entropy"``
+            (``σ(U/t + ν)``, ``Σ = k``) or ``"corr"`` (correlated top-k).
+        hard: forward the exact SMT sample (k-hot) with the SST gradient; else return ``X_t``.
+        pair_logits: ``"corr"`` only: pairwise logits ``φ [..., n-1]`` of adjacent items.
+        generator: ``torch.Generator`` for the Gumbel noise.
+
+    Correlated top-k (SST paper, L2X experiment): the structure is ``(x, y)`` with ``x`` k-hot
+    and ``y_i = x_i x_{i+1}`` (adjacent pairs), perturbed utilities ``U = θ + G`` for items and
+    ``V = φ + G'`` for pairs. SMT: ``x = argmax_{Σx=k} <U, x> + <V, y(x)>`` (exact max-plus chain DP
+    over (item, count, state)); SST with the exponential-family entropy: ``X_t`` = item
+    marginals of ``p(x) ∝ exp((<U, x> + <V, y(x)>)/t)`` by the forward-backward version of the
+    same DP. Positive ``φ`` favour contiguous selections. The hard sample's law is *not*
+    Gumbel-top-k, which is why it is not registered under the ``"topk"`` distribution.
+
+    Returns:
+        Tensor of ``logits``' shape and dtype: k-hot (hard) or in ``[0, 1]`` summing to ``k``.
+
+    Reference: Paulus et al. 2020 (SST), Sec. 3-4 and the L2X experiment; Amos et al. 2019 (LML).
+    """
+    x, k, tau, generator = _prepare(logits, k, tau, generator)
+    relaxation = V.choice("relaxation", relaxation, RELAXATIONS)
+    if not isinstance(hard, bool):
+        raise TypeError(f"Expected hard to be a bool, but got {type(hard).__name__}")
+    n = x.shape[-1]
+    if relaxation == "corr":
+        phi = V.float_tensor("pair_logits", pair_logits, min_ndim=1) if pair_logits is not None else None
+        if phi is None or tuple(phi.shape) != (*x.shape[:-1], n - 1):
+            got = None if pair_logits is None else tuple(pair_logits.shape)
+            raise ValueError(
+                f"Expected pair_logits of shape {(*x.shape[:-1], n - 1)} for relaxation='corr', but got {got}")
+        V.finite("pair_logits", phi)
+        u = _perturb(x, generator)
+        v = _perturb(phi.to(x.dtype), generator)
+        if hard and not _needs_grad(u, v):  # evaluation: the relaxation would only be discarded
+            return S.corr_topk_hard(u, v, k).to(logits.dtype)
+        soft = S.corr_topk_marginals(u / tau, v / tau, k)
+        out = straight_through(S.corr_topk_hard(u, v, k), soft) if hard else soft
+        return out.to(logits.dtype)
+    if pair_logits is not None:
+        raise ValueError(f"Expected pair_logits only with relaxation='corr', but got relaxation={relaxation!r}")
+    u = _perturb(x, generator)
+    if hard and not _needs_grad(u):  # evaluation: the relaxation would only be discarded
+        return S.topk_hard(u, k).to(logits.dtype)
+    w = u / tau
+    soft = S.topk_marginals(w, k) if relaxation == "entropy" else S.lml(w, k)
+    out = straight_through(S.topk_hard(u.detach(), k), soft) if hard else soft
+    return out.to(logits.dtype)
+
+
+def l2x(logits: torch.Tensor, k: int, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """L2X relaxed subset: element-wise max of ``k`` independent Gumbel-softmax vectors.
+
+    ``X_t = max_{r=1..k} softmax((θ + G_r)/t)`` (Chen et al. 2018, "Learning to explain"). Relaxed
+    (not k-hot); as ``t → 0`` it tends to the union of ``k`` categorical draws *with* replacement,
+    so it may select fewer than ``k`` items. At test time L2X uses the exact top-k of ``θ``.
+    """
+    x, k, tau, generator = _prepare(logits, k, tau, generator)
+    g = gumbel((k, *x.shape), dtype=x.dtype, device=x.device, generator=generator)
+    return torch.softmax((x + g) / tau, -1).amax(0).to(logits.dtype)
+
+
+def softsub(logits: torch.Tensor, k: int, *, tau: float = 1.0,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """SoftSub relaxed top-k: ``k`` successive softmaxes of perturbed keys with soft masking.
+
+    Xie & Ermon 2019: ``a¹ = θ + G``; for ``j = 1..k``: ``p_j = softmax(a^j / t)``,
+    ``a^{j+1} = a^j + log(1 - p_j)``; ``X_t = Σ_j p_j``. Relaxed (sums to ``k``); as ``t → 0`` it tends
+    to the Gumbel-top-k sample. ``log(1 - p)`` is taken as ``log1p(-p)`` floored at the dtype's
+    smallest normal number, so saturated items get a finite, very negative key.
+    """
+    x, k, tau, generator = _prepare(logits, k, tau, generator)
+    a = _perturb(x, generator)
+    tiny = torch.finfo(x.dtype).tiny
+    out = torch.zeros_like(a)
+    for _ in range(k):
+        p = torch.softmax(a / tau, -1)
+        out = out + p
+        a = a + torch.log((1 - p).clamp_min(tiny))
+    return out.to(logits.dtype)
+
+
+# ----------------------------------------------------------------------------- the Gumbel-top-k law
+
+@functools.lru_cache(maxsize=16)
+def _orderings(k: int) -> tuple[tuple[int, ...], ...]:
+    return tuple(itertools.permutations(range(k)))
+
+
+def gumbel_topk_log_prob(logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``log P(top-k of θ + G = S)`` for k-hot ``z`` (Gumbel-top-k = sampling without replacement).
+
+    ``P(S) = Σ_{orderings σ of S} Π_j exp(θ_{σ_j}) / Σ_{i ∉ {σ_1..σ_{j-1}}} exp(θ_i)`` (Plackett-Luce),
+    summed in log space over the ``k!`` orderings (``k! <= MAX_LAW_ORDERINGS``). Broadcasts
+    ``logits [..., n]`` against ``z [..., n]``; returns ``z``'s shape without the last dim.
+    """
+    k = int(z.detach().sum(-1).flatten()[0].round()) if z.numel() else 0
+    if math.factorial(k) > MAX_LAW_ORDERINGS:
+        raise ValueError(f"Expected k with k! <= {MAX_LAW_ORDERINGS} for the exact Gumbel-top-k law, but got k = {k}")
+    logits, z = torch.broadcast_tensors(logits, z)
+    n = logits.shape[-1]
+    idx = z.detach().topk(k, -1).indices.sort(-1).values  # [..., k]
+    perms = torch.tensor(_orderings(k), dtype=torch.long, device=z.device)  # [P, k]
+    order = idx[..., perms]  # [..., P, k]
+    chosen = logits.unsqueeze(-2).expand(*logits.shape[:-1], perms.shape[0], n).gather(-1, order)
+    onehot = torch.nn.functional.one_hot(order, n).to(torch.bool)  # [..., P, k, n]
+    before = (onehot.cumsum(-2) - onehot.long()) > 0  # items placed before step j
+    pool = logits[..., None, None, :].expand(onehot.shape).masked_fill(before, -math.inf)
+    steps = chosen - torch.logsumexp(pool, -1)
+    return torch.logsumexp(steps.sum(-1), -1)
+
+
+def _support(logits: torch.Tensor, *, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n = logits.shape[-1]
+    k = check_k(k, n)
+    atoms = S.all_ksubsets(n, k, dtype=logits.dtype, device=logits.device)
+    return atoms, gumbel_topk_log_prob(logits.unsqueeze(-2), atoms)
+
+
+def _sample(logits: torch.Tensor, generator: torch.Generator | None, *, k: int) -> torch.Tensor:
+    k = check_k(k, logits.shape[-1])
+    x = logits.detach().to(compute_dtype(logits.dtype))
+    return S.topk_hard(_perturb(x, generator), k).to(logits.dtype)
+
+
+def _log_prob(logits: torch.Tensor, z: torch.Tensor, *, k: int) -> torch.Tensor:
+    check_k(k, logits.shape[-1])
+    return gumbel_topk_log_prob(logits, z)
+
+
+def _mean(logits: torch.Tensor, *, k: int) -> torch.Tensor:
+    atoms, log_table = _support(logits, k=k)
+    return log_table.exp() @ atoms
+
+
+topk_family = register_distribution(
+    Family(
+        name="topk",
+        param_name="logits",
+        event_ndim=1,
+        check=check_logits,
+        sample=_sample,
+        log_prob=_log_prob,
+        support=_support,
+        mean=_mean,
+        options=("k",),
+    )
+)
+
+
+# ----------------------------------------------------------------------------- registry entries
+
+@register("entropy", distribution="topk", required=("k",), reference=_SST + ", Sec. 4 (exponential-family entropy)")
+def _entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """SMT top-k of θ+G forward, SST gradient through the Gibbs marginals of exp(<U, x>/t).
+
+    ``topk(logits, k, tau=tau, relaxation="entropy", hard=True)``. Biased; exact Jacobian of
+    the relaxation (covariance of the subset indicators / t) by autograd through the DP.
+    """
+    return topk(logits, k, tau=tau, relaxation="entropy", hard=True, generator=generator)
+
+
+@register("entropy_relaxed", distribution="topk", required=("k",), relaxed=True, reference=_SST + ", Sec. 4")
+def _entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Relaxed SST sample: Gibbs marginals of exp(<θ+G, x>/t) over k-subsets (not k-hot).
+
+    ``topk(logits, k, tau=tau, relaxation="entropy", hard=False)``; tends to the SMT sample as t → 0.
+    """
+    return topk(logits, k, tau=tau, relaxation="entropy", hard=False, generator=generator)
+
+
+@register("binary_entropy", distribution="topk", required=("k",), reference=_SST + "; Amos et al. 2019 (LML)")
+def _binary_entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """SMT top-k forward, SST gradient through σ((θ+G)/t + ν) with Σ = k (LML projection).
+
+    ``topk(logits, k, tau=tau, relaxation="binary_entropy", hard=True)``. Biased.
+    """
+    return topk(logits, k, tau=tau, relaxation="binary_entropy", hard=True, generator=generator)
+
+
+@register("binary_entropy_relaxed", distribution="topk", required=("k",), relaxed=True,
+          reference=_SST + "; Amos et al. 2019 (LML)")
+def _binary_entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Relaxed SST sample σ((θ+G)/t + ν) with Σ = k (not k-hot).
+
+    ``topk(logits, k, tau=tau, relaxation="binary_entropy", hard=False)``.
+    """
+    return topk(logits, k, tau=tau, relaxation="binary_entropy", hard=False, generator=generator)
+
+
+@register("l2x", distribution="topk", required=("k",), relaxed=True,
+          reference="Chen et al. 2018, Learning to explain; SST Table (L2X)")
+def _l2x(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """L2X relaxation: element-wise max of k Gumbel-softmax draws (not k-hot).
+
+    ``l2x(logits, k, tau=tau)``. Its t → 0 limit is a union of k draws *with* replacement, so
+    even the limit is not the Gumbel-top-k law.
+    """
+    return l2x(logits, k, tau=tau, generator=generator)
+
+
+@register("softsub", distribution="topk", required=("k",), relaxed=True,
+          reference="Xie & Ermon 2019, Reparameterizable subset sampling")
+def _softsub(logits: torch.Tensor, *, k: int, tau: float = 1.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """SoftSub relaxation: k successive relaxed draws with soft masking (not k-hot).
+
+    ``softsub(logits, k, tau=tau)``; its t → 0 limit is the Gumbel-top-k sample.
+    """
+    return softsub(logits, k, tau=tau, generator=generator)

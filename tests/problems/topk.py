@@ -1,0 +1,191 @@
+"""Top-k (k-subset) fixtures for the generic suite: k-hot samples, Gumbel-top-k law.
+
+Every estimator of the ``"topk"`` distribution needs the subset size ``k`` (a required
+hyperparameter), given here through ``test_hparams``. The hard estimators' forward law is
+Gumbel-top-k (sampling without replacement, Plackett-Luce set probabilities), checked against
+probabilities computed here in plain Python, independently of the library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import torch
+from scipy import stats
+
+from problems import Case, Problem
+
+K = 2
+
+
+def _problems() -> list[Problem]:
+    g = torch.Generator().manual_seed(7)
+    out = []
+    for shape in [(2, 5), (1, 3, 4)]:
+        logits = torch.randn(*shape, generator=g, dtype=torch.float64)
+        w = torch.randn(shape[1:], generator=g, dtype=torch.float64)
+        c = torch.randn(math.prod(shape[1:]), generator=g, dtype=torch.float64)
+
+        def f(z, w=w, c=c, nd=len(shape) - 1):
+            dims = tuple(range(-nd, 0))
+            lin = (z * w).sum(dims)
+            return lin**2 + torch.cos(z.flatten(-nd) @ c)
+
+        out.append(Problem(f"topk{'x'.join(map(str, shape))}_k{K}", logits, f))
+    return out
+
+
+def gumbel_topk_probs(logits: list[float], k: int) -> dict[tuple[int, ...], float]:
+    """P(set) = Σ over orderings of Π_j p_{σ_j} / (1 - Σ_{l<j} p_{σ_l}) (sampling without replacement)."""
+    m = max(logits)
+    p = [math.exp(x - m) for x in logits]
+    total = sum(p)
+    p = [x / total for x in p]
+    out = {}
+    for subset in itertools.combinations(range(len(p)), k):
+        prob = 0.0
+        for order in itertools.permutations(subset):
+            term, used = 1.0, 0.0
+            for i in order:
+                term *= p[i] / (1.0 - used)
+                used += p[i]
+            prob += term
+        out[subset] = prob
+    return out
+
+
+def _law_pvalue(params: torch.Tensor, samples: torch.Tensor) -> float:
+    n = params.shape[-1]
+    z = samples.reshape(-1, n)
+    k = int(z[0].sum())
+    probs = gumbel_topk_probs(params.tolist(), k)
+    keys = list(probs)
+    code = {s: i for i, s in enumerate(keys)}
+    idx = [code[tuple(torch.nonzero(row).flatten().tolist())] for row in z.to(torch.int64)]
+    counts = torch.bincount(torch.tensor(idx), minlength=len(keys)).double()
+    expected = torch.tensor([probs[s] for s in keys], dtype=torch.float64) * counts.sum()
+    return float(stats.chisquare(counts.numpy(), expected.numpy()).pvalue)
+
+
+def _is_valid(z: torch.Tensor) -> bool:
+    return bool(((z == 0) | (z == 1)).all() and (z.sum(-1) == K).all())
+
+
+def _extreme(dtype: torch.dtype) -> list[torch.Tensor]:
+    big = 1e4
+    return [
+        torch.tensor([[big, -big, 0.0, 1.0, big], [0.0, 0.0, 0.0, 0.0, 0.0],
+                      [-big, -big, -big, big, -big]], dtype=dtype),
+        torch.tensor([[big, big, big, -big]], dtype=dtype),  # a three-way tie for two places
+    ]
+
+
+def _bad_params() -> list[tuple[object, type[Exception]]]:
+    return [
+        (torch.tensor([[0.0, float("nan"), 1.0]]), ValueError),
+        (torch.tensor([[0.0, float("inf"), 1.0]]), ValueError),
+        (torch.tensor([[0, 1, 2]]), TypeError),
+        ([[0.0, 1.0]], TypeError),
+        (torch.tensor(1.0), ValueError),
+        (torch.tensor([[0.5]]), ValueError),  # n = 1 < k = 2
+    ]
+
+
+CASE = Case(
+    distribution="topk",
+    problems=_problems,
+    law_params=lambda: torch.tensor([0.3, -1.0, 1.5, 0.0, -0.2], dtype=torch.float64),
+    law_pvalue=_law_pvalue,
+    is_valid=_is_valid,
+    extreme_params=_extreme,
+    bad_params=_bad_params,
+    bad_hparams={"tau": [0.0, -1.0, float("nan"), float("inf"), "1", True],
+                 "k": [0, -1, 6, 2.5, True, "2", None]},
+    test_hparams={"k": K},
+)
+
+
+# ----------------------------------------------------------------------------- gradient references
+# Written from the SST paper's definitions, independently of the library: brute-force
+# enumeration of the k-subsets for the exponential-family entropy (Jacobian = covariance / t),
+# the implicit-function formula for the LML projection, and the max of softmaxes for L2X.
+
+def _replay_gumbel(shape, dtype, generator):
+    u = torch.rand(shape, dtype=dtype, generator=generator)  # Gumbel by inversion: -log(-log(1 - U))
+    return -(-torch.log1p(-u)).clamp_min(torch.finfo(dtype).tiny).log()
+
+
+def _subsets(n, k, dtype):
+    rows = [[1.0 if i in s else 0.0 for i in range(n)] for s in itertools.combinations(range(n), k)]
+    return torch.tensor(rows, dtype=dtype)
+
+
+def _gibbs_mean_cov(w, k):
+    atoms = _subsets(w.shape[-1], k, w.dtype)
+    p = torch.softmax(w @ atoms.T, -1)
+    mean = p @ atoms
+    second = torch.einsum("...s,si,sj->...ij", p, atoms, atoms)
+    return mean, second - mean.unsqueeze(-1) * mean.unsqueeze(-2)
+
+
+def _check_hard(out, u, k):
+    top = u.topk(k, -1).indices
+    expected = torch.zeros_like(u).scatter_(-1, top, 1.0)
+    assert torch.equal(out.detach(), expected)  # forward = top-k of θ + G
+
+
+def _ref_entropy(theta, out, v, generator, tau=1.0, k=K, hard=True):
+    u = theta + _replay_gumbel(theta.shape, theta.dtype, generator)
+    mean, cov = _gibbs_mean_cov(u / tau, k)
+    if hard:
+        _check_hard(out, u, k)
+    else:
+        torch.testing.assert_close(out.detach(), mean)
+    return (cov @ v.unsqueeze(-1)).squeeze(-1) / tau
+
+
+def _lml_bisect(w, k):
+    lo, hi = -w.amax(-1, keepdim=True) - 50, -w.amin(-1, keepdim=True) + 50
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        big = torch.sigmoid(w + mid).sum(-1, keepdim=True) > k
+        lo, hi = torch.where(big, lo, mid), torch.where(big, mid, hi)
+    return torch.sigmoid(w + (lo + hi) / 2)
+
+
+def _ref_binary_entropy(theta, out, v, generator, tau=1.0, k=K, hard=True):
+    u = theta + _replay_gumbel(theta.shape, theta.dtype, generator)
+    y = _lml_bisect(u / tau, k)
+    if hard:
+        _check_hard(out, u, k)
+    else:
+        torch.testing.assert_close(out.detach(), y)
+    h = y * (1 - y)  # ∂y/∂w = diag(h) - h hᵀ / Σh (implicit function theorem on Σ σ(w + ν) = k)
+    return h * (v - (h * v).sum(-1, keepdim=True) / h.sum(-1, keepdim=True)) / tau
+
+
+def _ref_l2x(theta, out, v, generator, tau=1.0, k=K):
+    g = _replay_gumbel((k, *theta.shape), theta.dtype, generator)
+    y = torch.softmax((theta + g) / tau, -1)  # [k, ..., n]
+    top = y.argmax(0)
+    torch.testing.assert_close(out.detach(), y.amax(0))
+    grad = torch.zeros_like(theta)
+    for r in range(k):  # coordinate i takes its gradient from the draw that attains the max
+        vr = v * (top == r)
+        grad = grad + (y[r] * vr - y[r] * (y[r] * vr).sum(-1, keepdim=True)) / tau
+    return grad
+
+
+CASE = dataclasses.replace(
+    CASE,
+    references={
+        "entropy": _ref_entropy,
+        "entropy_relaxed": lambda *a, **kw: _ref_entropy(*a, **kw, hard=False),
+        "binary_entropy": _ref_binary_entropy,
+        "binary_entropy_relaxed": lambda *a, **kw: _ref_binary_entropy(*a, **kw, hard=False),
+        "l2x": _ref_l2x,
+    },
+    covered_by={"softsub": "test_subsets::test_softsub_recursion_and_gradcheck"},
+)
