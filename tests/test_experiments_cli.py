@@ -59,3 +59,26 @@ def test_poisson_gan_cli(tmp_path):
 def test_unknown_setting_is_one_clean_error(tmp_path):
     r = cli("run", "poisson-gan", "--set", "nope=1", "--out", str(tmp_path / "x"))
     assert r.returncode != 0 and "nope" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("experiment, extra", [("categorical-vae", ["--set", "train_size=300"]),
+                                               ("bernoulli-vae", ["--set", "valid_size=100"])])
+def test_corrupt_data_stops_the_sweep_before_anything_is_written(tmp_path, experiment, extra):
+    root = tmp_path / "idx"
+    write_idx_dataset(root, n_train=300, n_test=200, gz=False, seed=0)
+    images = root / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])  # truncated
+    out = tmp_path / "out"
+    r = cli("run", experiment, "--estimators", "st", "--seeds", "0", "--set", f"data_root={root}",
+            "--set", "epochs=1", *extra, "--out", str(out))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1 and "train-images" in r.stderr
+    assert not out.exists()
+
+
+def test_excluded_estimator_architecture_pair_is_refused_up_front(tmp_path, idx_root):
+    out = tmp_path / "out"
+    r = cli("run", "bernoulli-vae", "--estimators", "relax", "--seeds", "0", "--set", f"data_root={idx_root}",
+            "--set", "arch=two_layer", "--out", str(out))
+    assert r.returncode == 2 and "two_layer" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()

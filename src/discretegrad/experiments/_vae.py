@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -62,6 +63,15 @@ def derived_generator(seed: int, name: str, device: str | torch.device = "cpu") 
 
 _LOADERS = {"mnist": "load_mnist", "fashion-mnist": "load_fashion_mnist"}
 PIXELS = ("continuous", "threshold", "dynamic")
+
+
+@functools.lru_cache(maxsize=None)
+def check_data(dataset: str, root: str | None) -> None:
+    """Load (and so verify: IDX headers, sizes, checksums) both splits of ``dataset`` once per
+    process; raises the loader's one-line error. Used by the experiments' pre-sweep checks."""
+    loader = getattr(D, _LOADERS[dataset])
+    for split in ("train", "test"):
+        loader(split, root=root)
 
 
 def load_pixels(dataset: str, split: str, pixels: str, root: str | None, size: int | None,

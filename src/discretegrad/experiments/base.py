@@ -112,6 +112,10 @@ class Experiment:
         divergence_metric: the metric whose non-finite value marks the run diverged.
         paper_results: ``{(estimator label, frozen grid point): {metric: (mean, std or None)}}``
             with the grid point as a tuple of sorted ``(key, value)`` pairs.
+        check: optional ``check(config)`` that validates a run's settings and the data it will
+            read (checksums), raising ``ValueError``/``TypeError``/``OSError`` with one message.
+            The harness calls it for every distinct (estimator, settings) of a sweep before it
+            creates anything, so bad settings or a corrupt data file stop the sweep up front.
     """
 
     name: str
@@ -131,6 +135,7 @@ class Experiment:
     quick_grid: Mapping[str, list[Any]] | None = None
     paper_results: Mapping[tuple[str, tuple[tuple[str, Any], ...]], Mapping[str, tuple[float, float | None]]] = (
         dataclasses.field(default_factory=dict))
+    check: Callable[[RunConfig], None] | None = None
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}

@@ -175,13 +175,24 @@ def _params(params: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
-def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
-    p = _params(dict(config.params))
-    name = config.estimator.name
+def _check_pair(name: str, p: dict[str, Any]) -> None:
     dg.get_estimator(name, distribution=DISTRIBUTION)  # fail early on an unknown name
     if name == "relax" and p["arch"] == "two_layer":
         raise ValueError("Expected arch linear or nonlinear for estimator 'relax' (a learned control variate per "
                          "stochastic layer is not implemented), but got 'two_layer'")
+
+
+def check(config: RunConfig) -> None:
+    """Pre-sweep check: settings, the estimator/architecture pair, and the dataset's files."""
+    p = _params(dict(config.params))
+    _check_pair(config.estimator.name, p)
+    _vae.check_data(p["dataset"], p["data_root"])
+
+
+def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
+    p = _params(dict(config.params))
+    name = config.estimator.name
+    _check_pair(name, p)
     device = torch.device(ctx.device)
     g_init = _vae.derived_generator(config.seed, "init")
     model = BernoulliVAE(p["arch"], g_init)
@@ -260,6 +271,7 @@ EXPERIMENT = register_experiment(Experiment(
     seeds=(0, 1, 2, 3, 4),
     quick_seeds=(0, 1),
     run=run,
+    check=check,
     metrics={"test_neg_elbo": True, "best_test_neg_elbo": True, "train_loss": True},
     divergence_metric="train_loss",
     paper_results=_paper_results(),

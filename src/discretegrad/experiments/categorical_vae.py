@@ -170,6 +170,12 @@ def build_model(p: dict[str, Any], seed: int) -> CategoricalVAE:
     return CategoricalVAE(p, _vae.derived_generator(seed, "init"))
 
 
+def check(config: RunConfig) -> None:
+    """Pre-sweep check: the settings resolve and the dataset's files verify."""
+    p = resolve_params(dict(config.params))
+    _vae.check_data(p["dataset"], p["data_root"])
+
+
 def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     p = resolve_params(dict(config.params))
     device = torch.device(ctx.device)
@@ -283,6 +289,7 @@ EXPERIMENT = register_experiment(Experiment(
     seeds=tuple(range(10)),
     quick_seeds=(0, 1),
     run=run,
+    check=check,
     metrics={"test_neg_elbo": True, "best_test_neg_elbo": True, "grad_variance": True, "train_loss": True},
     divergence_metric="train_loss",
     paper_results=_paper_results(),

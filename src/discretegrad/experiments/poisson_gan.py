@@ -103,6 +103,11 @@ def _losses(kind: str):
             (lambda wf: -torch.log(wf.clamp(min=eps))))
 
 
+def check(config: RunConfig) -> None:
+    """Pre-sweep check: the settings resolve."""
+    _params(dict(config.params))
+
+
 def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     p = _params(dict(config.params))
     device = torch.device(ctx.device)
@@ -182,6 +187,7 @@ EXPERIMENT = register_experiment(Experiment(
     seeds=tuple(range(10)),
     quick_seeds=tuple(range(5)),
     run=run,
+    check=check,
     metrics={"final_rate": None, "abs_error": True, "rate_last10": None, "train_loss": True},  # None: no direction
     divergence_metric="train_loss",
     paper_results={

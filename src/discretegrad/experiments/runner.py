@@ -11,6 +11,7 @@ run's environment).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import sys
@@ -137,6 +138,13 @@ def plan_sweep(
     configs = expand(exp, estimators=estimators, seeds=seeds, overrides=overrides, quick=quick)
     device = check_device(device)
     out_path = check_out_dir(out)
+    if exp.check is not None:
+        checked: set[str] = set()
+        for config in configs:  # once per (estimator, settings): the seed changes neither
+            key = json.dumps({**config.to_json(), "seed": None}, sort_keys=True, default=str)
+            if key not in checked:
+                checked.add(key)
+                exp.check(config)
     return SweepPlan(exp, tuple(configs), out_path, device, plugins)
 
 
