@@ -75,17 +75,20 @@ def stgs(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator |
     return straight_through(hard, torch.softmax(noisy / tau, -1)).to(logits.dtype)
 
 
-def _rao_moments(z: torch.Tensor, tau: float, with_second: bool, chunk: int):
-    """Mean of y_k = softmax(z_k/τ) over the K draws and, optionally, of y_k y_kᵀ (chunked)."""
-    mean = torch.zeros_like(z[0])
-    second = z.new_zeros((*z.shape[1:], z.shape[-1])) if with_second else None
-    for start in range(0, z.shape[0], chunk):
-        y = torch.softmax(z[start:start + chunk] / tau, -1)
+def _rao_moments(x: torch.Tensor, index: torch.Tensor, mc_samples: int, tau: float, chunk: int,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of ``y_k = softmax(z_k/τ)`` and of ``y_k y_kᵀ`` over K conditional draws ``z_k``.
+
+    The draws are made ``chunk`` at a time, so the forward pass holds at most ``chunk`` copies of
+    the logits at once (peak memory bounded independently of K)."""
+    mean = torch.zeros_like(x)
+    second = x.new_zeros((*x.shape, x.shape[-1]))
+    for start in range(0, mc_samples, chunk):
+        z = conditional_gumbel(x, index, min(chunk, mc_samples - start), generator=generator)
+        y = torch.softmax(z / tau, -1)
         mean += y.sum(0)
-        if second is not None:
-            second += torch.einsum("k...i,k...j->...ij", y, y)
-    k = z.shape[0]
-    return mean / k, (second / k if second is not None else None)
+        second += torch.einsum("k...i,k...j->...ij", y, y)
+    return mean / mc_samples, second / mc_samples
 
 
 @register("gumbel_rao", distribution="categorical", reference="Paulus et al. 2021 (Gumbel-Rao); GST eq. 11")
@@ -114,13 +117,13 @@ def gumbel_rao(
     x, tau, generator = _prepare(logits, tau, generator)
     mc_samples = V.positive_int("mc_samples", mc_samples)
     _, index, hard = _sample(x, generator)
-    z = conditional_gumbel(x, index, mc_samples, generator=generator)  # [K, ..., N], no grad
     n = x.shape[-1]
-    chunk = max(1, (1 << 22) // max(1, x.numel()))
     if n < mc_samples:
-        mean, second = _rao_moments(z, tau, True, chunk)
+        chunk = max(1, (1 << 20) // max(1, x.numel()))  # about 1M numbers per chunk of draws
+        mean, second = _rao_moments(x.detach(), index, mc_samples, tau, chunk, generator)
         surrogate = softmax_jacobian_surrogate(x, mean, second) / tau
     else:  # fewer numbers to keep: the K draws themselves
+        z = conditional_gumbel(x, index, mc_samples, generator=generator)  # [K, ..., N], no grad
         y = torch.softmax(z / tau, -1)
         surrogate = (softmax_jacobian_surrogate(x.unsqueeze(0), y)).mean(0) / tau
     return straight_through(hard, surrogate).to(logits.dtype)
