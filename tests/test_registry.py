@@ -43,6 +43,10 @@ def test_listing_records():
     assert rec["unbiased"] is False and rec["needs_f"] is False and "Fan" in rec["reference"]
     assert gst.fn is dg.categorical.gst
     assert dg.get_estimator("gumbel_rao", distribution="categorical").hyperparameters["mc_samples"] == 100
+    rloo = dg.get_estimator("rloo", distribution="bernoulli")
+    assert rloo.min_samples == 2 and rloo.describe()["min_samples"] == 2 and gst.min_samples == 1
+    with pytest.raises(ValueError, match="n_samples to be an int >= 2"):
+        dg.surrogate(lambda z: z.sum(-1), dg_logits(), distribution="bernoulli", estimator="rloo", n_samples=1)
 
 
 def test_unknown_names_list_known_ones():

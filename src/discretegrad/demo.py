@@ -9,7 +9,6 @@ bar chart under ``out_dir``.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 
 from discretegrad.diagnostics import GradientReport, compare, format_table, to_markdown
-from discretegrad.registry import EstimatorSpec, estimators
+from discretegrad.registry import estimators
 
 __all__ = ["DemoProblem", "problems", "run_demo"]
 
@@ -136,12 +135,6 @@ def _plot(reports: list[GradientReport], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def _min_samples(spec: EstimatorSpec) -> int:
-    """Samples per draw: 1, or the default ``n_samples`` of an estimator that needs more (RLOO)."""
-    p = inspect.signature(spec.fn).parameters.get("n_samples")
-    return p.default if p is not None and isinstance(p.default, int) and p.default > 1 else 1
-
-
 def run_demo(out_dir: str | os.PathLike[str] = "results/demo", *, draws: int = 1000, seed: int = 0,
              echo: Callable[[str], None] = print) -> dict[str, list[GradientReport]]:
     """Run the diagnostics on every demo problem; print and write tables and plots."""
@@ -161,7 +154,7 @@ def _run(out: Path, draws: int, seed: int, echo: Callable[[str], None]) -> dict[
         gen = torch.Generator().manual_seed(seed)
         reports, multi = [], []
         for s in estimators(prob.distribution):
-            n = _min_samples(s)
+            n = s.min_samples
             if n > 1:
                 multi.append(f"{s.name}: {n}")
             reports += compare(prob.f, prob.params, distribution=prob.distribution,

@@ -60,6 +60,8 @@ class EstimatorSpec:
             required argument such as ``k``).
         reference: the paper (and equation) the estimator comes from.
         summary: one line on what it does.
+        min_samples: the fewest samples per parameter it works with (RLOO: 2);
+            :func:`discretegrad.surrogate` refuses fewer.
     """
 
     name: str
@@ -71,6 +73,7 @@ class EstimatorSpec:
     hyperparameters: dict[str, Any]
     reference: str
     summary: str
+    min_samples: int = 1
 
     @property
     def needs_f(self) -> bool:
@@ -108,6 +111,7 @@ class EstimatorSpec:
             "hyperparameters": {k: ("REQUIRED" if v is REQUIRED else v) for k, v in self.hyperparameters.items()},
             "reference": self.reference,
             "summary": self.summary,
+            "min_samples": self.min_samples,
         }
 
 
@@ -139,6 +143,7 @@ def register(
     relaxed: bool = False,
     reference: str = "",
     required: tuple[str, ...] = (),
+    min_samples: int = 1,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator that registers ``fn`` as estimator ``name`` for ``distribution``.
 
@@ -161,6 +166,7 @@ def register(
             hyperparameters=_hyperparameters(fn, kind, tuple(required)),
             reference=reference,
             summary=doc.splitlines()[0] if doc else "",
+            min_samples=min_samples,
         )
         return fn
 

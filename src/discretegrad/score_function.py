@@ -250,7 +250,8 @@ def reinforce(f: CostFn, params: torch.Tensor, *, distribution: str, n_samples: 
     return _finish(costs.mean(0), _score_term(costs - b, logp))
 
 
-@_register_for("rloo", _ALL, reference="Kool et al. 2019, Buy 4 REINFORCE samples, get a baseline for free!")
+@_register_for("rloo", _ALL, min_samples=2,
+               reference="Kool et al. 2019, Buy 4 REINFORCE samples, get a baseline for free!")
 def rloo(f: CostFn, params: torch.Tensor, *, distribution: str, n_samples: int = 2,
          generator: torch.Generator | None = None) -> torch.Tensor:
     """REINFORCE with the leave-one-out baseline ``b_i = mean_{j≠i} f(z_j)`` (``n_samples >= 2``).

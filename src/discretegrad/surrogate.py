@@ -69,7 +69,7 @@ def surrogate(
     spec = get(estimator, distribution=distribution)
     if not callable(f):
         raise TypeError(f"Expected f to be callable, but got {type(f).__name__}")
-    n_samples = V.positive_int("n_samples", n_samples)
+    n_samples = V.positive_int("n_samples", n_samples, minimum=spec.min_samples)
     spec.check_hparam_names(hparams)
     family.check(params)
     if spec.kind == "surrogate":

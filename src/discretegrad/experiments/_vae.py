@@ -120,12 +120,9 @@ def mlp(sizes: Sequence[int], activation: str, generator: torch.Generator, final
     return nn.Sequential(*layers)
 
 
-_MIN_SAMPLES = {"rloo": 2}  # leave-one-out needs two samples per variable
-
-
-def samples_for(estimator: str, n_samples: int) -> int:
-    """``n_samples`` raised to the estimator's minimum (RLOO: 2)."""
-    return max(n_samples, _MIN_SAMPLES.get(estimator, 1))
+def samples_for(estimator: str, distribution: str, n_samples: int) -> int:
+    """``n_samples`` raised to the estimator's registered minimum (RLOO: 2)."""
+    return max(n_samples, dg.get_estimator(estimator, distribution=distribution).min_samples)
 
 
 def estimator_kwargs(config: RunConfig, distribution: str, tau: float | None) -> dict[str, Any]:

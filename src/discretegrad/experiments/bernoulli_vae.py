@@ -203,7 +203,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     train_x = _vae.load_pixels(p["dataset"], "train", "threshold", p["data_root"], None, device)[p["valid_size"]:]
     test_x = _vae.load_pixels(p["dataset"], "test", "threshold", p["data_root"], None, device)
     kwargs = _vae.estimator_kwargs(config, DISTRIBUTION, p["tau"])
-    n = _vae.samples_for(name, p["n_samples"])
+    n = _vae.samples_for(name, DISTRIBUTION, p["n_samples"])
     family = get_distribution(DISTRIBUTION)
 
     def loss(x: torch.Tensor, step: int, generator: torch.Generator) -> torch.Tensor:

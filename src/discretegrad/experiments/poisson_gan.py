@@ -114,7 +114,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     family = get_distribution(DISTRIBUTION)
     d_loss, g_cost = _losses(p["loss"])
     kwargs = _vae.estimator_kwargs(config, DISTRIBUTION, None)
-    n = _vae.samples_for(config.estimator.name, p["batch_size"])
+    n = _vae.samples_for(config.estimator.name, DISTRIBUTION, p["batch_size"])
     disc = Discriminator(p["disc_hidden"], _vae.derived_generator(config.seed, "init")).to(device)
     theta = nn.Parameter(torch.full((1,), math.log(p["init_rate"]), device=device))
     g_real = _vae.derived_generator(config.seed, "data", device)
