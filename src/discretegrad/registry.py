@@ -9,11 +9,13 @@ An estimator is one function plus one :func:`register` decorator. Two kinds exis
     evaluates ``f`` on it.
 ``"surrogate"``
     an estimator that needs the cost function (score-function family):
-    ``fn(f, params, *, n_samples, generator=None, **hparams) -> Tensor[*batch_shape]`` whose
-    value is the Monte Carlo estimate of ``E[f(z)]`` and whose gradient is the estimator.
+    ``fn(f, params, *, distribution, n_samples, generator=None, **hparams) -> Tensor[*batch_shape]``
+    whose value is the Monte Carlo estimate of ``E[f(z)]`` and whose gradient is the estimator;
+    :func:`discretegrad.surrogate` passes the distribution it was called for, so one function
+    can be registered for several distributions (one ``@register`` line each).
 
 Hyperparameters and their defaults are read from the function's keyword-only arguments
-(everything but ``generator`` and ``n_samples``), so the signature is the single source of
+(everything but ``distribution``, ``generator`` and ``n_samples``), so the signature is the single source of
 truth; the function validates its own arguments. A keyword-only argument without a default
 is refused unless ``register(..., required=(name,))`` declares it: a *required* argument such as
 the subset size ``k`` of the ``"topk"`` family, which defines the support and has no sensible
@@ -31,7 +33,7 @@ from typing import Any, Literal
 __all__ = ["EstimatorSpec", "register", "get", "estimators", "REQUIRED"]
 
 Kind = Literal["op", "surrogate"]
-_RESERVED = {"generator", "n_samples"}
+_RESERVED = {"generator", "n_samples", "distribution"}
 
 
 class _Required:

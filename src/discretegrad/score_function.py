@@ -13,7 +13,7 @@ here once: drawing ``n`` samples through the family, evaluating and checking cos
 (:func:`discretegrad.surrogate.check_costs`), the log-probability summed to the batch shape,
 the zero-valued score term ``sg(w)(log p - sg(log p))`` and the zero-valued parameter term
 ``sg(ĝ)(θ - sg(θ))``. The same function is registered for several distributions by
-:func:`_register_for`, which binds ``distribution``.
+:func:`_register_for`; :func:`discretegrad.surrogate` passes the ``distribution``.
 
 ``f`` must treat batch elements independently (its output ``[n, *batch]`` for element ``b``
 depends only on ``z[:, b]``) for the per-element values to be per-element estimates.
@@ -22,8 +22,6 @@ depends only on ``z[:, b]``) for the per-element values to be per-element estima
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -60,18 +58,12 @@ CostFn = Callable[[torch.Tensor], torch.Tensor]
 # ----------------------------------------------------------------------------- registration
 
 def _register_for(name: str, distributions: Sequence[str], **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``core(f, params, *, distribution, ...)`` once per distribution, ``distribution`` bound."""
+    """Register ``core(f, params, *, distribution, ...)`` as an unbiased surrogate-kind estimator for
+    each of ``distributions`` (``dg.surrogate`` passes ``distribution``)."""
 
     def deco(core: Callable[..., Any]) -> Callable[..., Any]:
-        sig = inspect.signature(core)
-        bound_sig = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "distribution"])
         for dist in distributions:
-            def fn(*args: Any, _dist: str = dist, **kw: Any) -> Any:
-                return core(*args, distribution=_dist, **kw)
-            functools.update_wrapper(fn, core)
-            fn.__signature__ = bound_sig  # type: ignore[attr-defined]
-            fn.__qualname__ = f"{core.__qualname__}[{dist}]"
-            register(name, distribution=dist, kind="surrogate", unbiased=True, **kwargs)(fn)
+            register(name, distribution=dist, kind="surrogate", unbiased=True, **kwargs)(core)
         return core
 
     return deco
@@ -315,13 +307,15 @@ def _antithetic(f: CostFn, params: torch.Tensor, n_samples: int, generator: torc
 
 @register("arm", distribution="bernoulli", kind="surrogate", unbiased=True,
           reference="Yin and Zhou 2019, ARM: augment-REINFORCE-merge gradient for stochastic binary networks")
-def arm(f: CostFn, params: torch.Tensor, *, n_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+def arm(f: CostFn, params: torch.Tensor, *, distribution: str = "bernoulli", n_samples: int = 1,
+           generator: torch.Generator | None = None) -> torch.Tensor:
     """ARM: ``(f(1[u > σ(-θ)]) - f(1[u < σ(θ)])) (u - 1/2)`` per coordinate, one shared ``u``.
 
     Two evaluations of ``f`` per sample on an antithetic pair; here ``u = σ(-L)`` with logistic
     ``L``. The value is the mean of ``f`` over both members of the pair. Unbiased; the coefficient
     is not zero when the pair agrees, which DisARM fixes.
     """
+    V.choice("distribution", distribution, ("bernoulli",))
     d, noise, b, _b_anti, f_b, f_anti = _antithetic(f, params, n_samples, generator)
     batch_ndim = f_b.dim() - 1
     coef = (_unsqueeze_to(f_anti - f_b, b) * (torch.sigmoid(-noise) - 0.5)).mean(0)
@@ -330,7 +324,8 @@ def arm(f: CostFn, params: torch.Tensor, *, n_samples: int = 1, generator: torch
 
 @register("disarm", distribution="bernoulli", kind="surrogate", unbiased=True,
           reference="Dong, Mnih and Tucker 2020, DisARM: an antithetic gradient estimator for binary latent variables")
-def disarm(f: CostFn, params: torch.Tensor, *, n_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+def disarm(f: CostFn, params: torch.Tensor, *, distribution: str = "bernoulli", n_samples: int = 1,
+              generator: torch.Generator | None = None) -> torch.Tensor:
     """DisARM: ARM with the augmentation integrated out.
 
     On the antithetic pair ``b = 1[u < σ(θ)]``, ``b̃ = 1[1 - u < σ(θ)]``::
@@ -340,6 +335,7 @@ def disarm(f: CostFn, params: torch.Tensor, *, n_samples: int = 1, generator: to
     Unbiased; never worse than ARM in variance (Dong et al. 2020, Thm. 1), zero on coordinates
     where the pair agrees.
     """
+    V.choice("distribution", distribution, ("bernoulli",))
     d, _, b, b_anti, f_b, f_anti = _antithetic(f, params, n_samples, generator)
     batch_ndim = f_b.dim() - 1
     sign = 1.0 - 2.0 * b_anti

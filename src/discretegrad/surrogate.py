@@ -73,6 +73,6 @@ def surrogate(
     spec.check_hparam_names(hparams)
     family.check(params)
     if spec.kind == "surrogate":
-        return spec.fn(f, params, n_samples=n_samples, generator=generator, **hparams)
+        return spec.fn(f, params, distribution=distribution, n_samples=n_samples, generator=generator, **hparams)
     z = spec.fn(params.expand(n_samples, *params.shape), generator=generator, **hparams)
     return check_costs(f(z), n_samples, params, family).mean(0)
