@@ -18,3 +18,13 @@ def environment() -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     return (f"python {platform.python_version()}, torch {torch.__version__}, {device}, "
             f"torch threads {torch.get_num_threads()}, {platform.platform()}, git {commit}")
+
+
+def write_report(lines: list[str], out: str) -> None:
+    """Write the report lines to ``out`` (creating its folder) and print them."""
+    from pathlib import Path
+
+    text = "\n".join(lines) + "\n"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    print(text)

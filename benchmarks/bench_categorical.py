@@ -20,7 +20,7 @@ import torch
 import discretegrad as dg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _env import environment  # noqa: E402
+from _env import environment, write_report  # noqa: E402
 
 
 def naive_gumbel_rao(logits, *, tau=1.0, mc_samples=100, generator=None):
@@ -74,7 +74,7 @@ def main(argv=None):
     cases.update({f"dg.categorical.{s.name}": s.fn for s in dg.estimators("categorical") if s.kind == "op"})
     cases["naive GR-MCK (K copies kept)"] = naive_gumbel_rao
     shapes = [(100, 30, 10), (32, 16, 100)]
-    lines = [f"# Categorical estimators: forward+backward time and memory saved for backward\n",
+    lines = ["# Categorical estimators: forward+backward time and memory saved for backward\n",
              f"Command: `python benchmarks/bench_categorical.py --device {args.device} --reps {args.reps}`\n",
              f"Environment: {environment()}\n",
              "Time = median over reps of one forward+backward; ratios are to the baseline row measured in "
@@ -88,10 +88,7 @@ def main(argv=None):
             rows.append(f"| {name} | {t * 1e3:.3f} | {t / base_t:.2f} | {m / 1024:.0f} | {m / base_m:.2f} |")
         lines += [f"\n## logits {list(shape)}\n", "| estimator | ms | time ratio | saved KiB | memory ratio |",
                   "|---|---|---|---|---|", *rows]
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

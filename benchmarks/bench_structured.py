@@ -20,7 +20,7 @@ import torch
 import discretegrad as dg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _env import environment  # noqa: E402
+from _env import environment, write_report  # noqa: E402
 
 
 def _softmax(x, generator=None):
@@ -122,10 +122,7 @@ def main(argv=None):
         lines += [f"\n## {title}\n",
                   "| op | median ms | min ms | ratio of medians | ratio of minima | reps |",
                   "|---|---|---|---|---|---|", *rows]
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

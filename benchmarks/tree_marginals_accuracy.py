@@ -18,7 +18,7 @@ import discretegrad as dg
 from discretegrad import _structures as S
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _env import environment  # noqa: E402
+from _env import environment, write_report  # noqa: E402
 
 
 def inverse_marginals(w: torch.Tensor, max_range: float) -> torch.Tensor:
@@ -83,10 +83,7 @@ def main(argv=None):
     hard = S.kruskal(u)
     lines.append("| (exact marginals: mean L1 distance to the hard tree) | "
                  + " | ".join(f"{float((exact[t] - hard).abs().sum((-1, -2)).mean()):.3f}" for t in taus) + " |")
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":
