@@ -17,6 +17,7 @@ from typing import Any, Union
 import torch
 
 from discretegrad import _validation as V
+from discretegrad._format import estimator_label, markdown_table
 from discretegrad.exact import DEFAULT_MAX_CONFIGS
 from discretegrad.exact import gradient as exact_gradient
 from discretegrad.registry import estimators as registered
@@ -56,12 +57,6 @@ class GradientReport:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _label(name: str, hparams: dict[str, Any]) -> str:
-    if not hparams:
-        return name
-    return name + "(" + ", ".join(f"{k}={v}" for k, v in sorted(hparams.items())) + ")"
 
 
 def _normalise(entries: Iterable[EstimatorArg] | None, distribution: str) -> list[tuple[str, dict[str, Any]]]:
@@ -150,7 +145,7 @@ def compare(
         cos_each = torch.nn.functional.cosine_similarity(g, exact.expand_as(g), dim=1, eps=1e-300)
         shown = {key: val for key, val in hp.items() if key not in options}
         reports.append(GradientReport(
-            estimator=_label(name, shown), name=name, hparams=shown, unbiased=spec.unbiased, draws=draws,
+            estimator=estimator_label(name, shown), name=name, hparams=shown, unbiased=spec.unbiased, draws=draws,
             n_samples=n_samples, exact_norm=exact_norm, bias=bias,
             relative_bias=bias / exact_norm if exact_norm > 0 else math.inf,
             bias_se=math.sqrt(variance / draws), variance=variance,
@@ -192,7 +187,4 @@ def format_table(reports: Sequence[GradientReport]) -> str:
 
 def to_markdown(reports: Sequence[GradientReport]) -> str:
     """Markdown table of reports."""
-    head, rows = _rows(reports)
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
+    return markdown_table(*_rows(reports))
