@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 import discretegrad as dg
-from discretegrad.score_function import relax_estimate
+from discretegrad.relax import relax_estimate
 
 torch.manual_seed(0)
 torch.set_num_threads(1)

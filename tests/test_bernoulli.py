@@ -122,11 +122,11 @@ def test_conditional_logistic_has_the_conditional_law():
     m = 200000
     theta = torch.tensor([-1.5, 0.0, 2.0], dtype=torch.float64)
     gen = torch.Generator().manual_seed(8)
-    free = theta + dg.bernoulli.logistic((m, 3), dtype=torch.float64, device=theta.device, generator=gen)
+    free = theta + dg.noise.logistic((m, 3), dtype=torch.float64, device=theta.device, generator=gen)
     zstat = stats.norm.isf(ALPHA / (2 * 6))
     for b in (0.0, 1.0):
         hard = torch.full((m, 3), b, dtype=torch.float64)
-        cond = dg.bernoulli.conditional_logistic(theta.expand(m, 3), hard, generator=gen)
+        cond = dg.noise.conditional_logistic(theta.expand(m, 3), hard, generator=gen)
         assert ((cond > 0) == bool(b)).all()
         for j in range(3):
             ref = free[:, j][(free[:, j] > 0) == bool(b)]
@@ -139,7 +139,7 @@ def test_conditional_logistic_extreme_logits_are_finite_and_differentiable():
     theta = torch.tensor([1e4, -1e4, 0.0, 50.0, -50.0], requires_grad=True)
     for b in (0.0, 1.0):
         hard = torch.full((5,), b)
-        out = dg.bernoulli.conditional_logistic(theta, hard, generator=torch.Generator().manual_seed(9))
+        out = dg.noise.conditional_logistic(theta, hard, generator=torch.Generator().manual_seed(9))
         (grad,) = torch.autograd.grad(out.sum(), theta)
         assert torch.isfinite(out).all() and torch.isfinite(grad).all()
 

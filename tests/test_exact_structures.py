@@ -42,11 +42,11 @@ def test_tree_marginals_and_log_partition(n):
     g = torch.Generator().manual_seed(n)
     w = torch.randn(3, n, n, generator=g, dtype=torch.float64)
     sym = (w + w.transpose(-1, -2)) / 2
-    cases = [("spanning_tree", sym, 0, T.undirected_trees(n), True)]
-    cases += [("arborescence", w, r, T.arborescences(n, r), False) for r in range(n)]
-    for structure, weights, root, atoms, upper in cases:
-        mu = dg.exact.marginals(weights, structure=structure, tau=1.3, root=root)
-        log_z = dg.exact.log_partition(weights, structure=structure, tau=1.3, root=root)
+    cases = [("spanning_tree", sym, {}, T.undirected_trees(n), True)]  # root is an option of arborescences only
+    cases += [("arborescence", w, {"root": r}, T.arborescences(n, r), False) for r in range(n)]
+    for structure, weights, options, atoms, upper in cases:
+        mu = dg.exact.marginals(weights, structure=structure, tau=1.3, **options)
+        log_z = dg.exact.log_partition(weights, structure=structure, tau=1.3, **options)
         assert mu.shape == weights.shape and log_z.shape == (3,)
         scored = torch.triu(atoms, 1) if upper else atoms
         for b in range(3):

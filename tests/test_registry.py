@@ -11,7 +11,7 @@ from problems import case_for
 
 
 def test_every_distribution_has_fixtures():
-    for name in dg.distributions():
+    for name in dg.families():
         assert case_for(name) is not None, f"add tests/problems/{name}.py for distribution {name!r}"
 
 

@@ -1,41 +1,50 @@
 """discretegrad: gradient estimators for discrete random variables in PyTorch.
 
-Drop-in ops live in per-distribution modules (``dg.categorical.gst(logits, tau=0.5)``); every
+Drop-in ops live in per-family modules (``dg.categorical.gst(logits, tau=0.5)``); every
 estimator, including those that need the cost function, is reachable through one call,
 :func:`surrogate`. :mod:`discretegrad.exact` enumerates exact expectations and
-:mod:`discretegrad.diagnostics` compares estimators against them. Importing the package has no
-side effects beyond filling the registry.
+:mod:`discretegrad.diagnostics` compares estimators against them.
+
+Importing the package registers every family and estimator, once: the family modules
+imported below are the one list of them (each registers its family, its drop-in ops and the
+generic score-function estimators that apply to it). Nothing else has import side effects.
 """
 
-from discretegrad import categorical, demo, diagnostics, exact, noise
-from discretegrad import bernoulli, poisson, score_function
-from discretegrad import subsets, trees
+# The family modules: the one list of what is registered.
+from discretegrad import bernoulli, binomial, categorical, poisson, subsets, trees
+
+from discretegrad import demo, diagnostics, exact, noise, relax, score_function
 from discretegrad._validation import get_default_validate_args, set_default_validate_args, validate_args
-from discretegrad.distributions import distributions
-from discretegrad.registry import EstimatorSpec, estimators, register
+from discretegrad.family import Family
+from discretegrad.registry import EstimatorSpec, estimators, families, register
 from discretegrad.registry import get as get_estimator
+from discretegrad.registry import get_family
 from discretegrad.surrogate import surrogate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "EstimatorSpec",
+    "Family",
     "bernoulli",
-    "poisson",
-    "score_function",
+    "binomial",
     "categorical",
     "demo",
     "diagnostics",
-    "distributions",
     "estimators",
     "exact",
+    "families",
     "get_default_validate_args",
     "get_estimator",
+    "get_family",
     "noise",
+    "poisson",
     "register",
+    "relax",
+    "score_function",
     "set_default_validate_args",
-    "surrogate",
-    "validate_args",
     "subsets",
+    "surrogate",
     "trees",
+    "validate_args",
 ]

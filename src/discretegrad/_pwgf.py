@@ -1,6 +1,8 @@
 """pWGF-MMD: a Wasserstein-gradient-flow step on the samples, projected back by MMD.
 
-Shared by :func:`discretegrad.bernoulli.pwgf_mmd` and :func:`discretegrad.poisson.pwgf_mmd`
+:func:`make_pwgf_mmd` builds the drop-in op of a family from its sampler and the derivative of
+its probability mass function: :func:`discretegrad.bernoulli.pwgf_mmd` and
+:func:`discretegrad.poisson.pwgf_mmd` are two calls of it
 (Cheng et al. 2019, "Straight-through estimator as projected Wasserstein gradient flow",
 Sec. 2.2 and App. D). One scalar variable ``z ~ p_θ`` on an integer support ``S``.
 
@@ -45,7 +47,7 @@ import torch
 
 from discretegrad import _validation as V
 
-__all__ = ["KERNELS", "check_hparams", "kernel", "mmd_gradient", "pwgf_sample"]
+__all__ = ["KERNELS", "check_hparams", "kernel", "make_pwgf_mmd", "mmd_gradient", "pwgf_sample"]
 
 KERNELS = ("rbf", "linear")
 
@@ -94,3 +96,27 @@ def pwgf_sample(params: torch.Tensor, z: torch.Tensor, derivative: PmfDerivative
                 step: float, kind: str, bandwidth: float) -> torch.Tensor:
     """Forward value ``z`` (detached hard sample, same shape as ``params``); backward ``ĝ``."""
     return _PWGF.apply(params, z.detach(), derivative, step, kind, bandwidth)
+
+
+# (params, generator) -> (params checked and in the compute dtype, exact hard sample)
+Draw = Callable[[torch.Tensor, "torch.Generator | None"], tuple[torch.Tensor, torch.Tensor]]
+
+
+def make_pwgf_mmd(draw: Draw, derivative: PmfDerivative, *, doc: str, module: str) -> Callable[..., torch.Tensor]:
+    """The pWGF-MMD drop-in op of a family: ``op(params, *, bandwidth, step, kernel, generator)``.
+
+    ``draw`` checks the parameters and returns them in the compute dtype with an exact sample;
+    ``derivative`` gives the atoms and ``∂p_θ(s)/∂θ`` the backward pass sums over. ``doc`` is the
+    op's docstring (its first line is the registry summary).
+    """
+
+    def pwgf_mmd(params: torch.Tensor, *, bandwidth: float = 2.0, step: float = 0.1, kernel: str = "rbf",
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        bandwidth, step, kernel = check_hparams(bandwidth, step, kernel)
+        x, hard = draw(params, generator)
+        out = pwgf_sample(x, hard, derivative, step=step, kind=kernel, bandwidth=bandwidth)
+        return out.to(params.dtype)
+
+    pwgf_mmd.__doc__ = doc
+    pwgf_mmd.__module__ = module
+    return pwgf_mmd

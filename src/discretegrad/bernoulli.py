@@ -13,14 +13,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from discretegrad import _pwgf
+from torch.distributions import constraints
+
+from discretegrad import _pwgf, relax, score_function
 from discretegrad import _validation as V
 from discretegrad._autograd import compute_dtype, straight_through
-from discretegrad.distributions import Family, register_distribution
-from discretegrad.noise import exponential
-from discretegrad.registry import register
+from discretegrad.family import Example, Family, Param, Relaxation
+from discretegrad.noise import conditional_logistic, logistic
+from discretegrad.registry import register, register_family
+from discretegrad.score_function import CostFn, finish, param_term, setup, unsqueeze_to
 
-__all__ = ["check_logits", "conditional_logistic", "family", "gumbel_softmax", "logistic", "pwgf_mmd", "st", "stgs"]
+__all__ = ["arm", "check_logits", "disarm", "family", "gumbel_softmax", "pwgf_mmd", "st", "stgs"]
 
 _PWGF = "Cheng et al. 2019, Straight-through estimator as projected Wasserstein gradient flow"
 
@@ -30,13 +33,6 @@ def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
     t = V.float_tensor(name, logits)
     V.finite(name, t)
     return t
-
-
-def logistic(shape: torch.Size | tuple[int, ...], *, dtype: torch.dtype, device: torch.device,
-             generator: torch.Generator | None) -> torch.Tensor:
-    """Standard logistic draws ``log E₁ - log E₂`` (difference of two Gumbels), always finite."""
-    log_e = exponential((2, *shape), dtype=dtype, device=device, generator=generator).log_()
-    return log_e[0] - log_e[1]
 
 
 def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -61,18 +57,42 @@ def _support(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return atoms, torch.stack([F.logsigmoid(-logits), F.logsigmoid(logits)], -1)
 
 
-family = register_distribution(
+def _relaxed(x: torch.Tensor, generator: torch.Generator | None):
+    """REBAR/RELAX draws: ``z = θ + L``, ``z̃ ~ p(z | b)`` (both reparameterised) and ``b = 1[z > 0]``."""
+    z = x + _noise_like(x, generator)
+    hard = (z.detach() > 0).to(x.dtype)
+    return z, conditional_logistic(x, hard, generator=generator), hard
+
+
+def _example() -> Example:
+    g = torch.Generator().manual_seed(1)
+    v = 8
+    logits = torch.randn(1, v, generator=g, dtype=torch.float64)
+    a = torch.randn(v, 4, generator=g, dtype=torch.float64) / (v ** 0.5)
+    b = torch.randn(4, generator=g, dtype=torch.float64)
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        h = z @ a
+        return ((h - b) ** 2).sum(-1) + torch.sin(3 * h[..., 0])
+
+    return Example(f"{v} binary variables, f(z) = ||A z - b||^2 + sin(3 (A z)_0)", logits, f)
+
+
+family = register_family(
     Family(
         name="bernoulli",
-        param_name="logits",
+        params=(Param("logits", constraints.real, check_logits),),
         event_ndim=0,
-        check=check_logits,
-        sample=_sample,
-        log_prob=_log_prob,
-        support=_support,
-        mean=torch.sigmoid,
+        sample_fn=_sample,
+        log_prob_fn=_log_prob,
+        support_fn=_support,
+        mean_fn=torch.sigmoid,
+        relaxation=Relaxation(_relaxed, lambda z, tau: torch.sigmoid(z / tau)),
+        example=_example,
     )
 )
+score_function.register_for("bernoulli")
+relax.register_for("bernoulli")
 
 
 def _prepare(logits: torch.Tensor, generator: torch.Generator | None):
@@ -120,29 +140,6 @@ def stgs(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator |
     return straight_through(_hard(x, noise), torch.sigmoid((x + noise) / tau)).to(logits.dtype)
 
 
-def conditional_logistic(logits: torch.Tensor, hard: torch.Tensor, *,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """``θ + L`` drawn conditionally on ``1[θ + L > 0] = hard``, differentiable in ``θ`` (REBAR).
-
-    With ``θ + L = logit(u) + θ`` and ``v ~ U(0, 1)``: ``u = 1 - p + v p`` when ``hard = 1`` and
-    ``u = v (1 - p)`` when ``hard = 0`` (``p = σ(θ)``). In log space, with
-    ``log p = -softplus(-θ)`` and ``log(1-p) = -softplus(θ)``::
-
-        hard = 1:  softplus(θ) - log(1-v) + logaddexp(log(1-p), log p + log v)   (> 0)
-        hard = 0:  log v - softplus(-θ) - logaddexp(log p, log(1-p) + log(1-v))  (< 0)
-
-    ``v = E₁/(E₁+E₂)`` from exponential draws, so no ``log 0``.
-    """
-    log_e = exponential((2, *logits.shape), dtype=logits.dtype, device=logits.device,
-                        generator=generator).log_()
-    log_norm = torch.logaddexp(log_e[0], log_e[1])
-    log_v, log_1mv = log_e[0] - log_norm, log_e[1] - log_norm
-    log_p, log_q = -F.softplus(-logits), -F.softplus(logits)
-    one = -log_q - log_1mv + torch.logaddexp(log_q, log_p + log_v)
-    zero = log_v + log_p - torch.logaddexp(log_p, log_q + log_1mv)
-    return torch.where(hard.bool(), one, zero)
-
-
 def _pmf_derivative(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Atoms ``[0, 1]`` and ``∂p(s)/∂θ = (-p(1-p), p(1-p))`` with ``p(1-p)`` in log space."""
     pq = torch.exp(F.logsigmoid(logits) + F.logsigmoid(-logits))
@@ -150,16 +147,13 @@ def _pmf_derivative(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return atoms, torch.stack([-pq, pq], -1)
 
 
-@register("pwgf_mmd", distribution="bernoulli", reference=_PWGF + ", Sec. 2.2 and App. D")
-def pwgf_mmd(
-    logits: torch.Tensor,
-    *,
-    bandwidth: float = 2.0,
-    step: float = 0.1,
-    kernel: str = "rbf",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """pWGF with the MMD projection: forward z, backward the derivative of the squared MMD.
+def _pwgf_draw(logits: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    x, generator = _prepare(logits, generator)
+    return x, _hard(x, _noise_like(x, generator))
+
+
+pwgf_mmd = register("pwgf_mmd", distribution="bernoulli", reference=_PWGF + ", Sec. 2.2 and App. D")(
+    _pwgf.make_pwgf_mmd(_pwgf_draw, _pmf_derivative, module=__name__, doc="""pWGF with the MMD projection: forward z, backward the derivative of the squared MMD.
 
     With upstream gradient ``g`` at the sample ``z``, moved particle ``z̃ = z - ε g``
     (``ε = step``), ``p = σ(θ)`` and the control variate of Sec. 2.1 (see
@@ -173,9 +167,56 @@ def pwgf_mmd(
     ``h² exp(-(s-y)²/(2h²))`` with ``h = bandwidth`` (tends to ST as ``h → ∞``);
     ``kernel="linear"`` (``K = s y``, bandwidth unused) is exactly ST. Biased (it keeps ST's bias
     and adds the finite-ε one). Defaults: see ``results/pwgf_defaults/``.
+    """))
+
+
+# ----------------------------------------------------------------------------- antithetic score-function estimators
+
+
+def _antithetic(f: CostFn, params: torch.Tensor, n_samples: int, generator: torch.Generator | None):
+    """Antithetic pair ``b = 1[θ + L > 0]``, ``b̃ = 1[θ - L > 0]`` and their costs."""
+    d = setup(f, params, "bernoulli", n_samples, generator, {})
+    x = d.x.detach()
+    noise = logistic((d.n, *x.shape), dtype=x.dtype, device=x.device, generator=d.generator)
+    b, b_anti = (x + noise > 0).to(x.dtype), (x - noise > 0).to(x.dtype)
+    costs = d.costs(f, torch.cat([b, b_anti]), k=2)
+    return d, noise, b, b_anti, costs[: d.n], costs[d.n:]
+
+
+@register("arm", distribution="bernoulli", kind="surrogate", unbiased=True,
+          reference="Yin and Zhou 2019, ARM: augment-REINFORCE-merge gradient for stochastic binary networks")
+def arm(f: CostFn, params: torch.Tensor, *, distribution: str = "bernoulli", n_samples: int = 1,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """ARM: ``(f(1[u > σ(-θ)]) - f(1[u < σ(θ)])) (u - 1/2)`` per coordinate, one shared ``u``.
+
+    Two evaluations of ``f`` per sample on an antithetic pair; here ``u = σ(-L)`` with logistic
+    ``L``. The value is the mean of ``f`` over both members of the pair. Unbiased; the coefficient
+    is not zero when the pair agrees, which DisARM fixes.
     """
-    x, generator = _prepare(logits, generator)
-    bandwidth, step, kernel = _pwgf.check_hparams(bandwidth, step, kernel)
-    hard = _hard(x, _noise_like(x, generator))
-    out = _pwgf.pwgf_sample(x, hard, _pmf_derivative, step=step, kind=kernel, bandwidth=bandwidth)
-    return out.to(logits.dtype)
+    V.choice("distribution", distribution, ("bernoulli",))
+    d, noise, b, _b_anti, f_b, f_anti = _antithetic(f, params, n_samples, generator)
+    batch_ndim = f_b.dim() - 1
+    coef = (unsqueeze_to(f_anti - f_b, b) * (torch.sigmoid(-noise) - 0.5)).mean(0)
+    return finish(0.5 * (f_b + f_anti).mean(0), param_term(coef, d.x, batch_ndim))
+
+
+@register("disarm", distribution="bernoulli", kind="surrogate", unbiased=True,
+          reference="Dong, Mnih and Tucker 2020, DisARM: an antithetic gradient estimator for binary latent variables")
+def disarm(f: CostFn, params: torch.Tensor, *, distribution: str = "bernoulli", n_samples: int = 1,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """DisARM: ARM with the augmentation integrated out.
+
+    On the antithetic pair ``b = 1[u < σ(θ)]``, ``b̃ = 1[1 - u < σ(θ)]``::
+
+        ĝ_k = ½ (f(b) - f(b̃)) (-1)^{b̃_k} 1[b_k ≠ b̃_k] σ(|θ_k|).
+
+    Unbiased; never worse than ARM in variance (Dong et al. 2020, Thm. 1), zero on coordinates
+    where the pair agrees.
+    """
+    V.choice("distribution", distribution, ("bernoulli",))
+    d, _, b, b_anti, f_b, f_anti = _antithetic(f, params, n_samples, generator)
+    batch_ndim = f_b.dim() - 1
+    sign = 1.0 - 2.0 * b_anti
+    coef = (0.5 * unsqueeze_to(f_b - f_anti, b) * sign * (b != b_anti).to(b.dtype)).mean(0)
+    coef = coef * torch.sigmoid(d.x.detach().abs())
+    return finish(0.5 * (f_b + f_anti).mean(0), param_term(coef, d.x, batch_ndim))

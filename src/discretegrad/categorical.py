@@ -13,15 +13,94 @@ from __future__ import annotations
 
 import torch
 
-from discretegrad import _validation as V
-from discretegrad._autograd import compute_dtype, softmax_jacobian_surrogate, straight_through
-from discretegrad.distributions import check_logits, one_hot_like
-from discretegrad.noise import conditional_gumbel, gumbel_max
-from discretegrad.registry import register
+from torch.distributions import constraints
 
-__all__ = ["st", "gumbel_softmax", "stgs", "gumbel_rao", "gst", "nz_gst", "reinmax", "gap_pi"]
+from discretegrad import _validation as V
+from discretegrad import relax, score_function
+from discretegrad._autograd import compute_dtype, softmax_jacobian_surrogate, straight_through
+from discretegrad.family import Example, Family, Param, Relaxation
+from discretegrad.noise import conditional_gumbel, gumbel_max
+from discretegrad.registry import register, register_family
+
+__all__ = ["check_logits", "family", "gap_pi", "gst", "gumbel_rao", "gumbel_softmax", "nz_gst", "one_hot_like",
+           "reinmax", "st", "stgs"]
 
 _GST = "Fan et al. 2022, Training discrete deep generative models via gapped straight-through"
+
+
+# ----------------------------------------------------------------------------- the family
+
+def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
+    """Categorical logits ``[..., N]``: a float tensor with ``N >= 1``, finite when validating."""
+    t = V.float_tensor(name, logits, min_ndim=1)
+    if t.shape[-1] < 1:
+        raise ValueError(
+            f"Expected {name} to have at least one category (last dim >= 1), but got shape {tuple(t.shape)}"
+        )
+    V.finite(name, t)
+    return t
+
+
+def one_hot_like(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One-hot of ``index`` (shape ``like.shape[:-1]``) with ``like``'s shape, dtype and device."""
+    return torch.zeros_like(like).scatter_(-1, index.unsqueeze(-1), 1.0)
+
+
+def _family_sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    x = logits.detach().to(compute_dtype(logits.dtype))
+    _, index = gumbel_max(x, generator=generator)
+    return one_hot_like(index, logits.detach())
+
+
+def _log_prob(logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    return (torch.log_softmax(logits, -1) * z).sum(-1)
+
+
+def _support(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    n = logits.shape[-1]
+    return torch.eye(n, dtype=logits.dtype, device=logits.device), torch.log_softmax(logits, -1)
+
+
+def _relaxed(x: torch.Tensor, generator: torch.Generator | None):
+    """REBAR/RELAX draws: ``z = θ + G``, ``z̃ ~ p(z | argmax z = b)`` (reparameterised) and one-hot ``b``."""
+    perturbed, index = gumbel_max(x, generator=generator)
+    tilde = conditional_gumbel(x, index, 1, generator=generator, reparameterized=True)[0]
+    return perturbed, tilde, one_hot_like(index, x.detach())
+
+
+def _example() -> Example:
+    g = torch.Generator().manual_seed(0)
+    v, n = 4, 8
+    logits = torch.randn(1, v, n, generator=g, dtype=torch.float64)
+    a = torch.randn(v * n, 6, generator=g, dtype=torch.float64) / (v ** 0.5)
+    b = torch.randn(6, generator=g, dtype=torch.float64)
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        # nonlinear in z and coupling all variables: squared distance of a random projection
+        h = z.flatten(-2) @ a
+        return ((h - b) ** 2).sum(-1) + torch.sin(3 * h[..., 0])
+
+    return Example(f"{v} variables x {n} classes, f(z) = ||A vec(z) - b||^2 + sin(3 (A vec(z))_0)", logits, f)
+
+
+family = register_family(
+    Family(
+        name="categorical",
+        params=(Param("logits", constraints.real_vector, check_logits, event_ndim=1),),
+        event_ndim=1,
+        sample_fn=_family_sample,
+        log_prob_fn=_log_prob,
+        support_fn=_support,
+        mean_fn=lambda logits: torch.softmax(logits, -1),
+        relaxation=Relaxation(_relaxed, lambda z, tau: torch.softmax(z / tau, -1)),
+        example=_example,
+    )
+)
+score_function.register_for("categorical")
+relax.register_for("categorical")
+
+
+# ----------------------------------------------------------------------------- the straight-through family
 
 
 def _prepare(logits: torch.Tensor, tau: float, generator: torch.Generator | None):
@@ -162,6 +241,21 @@ def _gapped_logits(x: torch.Tensor, index: torch.Tensor, hard: torch.Tensor, gap
     return torch.where(hard.bool(), m, torch.minimum(x, m - g))
 
 
+def _gapped_straight_through(logits: torch.Tensor, tau: float, gap: float | str, generator: torch.Generator | None,
+                             *, detach: bool) -> torch.Tensor:
+    """``D + softmax(θ'/τ) - sg(softmax(θ'/τ))`` with the gapped logits ``θ'`` of :func:`_gapped_logits`,
+    computed from ``sg(θ)`` and moved with identity Jacobian (``detach``, GST) or as a
+    differentiable function of ``θ`` (NZ-GST)."""
+    gap = _check_gap(gap)
+    x, tau, generator = _prepare(logits, tau, generator)
+    _, index, hard = _sample(x, generator)
+    if detach:
+        moved = x + (_gapped_logits(x.detach(), index, hard, gap) - x.detach())
+    else:
+        moved = _gapped_logits(x, index, hard, gap)
+    return straight_through(hard, torch.softmax(moved / tau, -1)).to(logits.dtype)
+
+
 @register("gst", distribution="categorical", reference=_GST + ", eq. 17-19")
 def gst(
     logits: torch.Tensor,
@@ -179,12 +273,7 @@ def gst(
     ``gap="pi"`` uses ``-log(1 - π_D)/π_D``, the expected gap of STGS. ``gap=0`` is the paper's
     GST-0.0 ablation. Biased, deterministic given D (no Gumbel noise in the backward pass).
     """
-    gap = _check_gap(gap)
-    x, tau, generator = _prepare(logits, tau, generator)
-    _, index, hard = _sample(x, generator)
-    target = _gapped_logits(x.detach(), index, hard, gap)
-    moved = x + (target - x.detach())
-    return straight_through(hard, torch.softmax(moved / tau, -1)).to(logits.dtype)
+    return _gapped_straight_through(logits, tau, gap, generator, detach=True)
 
 
 @register("nz_gst", distribution="categorical", reference=_GST + ", Table 1 (ablation)")
@@ -200,11 +289,7 @@ def nz_gst(
     ``θ'_D = max θ`` and ``θ'_j = min(θ_j, max θ - gap)`` as differentiable functions of θ (the
     gap itself, for ``gap="pi"``, is held fixed). The GST paper shows this breaks training.
     """
-    gap = _check_gap(gap)
-    x, tau, generator = _prepare(logits, tau, generator)
-    _, index, hard = _sample(x, generator)
-    moved = _gapped_logits(x, index, hard, gap)
-    return straight_through(hard, torch.softmax(moved / tau, -1)).to(logits.dtype)
+    return _gapped_straight_through(logits, tau, gap, generator, detach=False)
 
 
 @register("reinmax", distribution="categorical",

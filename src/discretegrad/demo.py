@@ -1,7 +1,8 @@
 """The demo job: exact-gradient diagnostics of every registered estimator on small problems.
 
 Each :class:`DemoProblem` is a small latent-variable problem whose exact gradient is
-enumerable. :func:`run_demo` compares every registered estimator of the problem's
+enumerable: the ``example`` a family declares (:class:`discretegrad.family.Example`), so a new
+family with an example is in the demo without editing this module. :func:`run_demo` compares every registered estimator of the problem's
 distribution against the exact gradient and writes, per problem, a markdown table and a PNG
 bar chart under ``out_dir``.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from discretegrad.diagnostics import GradientReport, compare, format_table, to_markdown
-from discretegrad.registry import estimators
+from discretegrad.registry import estimators, families, get_family
 
 __all__ = ["DemoProblem", "problems", "run_demo"]
 
@@ -32,83 +33,15 @@ class DemoProblem:
     options: dict[str, object] = dataclasses.field(default_factory=dict)  # family options, e.g. {"k": 3}
 
 
-def _categorical_problem() -> DemoProblem:
-    g = torch.Generator().manual_seed(0)
-    v, n = 4, 8
-    logits = torch.randn(1, v, n, generator=g, dtype=torch.float64)
-    a = torch.randn(v * n, 6, generator=g, dtype=torch.float64) / (v ** 0.5)
-    b = torch.randn(6, generator=g, dtype=torch.float64)
-
-    def f(z: torch.Tensor) -> torch.Tensor:
-        # nonlinear in z and coupling all variables: squared distance of a random projection
-        h = z.flatten(-2) @ a
-        return ((h - b) ** 2).sum(-1) + torch.sin(3 * h[..., 0])
-
-    return DemoProblem("categorical", "categorical",
-                       f"{v} variables x {n} classes, f(z) = ||A vec(z) - b||^2 + sin(3 (A vec(z))_0)", logits, f)
-
-
-def _bernoulli_problem() -> DemoProblem:
-    g = torch.Generator().manual_seed(1)
-    v = 8
-    logits = torch.randn(1, v, generator=g, dtype=torch.float64)
-    a = torch.randn(v, 4, generator=g, dtype=torch.float64) / (v ** 0.5)
-    b = torch.randn(4, generator=g, dtype=torch.float64)
-
-    def f(z: torch.Tensor) -> torch.Tensor:
-        h = z @ a
-        return ((h - b) ** 2).sum(-1) + torch.sin(3 * h[..., 0])
-
-    return DemoProblem("bernoulli", "bernoulli",
-                       f"{v} binary variables, f(z) = ||A z - b||^2 + sin(3 (A z)_0)", logits, f)
-
-
-def _poisson_problem() -> DemoProblem:
-    g = torch.Generator().manual_seed(2)
-    v = 3
-    rate = 0.5 + 2.5 * torch.rand(1, v, generator=g, dtype=torch.float64)
-    w = torch.randn(v, generator=g, dtype=torch.float64)
-
-    def f(z: torch.Tensor) -> torch.Tensor:
-        return torch.sin(z @ w) + 0.1 * (z.sum(-1) - 4.0) ** 2
-
-    return DemoProblem("poisson", "poisson",
-                       f"{v} Poisson variables (rates {[round(r, 2) for r in rate[0].tolist()]}), "
-                       f"f(z) = sin(w . z) + 0.1 (sum z - 4)^2", rate, f)
-
-
-def _topk_problem() -> DemoProblem:
-    g = torch.Generator().manual_seed(3)
-    n, k = 6, 3
-    theta = torch.randn(1, n, generator=g, dtype=torch.float64)
-    c = torch.randn(n, generator=g, dtype=torch.float64)
-
-    def f(z: torch.Tensor) -> torch.Tensor:
-        return (z @ c - 1.0) ** 2 + torch.sin(2 * z[..., 0] * z[..., 1])
-
-    return DemoProblem("topk", "topk", f"k-subsets, n = {n}, k = {k} (Gumbel-top-k law), "
-                       "f(z) = (c . z - 1)^2 + sin(2 z_0 z_1)", theta, f, options={"k": k})
-
-
-def _spanning_tree_problem() -> DemoProblem:
-    g = torch.Generator().manual_seed(4)
-    n = 4
-    w = torch.randn(n, n, generator=g, dtype=torch.float64)
-    theta = (w + w.T).unsqueeze(0)
-    c = torch.randn(n, n, generator=g, dtype=torch.float64)
-    c = c + c.T
-
-    def f(z: torch.Tensor) -> torch.Tensor:
-        return ((z * c).sum((-1, -2)) - 1.0) ** 2
-
-    return DemoProblem("spanning_tree", "spanning_tree", f"spanning trees of K_{n} (exact law of the Kruskal "
-                       "sample), f(z) = (<C, z> - 1)^2", theta, f)
-
-
 def problems() -> list[DemoProblem]:
-    """The demo problems: one per distribution family whose estimators' law is enumerable."""
-    return [_categorical_problem(), _bernoulli_problem(), _poisson_problem(), _topk_problem(),
-            _spanning_tree_problem()]
+    """One problem per registered family that has an ``example`` (an enumerable exact gradient)."""
+    out = []
+    for name in families():
+        example = get_family(name).example
+        if example is not None:
+            ex = example()
+            out.append(DemoProblem(name, name, ex.description, ex.params, ex.f, options=dict(ex.options)))
+    return out
 
 
 def _plot(reports: list[GradientReport], title: str, path: Path) -> None:

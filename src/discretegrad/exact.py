@@ -18,8 +18,10 @@ from collections.abc import Callable
 import torch
 
 from discretegrad import _validation as V
-from discretegrad.distributions import Family, get_distribution
-from discretegrad.surrogate import check_costs
+from discretegrad.family import Family
+from discretegrad.registry import families, get_family
+from discretegrad.subsets import MAX_SUBSETS  # the enumeration limits live with the families that enumerate
+from discretegrad.trees import MAX_TREE_VERTICES
 
 __all__ = ["expectation", "gradient", "marginals", "log_partition", "DEFAULT_MAX_CONFIGS",
            "MAX_SUBSETS", "MAX_TREE_VERTICES"]
@@ -35,7 +37,7 @@ def _infer_batch_ndim(f: Callable[[torch.Tensor], torch.Tensor], params: torch.T
     z0 = atoms[0].expand(*var_shape, *atoms.shape[1:]).unsqueeze(0)
     with torch.no_grad():
         out = f(z0)
-    check_costs(out, 1, params, family)
+    family.check_costs(out, 1, params)
     return out.dim() - 1
 
 
@@ -70,9 +72,9 @@ def expectation(
     Returns:
         Tensor ``[*batch_shape]``, differentiable.
     """
-    family = get_distribution(distribution)
+    family = get_family(distribution)
     family.check(params)
-    options = family.check_options(options)
+    options = family.check_options(options, params)
     max_configs = V.positive_int("max_configs", max_configs)
     var_shape = tuple(family.var_shape(params))
     if batch_ndim is None:
@@ -98,7 +100,7 @@ def expectation(
         idx = _configs(start, min(start + chunk, n_configs), n_vars, n_atoms, params.device)
         c = idx.shape[0]
         z = atoms[idx].reshape(c, *ones, *rest, *event).expand(c, *batch, *rest, *event)
-        costs = check_costs(f(z), c, params, family)
+        costs = family.check_costs(f(z), c, params)
         gather_idx = idx.reshape(c, *ones, n_vars, 1).expand(c, *batch, n_vars, 1)
         logp = table.unsqueeze(0).expand(c, *batch, n_vars, n_atoms).gather(-1, gather_idx).squeeze(-1).sum(-1)
         part = (logp.exp() * costs).sum(0)
@@ -126,88 +128,43 @@ def gradient(
 
 # ----------------------------------------------------------------------------- structures
 
-MAX_SUBSETS = 1 << 16
-"""Largest number ``C(n, k)`` of k-subsets :func:`marginals` enumerates."""
-
-MAX_TREE_VERTICES = 7
-"""Largest ``n`` for spanning trees and arborescences (``n^(n-2)`` = 16,807 structures at n = 7)."""
-
-STRUCTURES = ("topk", "spanning_tree", "arborescence")
-
-
-def _gibbs_scores(weights: torch.Tensor, structure: str, tau: float, k: int | None, root: int):
-    """``(atoms [S, *event], scores [..., S] = <weights, atom> / tau)`` for every structure."""
-    from discretegrad import _structures as S
-    from discretegrad import subsets, trees
-
-    structure = V.choice("structure", structure, STRUCTURES)
+def _gibbs_scores(weights: torch.Tensor, structure: str, tau: float, options: dict):
+    """``(atoms [S, *event], scores [..., S] = <weights, atom> / tau)`` from the family's ``gibbs`` hook."""
+    structures = [name for name in families() if get_family(name).gibbs is not None]
+    structure = V.choice("structure", structure, tuple(structures))
+    family = get_family(structure)
     tau = V.positive_float("tau", tau)
-    if structure == "topk":
-        w = subsets.check_logits(weights, "weights")
-        n = w.shape[-1]
-        if k is None:
-            raise ValueError("Expected k (an int in [1, n]) for structure='topk', but got None")
-        k = subsets.check_k(k, n)
-        if math.comb(n, k) > MAX_SUBSETS:
-            raise ValueError(
-                f"Expected at most MAX_SUBSETS={MAX_SUBSETS} k-subsets, but got C({n}, {k}) = {math.comb(n, k)}")
-        atoms = S.all_ksubsets(n, k, dtype=w.dtype, device=w.device)
-        return atoms, (w @ atoms.T) / tau
-    w = trees.check_edge_logits(weights, symmetric=structure == "spanning_tree", name="weights")
-    n = w.shape[-1]
-    if n > MAX_TREE_VERTICES:
-        raise ValueError(f"Expected at most MAX_TREE_VERTICES={MAX_TREE_VERTICES} vertices for brute-force "
-                         f"enumeration of {n}^{n - 2} structures, but got n = {n}")
-    if structure == "spanning_tree":
-        atoms = S.all_spanning_trees(n, dtype=w.dtype, device=w.device)
-        scored = torch.triu(atoms, 1)  # each undirected edge counted once, weight (w_ij + w_ji)/2
-        w = 0.5 * (w + w.transpose(-1, -2))
-    else:
-        root = trees.check_root(root, n)
-        atoms = scored = S.all_arborescences(n, root, dtype=w.dtype, device=w.device)
-    return atoms, (w.flatten(-2) @ scored.flatten(1).T) / tau
+    weights = family.params[0].check(weights, "weights")
+    options = family.check_options(options, weights)
+    atoms, scores = family.gibbs(weights, **options)
+    return atoms, scores / tau
 
 
-def log_partition(
-    weights: torch.Tensor,
-    *,
-    structure: str,
-    tau: float = 1.0,
-    k: int | None = None,
-    root: int = 0,
-) -> torch.Tensor:
+def log_partition(weights: torch.Tensor, *, structure: str, tau: float = 1.0, **options: object) -> torch.Tensor:
     """``log Σ_x exp(<weights, x> / tau)`` over every structure ``x``, by enumeration.
 
     Args:
         weights: ``[..., n]`` for ``"topk"``; ``[..., n, n]`` for trees (``"spanning_tree"``:
             symmetric, each edge scored once with ``(w_ij + w_ji)/2``; ``"arborescence"``: entry
             ``[i, j]`` = edge i → j, rooted at ``root``). Batched over leading dims, differentiable.
-        structure: ``"topk"``, ``"spanning_tree"`` or ``"arborescence"``.
+        structure: a family with a Gibbs enumeration (``"topk"``, ``"spanning_tree"``, ``"arborescence"``).
         tau: temperature ``> 0``.
-        k: subset size (``"topk"`` only).
-        root: root vertex (``"arborescence"`` only).
+        **options: the family's options: ``k`` (``"topk"``), ``root`` (``"arborescence"``, default 0).
 
     Refuses (``ValueError``) more than ``MAX_SUBSETS`` subsets or more than
     ``MAX_TREE_VERTICES`` vertices. Returns ``[...]`` (the batch shape).
     """
-    _, scores = _gibbs_scores(weights, structure, tau, k, root)
+    _, scores = _gibbs_scores(weights, structure, tau, options)
     return torch.logsumexp(scores, -1)
 
 
-def marginals(
-    weights: torch.Tensor,
-    *,
-    structure: str,
-    tau: float = 1.0,
-    k: int | None = None,
-    root: int = 0,
-) -> torch.Tensor:
+def marginals(weights: torch.Tensor, *, structure: str, tau: float = 1.0, **options: object) -> torch.Tensor:
     """Marginals ``E[x]`` of the Gibbs distribution ``p(x) ∝ exp(<weights, x> / tau)``, by enumeration.
 
     Same arguments and limits as :func:`log_partition`; returns a tensor of ``weights``' shape
     (trees: a symmetric adjacency of edge probabilities for ``"spanning_tree"``, ``P(i → j)`` for
     ``"arborescence"``). Differentiable: its Jacobian is the covariance of ``x`` divided by ``tau``.
     """
-    atoms, scores = _gibbs_scores(weights, structure, tau, k, root)
+    atoms, scores = _gibbs_scores(weights, structure, tau, options)
     probs = torch.softmax(scores, -1)
     return (probs @ atoms.flatten(1)).reshape(weights.shape)

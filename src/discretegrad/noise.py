@@ -1,4 +1,4 @@
-"""Noise primitives: exponential, Gumbel and conditional (truncated) Gumbel noise.
+"""Noise primitives: exponential, Gumbel, logistic, and their conditional (truncated) versions.
 
 All noise is drawn with an explicit ``generator`` (``None`` uses torch's default), created
 directly on the requested device and dtype, and computed in log space: no ``log(0)``
@@ -9,10 +9,11 @@ always finite.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from discretegrad._validation import positive_int
 
-__all__ = ["exponential", "gumbel", "gumbel_max", "conditional_gumbel"]
+__all__ = ["exponential", "gumbel", "gumbel_max", "conditional_gumbel", "logistic", "conditional_logistic"]
 
 
 def exponential(
@@ -81,3 +82,33 @@ def conditional_gumbel(
     others = -torch.logaddexp(-top, log_e - logits)
     is_top = torch.nn.functional.one_hot(index, logits.shape[-1]).bool()
     return torch.where(is_top, top, others)
+
+
+def logistic(shape: torch.Size | tuple[int, ...], *, dtype: torch.dtype = torch.float32,
+             device: torch.device | str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard logistic draws ``log E₁ - log E₂`` (difference of two Gumbels), always finite."""
+    log_e = exponential((2, *shape), dtype=dtype, device=device, generator=generator).log_()
+    return log_e[0] - log_e[1]
+
+
+def conditional_logistic(logits: torch.Tensor, hard: torch.Tensor, *,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """``θ + L`` drawn conditionally on ``1[θ + L > 0] = hard``, differentiable in ``θ`` (REBAR).
+
+    With ``θ + L = logit(u) + θ`` and ``v ~ U(0, 1)``: ``u = 1 - p + v p`` when ``hard = 1`` and
+    ``u = v (1 - p)`` when ``hard = 0`` (``p = σ(θ)``). In log space, with
+    ``log p = -softplus(-θ)`` and ``log(1-p) = -softplus(θ)``::
+
+        hard = 1:  softplus(θ) - log(1-v) + logaddexp(log(1-p), log p + log v)   (> 0)
+        hard = 0:  log v - softplus(-θ) - logaddexp(log p, log(1-p) + log(1-v))  (< 0)
+
+    ``v = E₁/(E₁+E₂)`` from exponential draws, so no ``log 0``.
+    """
+    log_e = exponential((2, *logits.shape), dtype=logits.dtype, device=logits.device,
+                        generator=generator).log_()
+    log_norm = torch.logaddexp(log_e[0], log_e[1])
+    log_v, log_1mv = log_e[0] - log_norm, log_e[1] - log_norm
+    log_p, log_q = -F.softplus(-logits), -F.softplus(logits)
+    one = -log_q - log_1mv + torch.logaddexp(log_q, log_p + log_v)
+    zero = log_v + log_p - torch.logaddexp(log_p, log_q + log_1mv)
+    return torch.where(hard.bool(), one, zero)

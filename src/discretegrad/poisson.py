@@ -27,11 +27,13 @@ import math
 
 import torch
 
-from discretegrad import _pwgf
+from torch.distributions import constraints
+
+from discretegrad import _pwgf, score_function
 from discretegrad import _validation as V
 from discretegrad._autograd import compute_dtype, straight_through
-from discretegrad.distributions import Family, register_distribution
-from discretegrad.registry import register
+from discretegrad.family import Example, Family, Param
+from discretegrad.registry import register, register_family
 
 __all__ = ["TAIL", "check_rate", "family", "pwgf_mmd", "st", "upper_bound"]
 
@@ -78,18 +80,32 @@ def _support(rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return atoms, log_pmf(rate.unsqueeze(-1), atoms)
 
 
-family = register_distribution(
+def _example() -> Example:
+    g = torch.Generator().manual_seed(2)
+    v = 3
+    rate = 0.5 + 2.5 * torch.rand(1, v, generator=g, dtype=torch.float64)
+    w = torch.randn(v, generator=g, dtype=torch.float64)
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return torch.sin(z @ w) + 0.1 * (z.sum(-1) - 4.0) ** 2
+
+    return Example(f"{v} Poisson variables (rates {[round(r, 2) for r in rate[0].tolist()]}), "
+                   f"f(z) = sin(w . z) + 0.1 (sum z - 4)^2", rate, f)
+
+
+family = register_family(
     Family(
         name="poisson",
-        param_name="rate",
+        params=(Param("rate", constraints.positive, check_rate),),
         event_ndim=0,
-        check=check_rate,
-        sample=_sample,
-        log_prob=log_pmf,
-        support=_support,
-        mean=lambda rate: rate,
+        sample_fn=_sample,
+        log_prob_fn=log_pmf,
+        support_fn=_support,
+        mean_fn=lambda rate: rate,
+        example=_example,
     )
 )
+score_function.register_for("poisson")
 
 
 def _prepare(rate: torch.Tensor, generator: torch.Generator | None):
@@ -122,16 +138,8 @@ def _pmf_derivative(rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return atoms, below - log_pmf(r, atoms).exp()
 
 
-@register("pwgf_mmd", distribution="poisson", reference=_PWGF + ", Sec. 2.2 and 3.1")
-def pwgf_mmd(
-    rate: torch.Tensor,
-    *,
-    bandwidth: float = 2.0,
-    step: float = 0.1,
-    kernel: str = "rbf",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """pWGF with the MMD projection: forward z, backward the derivative of the squared MMD.
+pwgf_mmd = register("pwgf_mmd", distribution="poisson", reference=_PWGF + ", Sec. 2.2 and 3.1")(
+    _pwgf.make_pwgf_mmd(_prepare, _pmf_derivative, module=__name__, doc="""pWGF with the MMD projection: forward z, backward the derivative of the squared MMD.
 
     With upstream gradient ``g`` at ``z``, moved particle ``z̃ = z - ε g`` (``ε = step``) and the
     control variate of Sec. 2.1 (derivation in :mod:`discretegrad._pwgf`)::
@@ -143,8 +151,4 @@ def pwgf_mmd(
     gives ST exactly (up to the truncated mass). Biased like ST, plus an ``O(ε)`` bias; an
     independent study (FACTS.md §4) found it keeps ST's fixed point on ``E[(z-7)²]``. Defaults:
     see ``results/pwgf_defaults/``.
-    """
-    bandwidth, step, kernel = _pwgf.check_hparams(bandwidth, step, kernel)
-    x, hard = _prepare(rate, generator)
-    out = _pwgf.pwgf_sample(x, hard, _pmf_derivative, step=step, kind=kernel, bandwidth=bandwidth)
-    return out.to(rate.dtype)
+    """))

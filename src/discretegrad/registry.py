@@ -1,6 +1,11 @@
-"""The estimator registry.
+"""The registries: distribution families and estimators. Imports nothing from the package.
 
-An estimator is one function plus one :func:`register` decorator. Two kinds exist:
+A *family* (:class:`discretegrad.family.Family`) is registered once by the module that defines
+it (``register_family``); an *estimator* is one function plus one :func:`register` decorator,
+registered after its family. Registration happens when the package is imported: the package's
+``__init__`` imports the family modules, the one list of them. Nothing here imports them back.
+
+Two estimator kinds exist:
 
 ``"op"``
     a drop-in op ``fn(params, *, generator=None, **hparams) -> sample`` whose forward value
@@ -12,15 +17,16 @@ An estimator is one function plus one :func:`register` decorator. Two kinds exis
     ``fn(f, params, *, distribution, n_samples, generator=None, **hparams) -> Tensor[*batch_shape]``
     whose value is the Monte Carlo estimate of ``E[f(z)]`` and whose gradient is the estimator;
     :func:`discretegrad.surrogate` passes the distribution it was called for, so one function
-    can be registered for several distributions (one ``@register`` line each).
+    can be registered for several distributions (one ``register`` call each).
 
 Hyperparameters and their defaults are read from the function's keyword-only arguments
-(everything but ``distribution``, ``generator`` and ``n_samples``), so the signature is the single source of
-truth; the function validates its own arguments. A keyword-only argument without a default
-is refused unless ``register(..., required=(name,))`` declares it: a *required* argument such as
-the subset size ``k`` of the ``"topk"`` family, which defines the support and has no sensible
-default. It is listed in ``hyperparameters`` with the value :data:`REQUIRED`, and every call must
-pass it (``dg.surrogate(f, logits, distribution="topk", estimator="entropy", k=3)``).
+(everything but ``distribution``, ``generator`` and ``n_samples``), so the signature is the single
+source of truth; the function validates its own arguments. The family's *options* (the subset
+size ``k`` of ``"topk"``, the ``total_count`` of ``"binomial"``) are hyperparameters of every
+estimator of that family: an op names them in its signature (an option without a default, such
+as ``k``, is keyword-only without a default there and listed with the value :data:`REQUIRED`); a
+generic estimator that takes ``**options`` gets them from the family. Any other keyword-only
+argument without a default is refused.
 """
 
 from __future__ import annotations
@@ -28,9 +34,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["EstimatorSpec", "register", "get", "estimators", "REQUIRED"]
+if TYPE_CHECKING:
+    from discretegrad.family import Family
+
+__all__ = ["EstimatorSpec", "register", "get", "estimators", "REQUIRED", "register_family", "get_family", "families"]
 
 Kind = Literal["op", "surrogate"]
 _RESERVED = {"generator", "n_samples", "distribution"}
@@ -120,19 +129,27 @@ class EstimatorSpec:
 _REGISTRY: dict[tuple[str, str], EstimatorSpec] = {}
 
 
-def _hyperparameters(fn: Callable[..., Any], kind: Kind, required: tuple[str, ...] = ()) -> dict[str, Any]:
+def _hyperparameters(fn: Callable[..., Any], family: Family) -> dict[str, Any]:
+    """Keyword-only arguments of ``fn`` with their defaults, plus the family's options."""
+    options = family.option_defaults()
     out: dict[str, Any] = {}
+    takes_options = False
     for p in inspect.signature(fn).parameters.values():
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RESERVED:
-            if p.default is inspect.Parameter.empty:
-                if p.name not in required:
-                    raise TypeError(f"hyperparameter {p.name!r} of {fn.__qualname__} needs a default")
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            takes_options = True
+        elif p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RESERVED:
+            if p.default is not inspect.Parameter.empty:
+                out[p.name] = p.default
+            elif p.name in options and options[p.name] is REQUIRED:
                 out[p.name] = REQUIRED
             else:
-                out[p.name] = p.default
-    extra = [r for r in required if out.get(r) is not REQUIRED]
-    if extra:
-        raise TypeError(f"required hyperparameters {extra} of {fn.__qualname__} must be keyword-only without a default")
+                raise TypeError(f"hyperparameter {p.name!r} of {fn.__qualname__} needs a default")
+    for name, default in options.items():
+        if name not in out:
+            if not takes_options:
+                raise TypeError(f"{fn.__qualname__} must take the option {name!r} of distribution "
+                                f"{family.name!r} (keyword-only, or through **options)")
+            out[name] = default
     return out
 
 
@@ -144,19 +161,21 @@ def register(
     unbiased: bool = False,
     relaxed: bool = False,
     reference: str = "",
-    required: tuple[str, ...] = (),
     min_samples: int = 1,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator that registers ``fn`` as estimator ``name`` for ``distribution``.
+    """Decorator that registers ``fn`` as estimator ``name`` for the registered family ``distribution``.
 
-    The summary is the first line of the function's docstring. ``required`` names keyword-only
-    arguments of ``fn`` without a default (see the module docstring).
+    The summary is the first line of the function's docstring; hyperparameters come from the
+    signature and the family's options (see the module docstring).
     """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         key = (distribution, name)
         if key in _REGISTRY:
             raise ValueError(f"estimator {name!r} is already registered for {distribution!r}")
+        if kind not in ("op", "surrogate"):
+            raise ValueError(f"Expected kind to be one of ['op', 'surrogate'], but got {kind!r}")
+        family = get_family(distribution)
         doc = inspect.getdoc(fn) or ""
         _REGISTRY[key] = EstimatorSpec(
             name=name,
@@ -165,7 +184,7 @@ def register(
             kind=kind,
             unbiased=unbiased,
             relaxed=relaxed,
-            hyperparameters=_hyperparameters(fn, kind, tuple(required)),
+            hyperparameters=_hyperparameters(fn, family),
             reference=reference,
             summary=doc.splitlines()[0] if doc else "",
             min_samples=min_samples,
@@ -175,26 +194,43 @@ def register(
     return deco
 
 
-def _load_all() -> None:
-    # Importing the estimator modules fills the registry (no side effects beyond that).
-    from discretegrad import _estimator_modules  # noqa: F401
-
-
 def estimators(distribution: str | None = None) -> list[EstimatorSpec]:
     """Registered estimators, optionally for one distribution, sorted by (distribution, name)."""
-    _load_all()
     if distribution is not None:
-        from discretegrad.distributions import get_distribution
-
-        get_distribution(distribution)  # raises on an unknown name
+        get_family(distribution)  # raises on an unknown name
     specs = [s for (d, _), s in _REGISTRY.items() if distribution is None or d == distribution]
     return sorted(specs, key=lambda s: (s.distribution, s.name))
 
 
 def get(name: str, *, distribution: str) -> EstimatorSpec:
     """The spec of ``name`` for ``distribution``; ``ValueError`` listing known names otherwise."""
-    _load_all()
     if not isinstance(name, str) or (distribution, name) not in _REGISTRY:
+        get_family(distribution)
         known = sorted(n for (d, n) in _REGISTRY if d == distribution)
         raise ValueError(f"Expected estimator to be one of {known} for distribution {distribution!r}, but got {name!r}")
     return _REGISTRY[(distribution, name)]
+
+
+# ----------------------------------------------------------------------------- families
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Register a distribution family under ``family.name`` (once); returns it."""
+    if family.name in _FAMILIES:
+        raise ValueError(f"distribution {family.name!r} is already registered")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> Family:
+    """The family called ``name``; ``ValueError`` listing the known names otherwise."""
+    if not isinstance(name, str) or name not in _FAMILIES:
+        raise ValueError(f"Expected distribution to be one of {sorted(_FAMILIES)}, but got {name!r}")
+    return _FAMILIES[name]
+
+
+def families() -> list[str]:
+    """Names of the registered distribution families, sorted."""
+    return sorted(_FAMILIES)

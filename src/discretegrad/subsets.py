@@ -39,17 +39,23 @@ import math
 
 import torch
 
+from torch.distributions import constraints
+
 from discretegrad import _structures as S
 from discretegrad import _validation as V
+from discretegrad import score_function
 from discretegrad._autograd import compute_dtype, straight_through
-from discretegrad.distributions import Family, register_distribution
+from discretegrad.family import Example, Family, Option, Param
 from discretegrad.noise import gumbel
-from discretegrad.registry import register
+from discretegrad.registry import register, register_family
 
-__all__ = ["topk", "l2x", "softsub", "gumbel_topk_log_prob", "MAX_LAW_ORDERINGS"]
+__all__ = ["topk", "l2x", "softsub", "gumbel_topk_log_prob", "MAX_LAW_ORDERINGS", "MAX_SUBSETS", "check_k", "check_logits"]
 
 _SST = "Paulus et al. 2020, Gradient estimation with stochastic softmax tricks"
 RELAXATIONS = ("entropy", "binary_entropy", "corr")
+
+MAX_SUBSETS = 1 << 16
+"""Largest number ``C(n, k)`` of k-subsets :func:`discretegrad.exact.marginals` enumerates."""
 
 MAX_LAW_ORDERINGS = 5040
 """Largest ``k!`` for which :func:`gumbel_topk_log_prob` sums over the orderings of a set (k <= 7)."""
@@ -242,24 +248,50 @@ def _mean(logits: torch.Tensor, *, k: int) -> torch.Tensor:
     return log_table.exp() @ atoms
 
 
-topk_family = register_distribution(
+def _gibbs(weights: torch.Tensor, *, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every k-subset and its score ``<weights, x>`` (for :func:`discretegrad.exact.marginals`)."""
+    n = weights.shape[-1]
+    if math.comb(n, k) > MAX_SUBSETS:
+        raise ValueError(f"Expected at most MAX_SUBSETS={MAX_SUBSETS} k-subsets, but got C({n}, {k}) = {math.comb(n, k)}")
+    atoms = S.all_ksubsets(n, k, dtype=weights.dtype, device=weights.device)
+    return atoms, weights @ atoms.T
+
+
+def _example() -> Example:
+    g = torch.Generator().manual_seed(3)
+    n, k = 6, 3
+    theta = torch.randn(1, n, generator=g, dtype=torch.float64)
+    c = torch.randn(n, generator=g, dtype=torch.float64)
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return (z @ c - 1.0) ** 2 + torch.sin(2 * z[..., 0] * z[..., 1])
+
+    return Example(f"k-subsets, n = {n}, k = {k} (Gumbel-top-k law), f(z) = (c . z - 1)^2 + sin(2 z_0 z_1)",
+                   theta, f, {"k": k})
+
+
+topk_family = register_family(
     Family(
         name="topk",
-        param_name="logits",
+        params=(Param("logits", constraints.real_vector, check_logits, event_ndim=1),),
         event_ndim=1,
-        check=check_logits,
-        sample=_sample,
-        log_prob=_log_prob,
-        support=_support,
-        mean=_mean,
-        options=("k",),
+        sample_fn=_sample,
+        log_prob_fn=_log_prob,
+        support_fn=_support,
+        mean_fn=_mean,
+        options=(Option("k", lambda k, logits: check_k(k, logits.shape[-1])),),
+        gibbs=_gibbs,
+        example=_example,
     )
 )
+# The Gumbel-top-k law is Plackett-Luce, so the score-function estimators apply (MuProp is left
+# out: its linearisation point, the mean, is computed by enumerating every k-subset).
+score_function.register_for("topk", "reinforce", "rloo")
 
 
 # ----------------------------------------------------------------------------- registry entries
 
-@register("entropy", distribution="topk", required=("k",), reference=_SST + ", Sec. 4 (exponential-family entropy)")
+@register("entropy", distribution="topk", reference=_SST + ", Sec. 4 (exponential-family entropy)")
 def _entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """SMT top-k of θ+G forward, SST gradient through the Gibbs marginals of exp(<U, x>/t).
@@ -270,7 +302,7 @@ def _entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0,
     return topk(logits, k, tau=tau, relaxation="entropy", hard=True, generator=generator)
 
 
-@register("entropy_relaxed", distribution="topk", required=("k",), relaxed=True, reference=_SST + ", Sec. 4")
+@register("entropy_relaxed", distribution="topk", relaxed=True, reference=_SST + ", Sec. 4")
 def _entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Relaxed SST sample: Gibbs marginals of exp(<θ+G, x>/t) over k-subsets (not k-hot).
@@ -280,7 +312,7 @@ def _entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
     return topk(logits, k, tau=tau, relaxation="entropy", hard=False, generator=generator)
 
 
-@register("binary_entropy", distribution="topk", required=("k",), reference=_SST + "; Amos et al. 2019 (LML)")
+@register("binary_entropy", distribution="topk", reference=_SST + "; Amos et al. 2019 (LML)")
 def _binary_entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """SMT top-k forward, SST gradient through σ((θ+G)/t + ν) with Σ = k (LML projection).
@@ -290,7 +322,7 @@ def _binary_entropy(logits: torch.Tensor, *, k: int, tau: float = 1.0,
     return topk(logits, k, tau=tau, relaxation="binary_entropy", hard=True, generator=generator)
 
 
-@register("binary_entropy_relaxed", distribution="topk", required=("k",), relaxed=True,
+@register("binary_entropy_relaxed", distribution="topk", relaxed=True,
           reference=_SST + "; Amos et al. 2019 (LML)")
 def _binary_entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
                             generator: torch.Generator | None = None) -> torch.Tensor:
@@ -301,7 +333,7 @@ def _binary_entropy_relaxed(logits: torch.Tensor, *, k: int, tau: float = 1.0,
     return topk(logits, k, tau=tau, relaxation="binary_entropy", hard=False, generator=generator)
 
 
-@register("l2x", distribution="topk", required=("k",), relaxed=True,
+@register("l2x", distribution="topk", relaxed=True,
           reference="Chen et al. 2018, Learning to explain; SST Table (L2X)")
 def _l2x(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """L2X relaxation: element-wise max of k Gumbel-softmax draws (not k-hot).
@@ -312,7 +344,7 @@ def _l2x(logits: torch.Tensor, *, k: int, tau: float = 1.0, generator: torch.Gen
     return l2x(logits, k, tau=tau, generator=generator)
 
 
-@register("softsub", distribution="topk", required=("k",), relaxed=True,
+@register("softsub", distribution="topk", relaxed=True,
           reference="Xie & Ermon 2019, Reparameterizable subset sampling")
 def _softsub(logits: torch.Tensor, *, k: int, tau: float = 1.0,
              generator: torch.Generator | None = None) -> torch.Tensor:

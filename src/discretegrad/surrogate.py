@@ -7,33 +7,17 @@ from collections.abc import Callable
 import torch
 
 from discretegrad import _validation as V
-from discretegrad.distributions import Family, get_distribution
-from discretegrad.registry import get
+from discretegrad.family import Params
+from discretegrad.registry import get, get_family
 
-__all__ = ["surrogate", "check_costs"]
+__all__ = ["surrogate"]
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def check_costs(costs: object, n_samples: int, params: torch.Tensor, family: Family) -> torch.Tensor:
-    """Check that ``f`` returned ``[n_samples, *batch_shape]`` with ``batch_shape`` a prefix of
-    the variable shape of ``params``; return it."""
-    var_shape = tuple(family.var_shape(params))
-    if not isinstance(costs, torch.Tensor):
-        raise TypeError(f"Expected f to return a torch.Tensor, but got {type(costs).__name__}")
-    shape = tuple(costs.shape)
-    ok = len(shape) >= 1 and shape[0] == n_samples and shape[1:] == var_shape[: len(shape) - 1]
-    if not ok:
-        raise ValueError(
-            f"Expected f to return costs of shape [n_samples={n_samples}, *batch_shape] with batch_shape "
-            f"a prefix of {var_shape} (the {family.param_name} shape without event dims), but got {shape}"
-        )
-    return costs
-
-
 def surrogate(
     f: CostFn,
-    params: torch.Tensor,
+    params: Params,
     *,
     distribution: str,
     estimator: str,
@@ -48,12 +32,14 @@ def surrogate(
             shape ``[n_samples, *batch_shape]``, ``batch_shape`` a prefix of ``params``' shape
             without the event dims (e.g. ``[B]`` for categorical logits ``[B, V, N]``). ``f`` may
             depend on trainable parameters (a decoder); they get the pathwise gradient.
-        params: distribution parameters (categorical: ``logits [..., N]``).
-        distribution: a registered family name (``discretegrad.distributions.distributions()``).
+        params: distribution parameters (categorical: ``logits [..., N]``; a family with several
+            parameters takes a tuple in its declared order).
+        distribution: a registered family name (``discretegrad.families()``).
         estimator: a registered estimator for that family (``discretegrad.estimators(distribution)``).
         n_samples: samples per parameter; the estimate is their average.
         generator: ``torch.Generator`` used for every random draw.
-        **hparams: the estimator's hyperparameters (e.g. ``tau=0.5``).
+        **hparams: the estimator's hyperparameters (e.g. ``tau=0.5``), including the family's
+            options (``k=3`` for ``"topk"``, ``total_count=10`` for ``"binomial"``).
 
     Returns:
         Tensor of shape ``[*batch_shape]``: value = sample mean of ``f``; backward = the
@@ -65,7 +51,7 @@ def surrogate(
         ...                     estimator="gst", tau=0.5).mean()
         >>> loss.backward()
     """
-    family = get_distribution(distribution)
+    family = get_family(distribution)
     spec = get(estimator, distribution=distribution)
     if not callable(f):
         raise TypeError(f"Expected f to be callable, but got {type(f).__name__}")
@@ -74,5 +60,5 @@ def surrogate(
     family.check(params)
     if spec.kind == "surrogate":
         return spec.fn(f, params, distribution=distribution, n_samples=n_samples, generator=generator, **hparams)
-    z = spec.fn(params.expand(n_samples, *params.shape), generator=generator, **hparams)
-    return check_costs(f(z), n_samples, params, family).mean(0)
+    z = spec.fn(family.expand(params, n_samples), generator=generator, **hparams)
+    return family.check_costs(f(z), n_samples, params).mean(0)

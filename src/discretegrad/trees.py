@@ -41,15 +41,17 @@ import math
 
 import torch
 
+from torch.distributions import constraints
+
 from discretegrad import _structures as S
 from discretegrad import _validation as V
 from discretegrad._autograd import compute_dtype, straight_through
-from discretegrad.distributions import Family, register_distribution
+from discretegrad.family import Example, Family, Option, Param
 from discretegrad.noise import gumbel
-from discretegrad.registry import register
+from discretegrad.registry import register, register_family
 
-__all__ = ["spanning_tree", "arborescence", "check_edge_logits", "is_spanning_tree", "is_arborescence",
-           "MAX_LAW_VERTICES"]
+__all__ = ["spanning_tree", "arborescence", "check_edge_logits", "check_root", "is_spanning_tree", "is_arborescence",
+           "MAX_LAW_VERTICES", "MAX_TREE_VERTICES"]
 
 _SST = "Paulus et al. 2020, Gradient estimation with stochastic softmax tricks"
 SYMMETRY_RTOL = 1e-5
@@ -57,6 +59,9 @@ SYMMETRY_ATOL = 1e-6
 
 MAX_LAW_VERTICES = 5
 """Largest ``n`` for the exact law of the Kruskal sample (40,440 ordering prefixes at n = 5)."""
+
+MAX_TREE_VERTICES = 7
+"""Largest ``n`` for which :func:`discretegrad.exact.marginals` enumerates trees (``n^(n-2)`` = 16,807 at n = 7)."""
 
 
 # ----------------------------------------------------------------------------- checks
@@ -212,7 +217,7 @@ def is_arborescence(adj: torch.Tensor, root: int = 0) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- families
 
-def _no_arborescence_law(params: torch.Tensor, *args: object) -> torch.Tensor:
+def _no_arborescence_law(params: torch.Tensor, *args: object, **options: object) -> torch.Tensor:
     """``support``/``log_prob``/``mean`` of the arborescence family: the law is not computable."""
     raise ValueError(
         "Expected a distribution whose sample law is enumerable, but got 'arborescence': the law of the "
@@ -250,34 +255,75 @@ def _tree_sample(params: torch.Tensor, generator: torch.Generator | None) -> tor
     return S.kruskal(sym + _symmetric_gumbel(x, generator)).to(params.dtype)
 
 
-def _arb_sample(params: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _arb_sample(params: torch.Tensor, generator: torch.Generator | None, *, root: int) -> torch.Tensor:
     x = params.detach().to(compute_dtype(params.dtype))
-    return S.edmonds(x + gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator), 0).to(params.dtype)
+    return S.edmonds(x + gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator), root).to(params.dtype)
 
 
-spanning_tree_family = register_distribution(
+def _check_enumerable(n: int) -> None:
+    if n > MAX_TREE_VERTICES:
+        raise ValueError(f"Expected at most MAX_TREE_VERTICES={MAX_TREE_VERTICES} vertices for brute-force "
+                         f"enumeration of {n}^{n - 2} structures, but got n = {n}")
+
+
+def _tree_gibbs(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every spanning tree and its score: each undirected edge counted once, weight ``(w_ij + w_ji)/2``."""
+    n = w.shape[-1]
+    _check_enumerable(n)
+    atoms = S.all_spanning_trees(n, dtype=w.dtype, device=w.device)
+    sym = 0.5 * (w + w.transpose(-1, -2))
+    return atoms, sym.flatten(-2) @ torch.triu(atoms, 1).flatten(1).T
+
+
+def _arb_gibbs(w: torch.Tensor, *, root: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every arborescence rooted at ``root`` and its score ``<w, x>``."""
+    n = w.shape[-1]
+    _check_enumerable(n)
+    atoms = S.all_arborescences(n, root, dtype=w.dtype, device=w.device)
+    return atoms, w.flatten(-2) @ atoms.flatten(1).T
+
+
+def _tree_example() -> Example:
+    g = torch.Generator().manual_seed(4)
+    n = 4
+    w = torch.randn(n, n, generator=g, dtype=torch.float64)
+    theta = (w + w.T).unsqueeze(0)
+    c = torch.randn(n, n, generator=g, dtype=torch.float64)
+    c = c + c.T
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return ((z * c).sum((-1, -2)) - 1.0) ** 2
+
+    return Example(f"spanning trees of K_{n} (exact law of the Kruskal sample), f(z) = (<C, z> - 1)^2", theta, f)
+
+
+spanning_tree_family = register_family(
     Family(
         name="spanning_tree",
-        param_name="edge_logits",
+        params=(Param("edge_logits", constraints.real, lambda t, name: check_edge_logits(t, symmetric=True, name=name),
+                      event_ndim=2),),
         event_ndim=2,
-        check=lambda t: check_edge_logits(t, symmetric=True),
-        sample=_tree_sample,
-        log_prob=_tree_log_prob,
-        support=_tree_support,
-        mean=_tree_mean,
+        sample_fn=_tree_sample,
+        log_prob_fn=_tree_log_prob,
+        support_fn=_tree_support,
+        mean_fn=_tree_mean,
+        gibbs=_tree_gibbs,
+        example=_tree_example,
     )
 )
 
-arborescence_family = register_distribution(
+arborescence_family = register_family(
     Family(
         name="arborescence",
-        param_name="edge_logits",
+        params=(Param("edge_logits", constraints.real, lambda t, name: check_edge_logits(t, name=name),
+                      event_ndim=2),),
         event_ndim=2,
-        check=check_edge_logits,
-        sample=_arb_sample,
-        log_prob=_no_arborescence_law,
-        support=_no_arborescence_law,
-        mean=_no_arborescence_law,
+        sample_fn=_arb_sample,
+        log_prob_fn=_no_arborescence_law,
+        support_fn=_no_arborescence_law,
+        mean_fn=_no_arborescence_law,
+        options=(Option("root", lambda root, w: check_root(root, w.shape[-1]), default=0),),
+        gibbs=_arb_gibbs,
     )
 )
 
@@ -305,23 +351,22 @@ def _tree_entropy_relaxed(edge_logits: torch.Tensor, *, tau: float = 1.0,
 
 
 @register("entropy", distribution="arborescence", reference=_SST + ", arborescence SST; Koo et al. 2007")
-def _arb_entropy(edge_logits: torch.Tensor, *, tau: float = 1.0,
+def _arb_entropy(edge_logits: torch.Tensor, *, root: int = 0, tau: float = 1.0,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Chu-Liu/Edmonds SMT forward (root 0), SST gradient through directed matrix-tree marginals.
+    """Chu-Liu/Edmonds SMT forward, SST gradient through directed matrix-tree marginals.
 
-    ``arborescence(edge_logits, root=0, tau=tau, hard=True)``. Biased. The registry entries use
-    root 0 (the family's support is arborescences rooted at vertex 0); call
-    :func:`arborescence` directly for another root.
+    ``arborescence(edge_logits, root=root, tau=tau, hard=True)``. Biased. ``root`` is the
+    family's option (default vertex 0).
     """
-    return arborescence(edge_logits, root=0, tau=tau, hard=True, generator=generator)
+    return arborescence(edge_logits, root=root, tau=tau, hard=True, generator=generator)
 
 
 @register("entropy_relaxed", distribution="arborescence", relaxed=True,
           reference=_SST + ", arborescence SST; Koo et al. 2007")
-def _arb_entropy_relaxed(edge_logits: torch.Tensor, *, tau: float = 1.0,
+def _arb_entropy_relaxed(edge_logits: torch.Tensor, *, root: int = 0, tau: float = 1.0,
                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """Relaxed SST sample: Gibbs edge marginals over arborescences rooted at 0.
+    """Relaxed SST sample: Gibbs edge marginals over arborescences rooted at ``root``.
 
-    ``arborescence(edge_logits, root=0, tau=tau, hard=False)``.
+    ``arborescence(edge_logits, root=root, tau=tau, hard=False)``.
     """
-    return arborescence(edge_logits, root=0, tau=tau, hard=False, generator=generator)
+    return arborescence(edge_logits, root=root, tau=tau, hard=False, generator=generator)

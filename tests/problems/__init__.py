@@ -18,8 +18,12 @@ Every registered distribution needs a module ``tests/problems/<distribution>.py`
   returning the expected gradient of ``sum(v * out)`` with respect to ``params``, written from
   the paper's formula; ``generator`` is a copy of the generator as it was before the call, so a
   reference can replay the noise;
+* ``reference_params(generator)``: the (valid) parameters the reference test uses, and
+  ``reference_grid``: values per hyperparameter name; the test runs every combination of the
+  values of the hyperparameters an estimator has (at least the empty combination);
 * ``covered_by``: for biased estimators checked by a dedicated test instead,
-  ``name -> "test_module::test_function"``.
+  ``name -> "test_module::test_function"``; ``test_registry.py`` checks that the named test
+  calls the estimator (its function or the public op it wraps).
 
 Every biased estimator needs an entry in ``references`` or ``covered_by``; every unbiased one is
 checked against ``discretegrad.exact`` automatically.
@@ -55,6 +59,9 @@ class Case:
     bad_hparams: dict[str, list[object]]
     test_hparams: dict[str, object] = dataclasses.field(default_factory=dict)
     references: dict[str, Callable[..., torch.Tensor]] = dataclasses.field(default_factory=dict)
+    reference_params: Callable[[torch.Generator], torch.Tensor] | None = None
+    reference_grid: dict[str, list[object]] = dataclasses.field(default_factory=dict)
+    reference_atol: float = 1e-12
     covered_by: dict[str, str] = dataclasses.field(default_factory=dict)
 
 

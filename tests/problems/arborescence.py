@@ -73,7 +73,8 @@ CASE = Case(
     is_valid=_is_valid,
     extreme_params=_extreme,
     bad_params=_bad_params,
-    bad_hparams={"tau": [0.0, -1.0, float("nan"), float("inf"), "1", True]},
+    bad_hparams={"tau": [0.0, -1.0, float("nan"), float("inf"), "1", True],
+                 "root": [-1, 4, 1.0, True, None]},
 )
 
 CASE = dataclasses.replace(

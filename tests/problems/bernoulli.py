@@ -121,4 +121,6 @@ def _ref_pwgf_mmd(theta, out, v, generator, bandwidth=2.0, step=0.1, kernel="rbf
 CASE = dataclasses.replace(
     CASE,
     references={"st": _ref_st, "gumbel_softmax": _ref_gumbel_softmax, "stgs": _ref_stgs, "pwgf_mmd": _ref_pwgf_mmd},
+    reference_params=lambda g: torch.randn(6, 4, 5, generator=g, dtype=torch.float64) * 2,
+    reference_grid={"tau": [0.3, 1.0, 2.5], "bandwidth": [0.5, 2.0], "step": [0.1, 1.0], "kernel": ["rbf", "linear"]},
 )

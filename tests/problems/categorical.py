@@ -146,4 +146,6 @@ CASE = dataclasses.replace(
     references={"st": _ref_st, "gumbel_softmax": _ref_gumbel_softmax, "stgs": _ref_stgs, "gst": _ref_gst,
                 "nz_gst": _ref_nz_gst, "reinmax": _ref_reinmax},
     covered_by={"gumbel_rao": "test_categorical::test_gumbel_rao_mean_matches_stgs"},
+    reference_params=lambda g: torch.randn(6, 4, 5, generator=g, dtype=torch.float64) * 2,
+    reference_grid={"tau": [0.3, 1.0, 2.5], "gap": [0.0, 0.8, 1.2, "pi"]},
 )

@@ -102,7 +102,8 @@ CASE = Case(
     extreme_params=_extreme,
     bad_params=_bad_params,
     bad_hparams={"tau": [0.0, -1.0, float("nan"), float("inf"), "1", True],
-                 "k": [0, -1, 6, 2.5, True, "2", None]},
+                 "k": [0, -1, 6, 2.5, True, "2", None],
+                 "baseline": ["b", True, float("nan"), torch.zeros(13, 17)]},
     test_hparams={"k": K},
 )
 
@@ -188,4 +189,6 @@ CASE = dataclasses.replace(
         "l2x": _ref_l2x,
     },
     covered_by={"softsub": "test_subsets::test_softsub_recursion_and_gradcheck"},
+    reference_params=lambda g: torch.randn(6, 4, 5, generator=g, dtype=torch.float64) * 2,
+    reference_grid={"tau": [0.3, 1.0, 2.5]},
 )

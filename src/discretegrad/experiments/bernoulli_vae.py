@@ -65,7 +65,7 @@ from discretegrad import _validation as V
 from discretegrad.distributions import get_distribution
 from discretegrad.experiments import _vae
 from discretegrad.experiments.base import EstimatorChoice, Experiment, RunConfig, RunContext, register_experiment
-from discretegrad.score_function import relax_estimate
+from discretegrad.relax import relax_estimate
 
 __all__ = ["EXPERIMENT", "BernoulliVAE", "ARCHS"]
 
