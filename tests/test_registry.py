@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
+import sys
 
 import pytest
 
@@ -27,9 +30,36 @@ def test_every_estimator_is_covered():
                 f"(tests/problems/{spec.distribution}.py: references or covered_by)")
         if spec.name in case.covered_by:
             module, func = case.covered_by[spec.name].split("::")
-            assert hasattr(importlib.import_module(module), func), f"{case.covered_by[spec.name]} does not exist"
+            test = getattr(importlib.import_module(module), func, None)
+            assert test is not None, f"{case.covered_by[spec.name]} does not exist"
+            assert _calls_estimator(test, spec), (
+                f"{case.covered_by[spec.name]} does not call {spec.distribution}:{spec.name} "
+                f"(its function {spec.fn.__name__}, the public op it wraps, or estimator={spec.name!r})")
         missing = [h for h in spec.hyperparameters if h not in case.bad_hparams and h not in case.test_hparams]
         assert not missing, f"{spec.distribution}:{spec.name}: no invalid values listed for {missing}"
+
+
+def _calls_estimator(test, spec) -> bool:
+    """Whether the source of ``test`` uses the estimator: calls (or passes, as ``dg.categorical.gumbel_rao``)
+    its function or a public function of its module that it wraps (``_l2x`` wraps ``l2x``), or
+    names it as ``estimator="<name>"``."""
+    source = inspect.getsource(test)
+    module = sys.modules[spec.fn.__module__]
+    names = {spec.fn.__name__} | {n for n in spec.fn.__code__.co_names
+                                  if not n.startswith("_") and inspect.isfunction(getattr(module, n, None))}
+    if any(re.search(rf"\.{re.escape(n)}\b|\b{re.escape(n)}\s*\(", source) for n in names):
+        return True
+    return re.search(rf"estimator\s*=\s*['\"]{re.escape(spec.name)}['\"]", source) is not None
+
+
+def _uses_stgs_only():
+    return dg.categorical.stgs(dg_logits())
+
+
+def test_covered_by_check_can_fail():
+    assert _calls_estimator(_uses_stgs_only, dg.get_estimator("stgs", distribution="categorical"))
+    assert not _calls_estimator(_uses_stgs_only, dg.get_estimator("gumbel_rao", distribution="categorical"))
+    assert not _calls_estimator(_uses_stgs_only, dg.get_estimator("st", distribution="categorical"))
 
 
 def test_listing_records():

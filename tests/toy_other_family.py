@@ -4,7 +4,7 @@ imported into the pytest process, so the registries seen by the generic suites s
 
 from torch.distributions import constraints
 
-from discretegrad.bernoulli import check_logits
+from discretegrad._validation import finite_float_tensor
 from discretegrad.family import Family, Param
 from discretegrad.registry import register, register_family
 
@@ -13,7 +13,7 @@ def _never(*args, **kwargs):
     raise AssertionError("the toy family's law is never used")
 
 
-register_family(Family(name="toy_other_family", params=(Param("logits", constraints.real, check_logits),),
+register_family(Family(name="toy_other_family", params=(Param("logits", constraints.real, lambda t, name: finite_float_tensor(name, t)),),
                        event_ndim=0, sample_fn=_never, log_prob_fn=_never, support_fn=_never, mean_fn=_never))
 
 

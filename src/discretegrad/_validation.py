@@ -105,6 +105,13 @@ def float_tensor(name: str, value: Any, *, min_ndim: int = 0) -> torch.Tensor:
     return value
 
 
+def finite_float_tensor(name: str, value: Any, *, min_ndim: int = 0) -> torch.Tensor:
+    """:func:`float_tensor`, and finite when validating (log-odds, real parameters)."""
+    t = float_tensor(name, value, min_ndim=min_ndim)
+    finite(name, t)
+    return t
+
+
 def finite(name: str, value: torch.Tensor) -> None:
     """Raise if ``value`` has NaN or inf entries (only when validation is on)."""
     if _VALIDATE and not bool(torch.isfinite(value.detach()).all()):

@@ -30,9 +30,7 @@ _PWGF = "Cheng et al. 2019, Straight-through estimator as projected Wasserstein 
 
 def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
     """Bernoulli log-odds: a float tensor of any shape, finite when validating."""
-    t = V.float_tensor(name, logits)
-    V.finite(name, t)
-    return t
+    return V.finite_float_tensor(name, logits)
 
 
 def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

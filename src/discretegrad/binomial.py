@@ -18,11 +18,15 @@ from torch.distributions import constraints
 from discretegrad import _validation as V
 from discretegrad import score_function
 from discretegrad._autograd import compute_dtype, straight_through
-from discretegrad.bernoulli import check_logits
 from discretegrad.family import Example, Family, Option, Param
 from discretegrad.registry import register, register_family
 
-__all__ = ["check_total_count", "family", "log_pmf", "st"]
+__all__ = ["check_logits", "check_total_count", "family", "log_pmf", "st"]
+
+
+def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
+    """Binomial log-odds: a float tensor of any shape, finite when validating."""
+    return V.finite_float_tensor(name, logits)
 
 
 def check_total_count(total_count: object, logits: object = None) -> int:

@@ -21,7 +21,8 @@ from discretegrad._format import estimator_label, markdown_table
 from discretegrad.exact import DEFAULT_MAX_CONFIGS
 from discretegrad.exact import gradient as exact_gradient
 from discretegrad.registry import estimators as registered
-from discretegrad.registry import get
+from discretegrad.family import Params
+from discretegrad.registry import get, get_family
 from discretegrad.surrogate import surrogate
 
 __all__ = ["GradientReport", "compare", "format_table", "to_markdown", "gradient_draws"]
@@ -77,7 +78,7 @@ def _normalise(entries: Iterable[EstimatorArg] | None, distribution: str) -> lis
 
 def gradient_draws(
     f: Callable[[torch.Tensor], torch.Tensor],
-    params: torch.Tensor,
+    params: Params,
     *,
     distribution: str,
     estimator: str,
@@ -86,20 +87,30 @@ def gradient_draws(
     generator: torch.Generator | None = None,
     **hparams: Any,
 ) -> torch.Tensor:
-    """``draws`` independent estimates of the gradient of ``sum(E[f])``: ``[draws, *params.shape]``."""
-    leaf = params.detach().requires_grad_(True)
+    """``draws`` independent estimates of the gradient of ``sum(E[f])``: ``[draws, *params.shape]``
+    (a family with several parameters: ``[draws, total number of parameter entries]``, concatenated
+    in declaration order)."""
+    family = get_family(distribution)
+    leaf = family.map(lambda t: t.detach().requires_grad_(True), params)
+    parts = family.split(leaf)
     out: list[torch.Tensor] = []
     for _ in range(draws):
         value = surrogate(f, leaf, distribution=distribution, estimator=estimator, n_samples=n_samples,
                           generator=generator, **hparams)
-        (g,) = torch.autograd.grad(value.sum(), leaf)
-        out.append(g)
+        grads = torch.autograd.grad(value.sum(), parts)
+        out.append(grads[0] if len(grads) == 1 else torch.cat([g.flatten() for g in grads]))
     return torch.stack(out)
+
+
+def _flat(grad: Params) -> torch.Tensor:
+    """One flat float64 vector of a gradient (concatenating the parts of a tuple)."""
+    parts = grad if isinstance(grad, tuple) else (grad,)
+    return torch.cat([g.flatten() for g in parts]).double()
 
 
 def compare(
     f: Callable[[torch.Tensor], torch.Tensor],
-    params: torch.Tensor,
+    params: Params,
     *,
     distribution: str,
     estimators: Iterable[EstimatorArg] | None = None,
@@ -129,8 +140,8 @@ def compare(
     entries = [(name, {**options, **hp}) for name, hp in entries]
     for name, hp in entries:
         get(name, distribution=distribution).check_hparam_names(hp)
-    exact = exact_gradient(f, params, distribution=distribution, batch_ndim=batch_ndim,
-                           max_configs=max_configs, **options).flatten().double()
+    exact = _flat(exact_gradient(f, params, distribution=distribution, batch_ndim=batch_ndim,
+                                 max_configs=max_configs, **options))
     exact_norm = float(exact.norm())
     reports = []
     for name, hp in entries:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from discretegrad import _validation as V
-from discretegrad.family import Family
+from discretegrad.family import Family, Params
 from discretegrad.registry import families, get_family
 from discretegrad.subsets import MAX_SUBSETS  # the enumeration limits live with the families that enumerate
 from discretegrad.trees import MAX_TREE_VERTICES
@@ -30,9 +30,9 @@ DEFAULT_MAX_CONFIGS = 1 << 20
 """Largest number of joint configurations :func:`expectation` enumerates unless told otherwise."""
 
 
-def _infer_batch_ndim(f: Callable[[torch.Tensor], torch.Tensor], params: torch.Tensor, family: Family,
+def _infer_batch_ndim(f: Callable[[torch.Tensor], torch.Tensor], params: Params, family: Family,
                       options: dict | None = None) -> int:
-    atoms, _ = family.support(params.detach(), **(options or {}))
+    atoms, _ = family.support(family.map(torch.Tensor.detach, params), **(options or {}))
     var_shape = family.var_shape(params)
     z0 = atoms[0].expand(*var_shape, *atoms.shape[1:]).unsqueeze(0)
     with torch.no_grad():
@@ -50,7 +50,7 @@ def _configs(start: int, stop: int, n_vars: int, n_atoms: int, device: torch.dev
 
 def expectation(
     f: Callable[[torch.Tensor], torch.Tensor],
-    params: torch.Tensor,
+    params: Params,
     *,
     distribution: str,
     batch_ndim: int | None = None,
@@ -97,7 +97,7 @@ def expectation(
     chunk = max(1, (1 << 22) // max(1, math.prod(var_shape) * max(1, math.prod(event))))
     total = None
     for start in range(0, n_configs, chunk):
-        idx = _configs(start, min(start + chunk, n_configs), n_vars, n_atoms, params.device)
+        idx = _configs(start, min(start + chunk, n_configs), n_vars, n_atoms, atoms.device)
         c = idx.shape[0]
         z = atoms[idx].reshape(c, *ones, *rest, *event).expand(c, *batch, *rest, *event)
         costs = family.check_costs(f(z), c, params)
@@ -111,19 +111,20 @@ def expectation(
 
 def gradient(
     f: Callable[[torch.Tensor], torch.Tensor],
-    params: torch.Tensor,
+    params: Params,
     *,
     distribution: str,
     batch_ndim: int | None = None,
     max_configs: int = DEFAULT_MAX_CONFIGS,
     **options: object,
-) -> torch.Tensor:
-    """Exact gradient of ``sum(E[f(z)])`` with respect to ``params`` (same shape as ``params``)."""
-    leaf = params.detach().requires_grad_(True)
+) -> Params:
+    """Exact gradient of ``sum(E[f(z)])`` with respect to ``params`` (same shape as ``params``; a
+    tuple of gradients for a family with several parameters)."""
+    family = get_family(distribution)
+    leaf = family.map(lambda t: t.detach().requires_grad_(True), params)
     value = expectation(f, leaf, distribution=distribution, batch_ndim=batch_ndim, max_configs=max_configs,
                         **options)
-    (grad,) = torch.autograd.grad(value.sum(), leaf)
-    return grad
+    return family.join(torch.autograd.grad(value.sum(), family.split(leaf)))
 
 
 # ----------------------------------------------------------------------------- structures

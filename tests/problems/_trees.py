@@ -96,3 +96,46 @@ def reach_all(adj: torch.Tensor, start: int) -> torch.Tensor:
     for _ in range(n):
         reach = ((reach.unsqueeze(-2) @ step).squeeze(-2) > 0).double()
     return (reach > 0).all(-1)
+
+
+# ----------------------------------------------------------------------------- gradient references
+# Written from the SST paper's definitions: X_t is the vector of edge marginals of the Gibbs
+# distribution p(T) ∝ exp(<U, T>/t) over the enumerated structures, so ∂X_t/∂(U/t) is the
+# covariance of the edge indicators; the hard forward value is the brute-force maximiser of <U, T>.
+
+def replay_gumbel(shape, dtype, generator):
+    u = torch.rand(shape, dtype=dtype, generator=generator)  # Gumbel by inversion: -log(-log(1 - U))
+    return -(-torch.log1p(-u)).clamp_min(torch.finfo(dtype).tiny).log()
+
+
+def _gibbs_vjp(scores_of, atoms, v, tau, out, hard):
+    """Marginals and the vector-Jacobian product ``vᵀ ∂X_t/∂s`` per scored entry, by enumeration."""
+    s = scores_of(atoms)  # [..., S]
+    p = torch.softmax(s / tau, -1)
+    flat = atoms.flatten(1)  # [S, n*n]
+    mean = p @ flat
+    if hard:
+        best = atoms[s.argmax(-1)]
+        assert torch.equal(out.detach(), best)  # forward = the maximiser of <U, T>
+    else:
+        torch.testing.assert_close(out.detach().flatten(-2), mean)
+    proj = (v.flatten(-2).unsqueeze(-2) * flat).sum(-1)  # <v, T> per structure: [..., S]
+    cov = (p * (proj - (p * proj).sum(-1, keepdim=True))).unsqueeze(-1) * flat  # Σ_T p (⟨v,T⟩ - E) T
+    return cov.sum(-2).reshape(out.shape) / tau
+
+
+def ref_spanning_tree(theta, out, v, generator, tau=1.0, hard=True):
+    n = theta.shape[-1]
+    g = torch.triu(replay_gumbel(theta.shape, theta.dtype, generator), 1)
+    u = 0.5 * (theta + theta.transpose(-1, -2)) + g + g.transpose(-1, -2)
+    atoms = undirected_trees(n)
+    grad_edge = _gibbs_vjp(lambda a: u.flatten(-2) @ torch.triu(a, 1).flatten(1).T, atoms, v, tau, out, hard)
+    # each undirected edge e = {i, j} is scored once, through (θ_ij + θ_ji)/2: both entries get half
+    # (grad_edge is symmetric: entry [i, j] and [j, i] both hold ∂/∂s_e)
+    return 0.5 * grad_edge * (1 - torch.eye(n, dtype=theta.dtype))
+
+
+def ref_arborescence(theta, out, v, generator, tau=1.0, root=0, hard=True):
+    u = theta + replay_gumbel(theta.shape, theta.dtype, generator)
+    atoms = arborescences(theta.shape[-1], root)
+    return _gibbs_vjp(lambda a: u.flatten(-2) @ a.flatten(1).T, atoms, v, tau, out, hard)

@@ -86,6 +86,8 @@ CASE = Case(
 
 CASE = dataclasses.replace(
     CASE,
-    covered_by={"entropy": "test_trees::test_hard_gradient_is_relaxed_gradient",
-                "entropy_relaxed": "test_trees::test_relaxed_marginals_and_gradients_vs_brute_force"},
+    references={"entropy": T.ref_spanning_tree,
+                "entropy_relaxed": lambda *a, **kw: T.ref_spanning_tree(*a, **kw, hard=False)},
+    reference_params=lambda g: _sym(torch.randn(3, 4, 4, generator=g, dtype=torch.float64) * 2),
+    reference_grid={"tau": [0.3, 1.0, 2.5]},
 )
