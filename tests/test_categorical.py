@@ -38,7 +38,8 @@ def test_gumbel_rao_mean_matches_stgs(tau):
 
 
 def test_gumbel_rao_does_not_keep_k_copies_for_backward():
-    theta = torch.randn(64, 30, 10, requires_grad=True)  # N = 10 < K: N x N second moments kept
+    # N = 10 < K: N x N second moments kept
+    theta = torch.randn(64, 30, 10, generator=torch.Generator().manual_seed(0), requires_grad=True)
 
     def saved_bytes(k):
         total = 0
@@ -100,7 +101,7 @@ def test_gap_pi_limits_are_finite():
 
 def test_all_hard_estimators_share_the_sample():
     """For one generator state every hard estimator draws the same D (common random numbers)."""
-    theta = torch.randn(100, 7)
+    theta = torch.randn(100, 7, generator=torch.Generator().manual_seed(0))
     outs = [s.fn(theta, generator=torch.Generator().manual_seed(9)) for s in dg.estimators("categorical")
             if s.kind == "op" and not s.relaxed]
     for o in outs[1:]:
@@ -109,12 +110,12 @@ def test_all_hard_estimators_share_the_sample():
 
 def test_stgs_matches_torch_gumbel_softmax_gradient_formula():
     """Same estimator as torch.nn.functional.gumbel_softmax(hard=True) for the same noise."""
-    theta = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    theta = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
     g = gumbel(theta.shape, dtype=theta.dtype, generator=torch.Generator().manual_seed(0))
     y = torch.softmax((theta + g) / 0.7, -1)
     ref = torch.zeros_like(y).scatter_(-1, y.argmax(-1, keepdim=True), 1.0) - y.detach() + y
     out = dg.categorical.stgs(theta, tau=0.7, generator=torch.Generator().manual_seed(0))
-    v = torch.randn_like(out)
+    v = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(2))
     (a,) = torch.autograd.grad((out * v).sum(), theta)
     (b,) = torch.autograd.grad((ref * v).sum(), theta)
     torch.testing.assert_close(out, ref.detach())
@@ -122,7 +123,7 @@ def test_stgs_matches_torch_gumbel_softmax_gradient_formula():
 
 
 def test_low_precision_forward_is_exactly_one_hot():
-    theta = torch.randn(1000, 10).to(torch.bfloat16)
+    theta = torch.randn(1000, 10, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
     for s in dg.estimators("categorical"):
         if s.kind == "op" and not s.relaxed:
             out = s.fn(theta, generator=torch.Generator().manual_seed(0))

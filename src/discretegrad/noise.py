@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from discretegrad._validation import positive_int
 
-__all__ = ["exponential", "gumbel", "gumbel_max", "conditional_gumbel", "logistic", "conditional_logistic"]
+__all__ = ["exponential", "gumbel", "gumbel_like", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
+           "conditional_logistic"]
 
 
 def exponential(
@@ -41,6 +42,21 @@ def gumbel(
 ) -> torch.Tensor:
     """Standard Gumbel draws ``-log E`` with ``E ~ Exp(1)``; always finite."""
     return exponential(shape, dtype=dtype, device=device, generator=generator).log_().neg_()
+
+
+def gumbel_like(x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard Gumbel draws of ``x``'s shape, dtype and device (no gradient)."""
+    return gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+
+
+def symmetric_gumbel_like(x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One Gumbel per unordered pair ``{i, j}`` of the last two (square) dims, mirrored; zero diagonal.
+
+    Draws a full ``x``-shaped block and keeps its strict upper triangle (so the draw consumes the
+    generator exactly as :func:`gumbel_like` does).
+    """
+    g = torch.triu(gumbel_like(x, generator=generator), 1)
+    return g + g.transpose(-1, -2)
 
 
 def gumbel_max(logits: torch.Tensor, *, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

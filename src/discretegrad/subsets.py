@@ -46,7 +46,7 @@ from discretegrad import _validation as V
 from discretegrad import score_function
 from discretegrad._autograd import compute_dtype, straight_through
 from discretegrad.family import Example, Family, Option, Param
-from discretegrad.noise import gumbel
+from discretegrad.noise import gumbel, gumbel_like
 from discretegrad.registry import register, register_family
 
 __all__ = ["topk", "l2x", "softsub", "gumbel_topk_log_prob", "MAX_LAW_ORDERINGS", "MAX_SUBSETS", "check_k", "check_logits"]
@@ -89,11 +89,6 @@ def _prepare(logits: object, k: object, tau: object, generator: object):
 
 def _needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
-def _perturb(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """``x + G`` with the noise detached (gradient flows through ``x``)."""
-    return x + gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator)
 
 
 # ----------------------------------------------------------------------------- ops
@@ -145,8 +140,9 @@ def topk(
             raise ValueError(
                 f"Expected pair_logits of shape {(*x.shape[:-1], n - 1)} for relaxation='corr', but got {got}")
         V.finite("pair_logits", phi)
-        u = _perturb(x, generator)
-        v = _perturb(phi.to(x.dtype), generator)
+        u = x + gumbel_like(x, generator=generator)
+        phi = phi.to(x.dtype)
+        v = phi + gumbel_like(phi, generator=generator)
         if hard and not _needs_grad(u, v):  # evaluation: the relaxation would only be discarded
             return S.corr_topk_hard(u, v, k).to(logits.dtype)
         soft = S.corr_topk_marginals(u / tau, v / tau, k)
@@ -154,7 +150,7 @@ def topk(
         return out.to(logits.dtype)
     if pair_logits is not None:
         raise ValueError(f"Expected pair_logits only with relaxation='corr', but got relaxation={relaxation!r}")
-    u = _perturb(x, generator)
+    u = x + gumbel_like(x, generator=generator)
     if hard and not _needs_grad(u):  # evaluation: the relaxation would only be discarded
         return S.topk_hard(u, k).to(logits.dtype)
     w = u / tau
@@ -185,7 +181,7 @@ def softsub(logits: torch.Tensor, k: int, *, tau: float = 1.0,
     smallest normal number, so saturated items get a finite, very negative key.
     """
     x, k, tau, generator = _prepare(logits, k, tau, generator)
-    a = _perturb(x, generator)
+    a = x + gumbel_like(x, generator=generator)
     tiny = torch.finfo(x.dtype).tiny
     out = torch.zeros_like(a)
     for _ in range(k):
@@ -235,7 +231,7 @@ def _support(logits: torch.Tensor, *, k: int) -> tuple[torch.Tensor, torch.Tenso
 def _sample(logits: torch.Tensor, generator: torch.Generator | None, *, k: int) -> torch.Tensor:
     k = check_k(k, logits.shape[-1])
     x = logits.detach().to(compute_dtype(logits.dtype))
-    return S.topk_hard(_perturb(x, generator), k).to(logits.dtype)
+    return S.topk_hard(x + gumbel_like(x, generator=generator), k).to(logits.dtype)
 
 
 def _log_prob(logits: torch.Tensor, z: torch.Tensor, *, k: int) -> torch.Tensor:

@@ -47,7 +47,7 @@ from discretegrad import _structures as S
 from discretegrad import _validation as V
 from discretegrad._autograd import compute_dtype, straight_through
 from discretegrad.family import Example, Family, Option, Param
-from discretegrad.noise import gumbel
+from discretegrad.noise import gumbel_like, symmetric_gumbel_like
 from discretegrad.registry import register, register_family
 
 __all__ = ["spanning_tree", "arborescence", "check_edge_logits", "check_root", "is_spanning_tree", "is_arborescence",
@@ -103,12 +103,6 @@ def _needs_grad(t: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and t.requires_grad
 
 
-def _symmetric_gumbel(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One Gumbel per undirected edge, mirrored (zero on the diagonal)."""
-    g = torch.triu(gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator), 1)
-    return g + g.transpose(-1, -2)
-
-
 # ----------------------------------------------------------------------------- ops
 
 def spanning_tree(
@@ -137,7 +131,7 @@ def spanning_tree(
     """
     x, tau, generator = _common(edge_logits, tau, hard, generator, symmetric=True)
     sym = 0.5 * (x + x.transpose(-1, -2))
-    u = sym + _symmetric_gumbel(x, generator)
+    u = sym + symmetric_gumbel_like(x, generator=generator)
     if hard and not _needs_grad(u):  # evaluation: the relaxation would only be discarded
         return S.kruskal(u).to(edge_logits.dtype)
     soft = S.tree_marginals(u / tau, directed=False)
@@ -173,7 +167,7 @@ def arborescence(
     """
     x, tau, generator = _common(edge_logits, tau, hard, generator, symmetric=False)
     root = check_root(root, x.shape[-1])
-    u = x + gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+    u = x + gumbel_like(x, generator=generator)
     if hard and not _needs_grad(u):
         return S.edmonds(u, root).to(edge_logits.dtype)
     soft = S.tree_marginals(u / tau, directed=True, root=root)
@@ -252,12 +246,12 @@ def _tree_mean(params: torch.Tensor) -> torch.Tensor:
 def _tree_sample(params: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     x = params.detach().to(compute_dtype(params.dtype))
     sym = 0.5 * (x + x.transpose(-1, -2))
-    return S.kruskal(sym + _symmetric_gumbel(x, generator)).to(params.dtype)
+    return S.kruskal(sym + symmetric_gumbel_like(x, generator=generator)).to(params.dtype)
 
 
 def _arb_sample(params: torch.Tensor, generator: torch.Generator | None, *, root: int) -> torch.Tensor:
     x = params.detach().to(compute_dtype(params.dtype))
-    return S.edmonds(x + gumbel(x.shape, dtype=x.dtype, device=x.device, generator=generator), root).to(params.dtype)
+    return S.edmonds(x + gumbel_like(x, generator=generator), root).to(params.dtype)
 
 
 def _check_enumerable(n: int) -> None:
