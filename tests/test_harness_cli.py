@@ -13,7 +13,7 @@ import pytest
 from _harness_util import cli
 
 from discretegrad import cli as cli_module
-from discretegrad.experiments.environment import cpu_count
+from discretegrad.harness.environment import cpu_count
 
 
 def _rows(out):
