@@ -44,6 +44,7 @@ def test_categorical_vae_tiny_run(data_root, estimator, hparams):
     assert eff["seconds_per_epoch"] > 0 and eff["peak_memory_mb"] > 0
 
 
+@pytest.mark.slow
 def test_categorical_vae_seeded_and_probe_does_not_disturb_training(data_root):
     exp = get_experiment("categorical-vae")
     a, _ = run_tiny(exp, "gst", {"gap": 1.0}, seed=3, data_root=data_root, **CAT_TINY)
@@ -85,6 +86,7 @@ def test_mixed_temperature_schedule(data_root, monkeypatch):
     assert seen == [0.1, 0.5, 0.1, 0.5, 0.1, 0.5]
 
 
+@pytest.mark.slow
 def test_disarm_preset(data_root, gen):
     Settings = categorical_vae.Settings
     p = categorical_vae.resolve_params(Settings(preset="disarm"))
@@ -119,6 +121,7 @@ def test_dynamic_binarization_is_fresh_per_batch():
 
 # ----------------------------------------------------------------------------- bernoulli-vae
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, estimator", [("linear", "st"), ("linear", "relax"), ("nonlinear", "disarm"),
                                              ("two_layer", "arm"), ("two_layer", "pwgf_mmd"), ("two_layer", "rloo")])
 def test_bernoulli_vae_tiny_run(data_root, arch, estimator):
@@ -154,6 +157,7 @@ def test_poisson_gan_tiny_run(estimator):
     assert final["final_rate"] == ctx.epochs[-1][1]["rate"]
 
 
+@pytest.mark.slow
 def test_poisson_gan_learns_the_rate():
     """ST from lambda = 1 reaches the neighbourhood of 5 within 10 epochs (seed 0: measured 5.0)."""
     exp = get_experiment("poisson-gan")

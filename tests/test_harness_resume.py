@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from _harness_util import cli, cli_cmd, cli_env
 
+pytestmark = pytest.mark.slow  # real CLI processes: seconds each (make test-quick skips them)
+
 
 def _finished(db_path: Path) -> dict[str, float]:
     if not db_path.exists():
