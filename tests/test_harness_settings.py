@@ -237,11 +237,12 @@ class _Ctx:
 def test_generic_training_loop_with_evaluation_and_checkpoint_hooks(gen):
     """A non-VAE model (least squares) through ``train``: evaluation and probe hooks add
     metrics, a checkpoint hook every 2 epochs adds none, ``best_*`` is tracked."""
+    from discretegrad.experiments.common.nets import init_linear
     from discretegrad.experiments.common.training import Best, every, train
 
     x = torch.randn(40, 3, generator=gen)
     y = x @ torch.tensor([1.0, -2.0, 0.5])
-    model = torch.nn.Linear(3, 1)
+    model = init_linear(torch.nn.utils.skip_init(torch.nn.Linear, 3, 1), gen)  # no global RNG draw
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     saved = []
 
