@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-quick clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 tests
+
+# the inner loop: everything but the tests marked slow (real CLI processes, kill/resume, longer runs)
+test-quick: install
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,29 +1,27 @@
-"""Environment record shared by the benchmark scripts."""
+"""The benchmark scripts' environment line and report writer.
+
+The environment is the harness's record (:mod:`discretegrad.harness.environment`, the one that
+is stored with every experiment run), written as one line.
+"""
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
+from pathlib import Path
 
-import torch
+from discretegrad.harness.environment import describe, environment as _record, git_info
 
 
-def environment() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=False).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    return (f"python {platform.python_version()}, torch {torch.__version__}, {device}, "
-            f"torch threads {torch.get_num_threads()}, {platform.platform()}, git {commit}")
+def environment(device: str | None = None) -> str:
+    """One line: Python and torch versions, device, threads, platform, git commit."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return describe(_record(device, git_info()))
 
 
 def write_report(lines: list[str], out: str) -> None:
     """Write the report lines to ``out`` (creating its folder) and print them."""
-    from pathlib import Path
-
     text = "\n".join(lines) + "\n"
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 import discretegrad as dg
+from discretegrad._format import markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _env import environment, write_report  # noqa: E402
@@ -85,9 +86,9 @@ def main(argv=None):
         for name, fn in cases.items():
             t, m = measure(fn, shape, args.device, args.reps)
             base_t, base_m = (t, m) if base_t is None else (base_t, base_m)
-            rows.append(f"| {name} | {t * 1e3:.3f} | {t / base_t:.2f} | {m / 1024:.0f} | {m / base_m:.2f} |")
-        lines += [f"\n## logits {list(shape)}\n", "| estimator | ms | time ratio | saved KiB | memory ratio |",
-                  "|---|---|---|---|---|", *rows]
+            rows.append([name, f"{t * 1e3:.3f}", f"{t / base_t:.2f}", f"{m / 1024:.0f}", f"{m / base_m:.2f}"])
+        lines += [f"\n## logits {list(shape)}\n",
+                  markdown_table(["estimator", "ms", "time ratio", "saved KiB", "memory ratio"], rows)]
     write_report(lines, args.out)
 
 

@@ -4,7 +4,7 @@ model (30 x 10, batch 100, MNIST grey levels) for STGS, GST-1.0, GR-MC100 and GR
 The estimators are timed in interleaved rounds (A B C D A B C D ...) so that a machine shared
 with other jobs slows them alike; the median per-step time of each is reported, times 600 steps
 = one epoch of 60k images, with its ratio to STGS. Peak memory: one training step measured with
-:func:`discretegrad.experiments._vae.step_peak_memory_mb` (CUDA allocator on a GPU, the
+:func:`discretegrad.experiments.common.profiling.step_peak_memory_mb` (CUDA allocator on a GPU, the
 profiler's allocation events on a CPU).
 
     python benchmarks/bench_categorical_vae_efficiency.py [--device cpu] [--rounds 3] [--out FILE.md]
@@ -21,10 +21,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import environment  # noqa: E402
+from _env import environment, write_report  # noqa: E402
 
 import discretegrad as dg  # noqa: E402
-from discretegrad.experiments import _vae, categorical_vae  # noqa: E402
+from discretegrad._format import estimator_label, markdown_table  # noqa: E402
+from discretegrad.experiments import categorical_vae  # noqa: E402
+from discretegrad.experiments.common.profiling import step_peak_memory_mb  # noqa: E402
+from discretegrad.experiments.data import load_pixels  # noqa: E402
 
 CHOICES = [("stgs", {}), ("gst", {"gap": 1.0}), ("gumbel_rao", {"mc_samples": 100}),
            ("gumbel_rao", {"mc_samples": 1000})]
@@ -32,7 +35,7 @@ STEPS = {100: 4, 1000: 1}  # steps per round for GR-MCK (K -> steps); 20 for the
 
 
 def trainer(name: str, hparams: dict, x: torch.Tensor, device: torch.device):
-    p = categorical_vae.resolve_params({})
+    p = categorical_vae.resolve_params(categorical_vae.Settings())
     model = categorical_vae.build_model(p, seed=0).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -65,12 +68,12 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     device = torch.device(args.device)
-    x = _vae.load_pixels("mnist", "train", "continuous", None, 6000, device)
-    steps = {label: trainer(n, h, x, device) for n, h in CHOICES for label in [dg_label(n, h)]}
+    x = load_pixels("mnist", "train", "continuous", None, 6000, device)
+    steps = {label: trainer(n, h, x, device) for n, h in CHOICES for label in [estimator_label(n, h)]}
     memory, times = {}, {label: [] for label in steps}
     for label, step in steps.items():  # warm up (Adam state), then measure the memory of one step
         step(), step()
-        memory[label] = _vae.step_peak_memory_mb(step, device)[0][0]
+        memory[label] = step_peak_memory_mb(step, device)[0][0]
     for _ in range(args.rounds):
         for (n, h), (label, step) in zip(CHOICES, steps.items()):
             k = STEPS.get(h.get("mc_samples"), 20)
@@ -81,25 +84,20 @@ def main() -> None:
             sync(device)
             times[label].append((time.perf_counter() - t0) / k)
     base_t, base_m = statistics.median(times["stgs"]), memory["stgs"]
-    lines = [f"Environment: {environment()}", "",
-             f"Command: `python benchmarks/bench_categorical_vae_efficiency.py --device {args.device} "
-             f"--rounds {args.rounds}`", "",
-             "| estimator | s / step (median) | s / epoch (x600) | ratio | peak step memory (MB) | ratio |",
-             "|---|---|---|---|---|---|"]
+    rows = []
     for label in steps:
         t = statistics.median(times[label])
-        lines.append(f"| `{label}` | {t:.4f} | {600 * t:.1f} | {t / base_t:.2f}x | {memory[label]:.2f} | "
-                     f"{memory[label] / base_m:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
+        rows.append([f"`{label}`", f"{t:.4f}", f"{600 * t:.1f}", f"{t / base_t:.2f}x", f"{memory[label]:.2f}",
+                     f"{memory[label] / base_m:.2f}x"])
+    lines = [f"Environment: {environment(args.device)}", "",
+             f"Command: `python benchmarks/bench_categorical_vae_efficiency.py --device {args.device} "
+             f"--rounds {args.rounds}`", "",
+             markdown_table(["estimator", "s / step (median)", "s / epoch (x600)", "ratio", "peak step memory (MB)",
+                             "ratio"], rows)]
     if args.out:
-        Path(args.out).write_text(text)
-
-
-def dg_label(name: str, hparams: dict) -> str:
-    from discretegrad.experiments.base import EstimatorChoice
-
-    return EstimatorChoice(name, hparams).label
+        write_report(lines, args.out)
+    else:
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 import discretegrad as dg
+from discretegrad._format import markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _env import environment, write_report  # noqa: E402
@@ -112,16 +113,15 @@ def main(argv=None):
     for title, make, cases in groups:
         flat = lambda x, g: _softmax(x.flatten(1), g).reshape(x.shape)  # noqa: E731
         base, base_min, base_reps = measure(flat, make, args.device, args.reps * 5, args.budget)
-        rows = [f"| baseline: torch.softmax over the same logits | {base * 1e3:.3f} | {base_min * 1e3:.3f} | 1 | 1 "
-                f"| {base_reps} |"]
+        rows = [["baseline: torch.softmax over the same logits", f"{base * 1e3:.3f}", f"{base_min * 1e3:.3f}", "1", "1",
+                 str(base_reps)]]
         for name, fn in cases.items():
             t, t_min, r = measure(fn, make, args.device, args.reps, args.budget)
-            rows.append(f"| {name} | {t * 1e3:.3f} | {t_min * 1e3:.3f} | {t / base:.0f} | {t_min / base_min:.0f} "
-                        f"| {r} |")
+            rows.append([name, f"{t * 1e3:.3f}", f"{t_min * 1e3:.3f}", f"{t / base:.0f}", f"{t_min / base_min:.0f}",
+                         str(r)])
             print(title, name, f"{t * 1e3:.3f} ms", flush=True)
-        lines += [f"\n## {title}\n",
-                  "| op | median ms | min ms | ratio of medians | ratio of minima | reps |",
-                  "|---|---|---|---|---|---|", *rows]
+        lines += [f"\n## {title}\n", markdown_table(["op", "median ms", "min ms", "ratio of medians",
+                                                      "ratio of minima", "reps"], rows)]
     write_report(lines, args.out)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 import discretegrad as dg
+from discretegrad._format import markdown_table
 
 DRAWS = 4000
 BANDWIDTHS = [0.25, 0.5, 1.0, 2.0, 4.0]
@@ -118,12 +119,12 @@ def main() -> None:
     for distribution in ("bernoulli", "poisson"):
         sub = [r for r in rows if r["distribution"] == distribution]
         labels = list(dict.fromkeys(label(r) for r in sub))
-        lines += [f"## {distribution}", "", "| configuration | cos_mean | mean_cos | scale |", "|---|---|---|---|"]
+        table = []
         for lab in labels:
             rs = [r for r in sub if label(r) == lab]
             avg = {k: sum(r[k] for r in rs) / len(rs) for k in ("cos_mean", "mean_cos", "scale")}
-            lines.append(f"| {lab} | {avg['cos_mean']:.4f} | {avg['mean_cos']:.4f} | {avg['scale']:.4f} |")
-        lines.append("")
+            table.append([lab, f"{avg['cos_mean']:.4f}", f"{avg['mean_cos']:.4f}", f"{avg['scale']:.4f}"])
+        lines += [f"## {distribution}", "", markdown_table(["configuration", "cos_mean", "mean_cos", "scale"], table), ""]
     (OUT / "table.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {OUT}/table.md and grid.json in {time.time() - t0:.0f} s", file=sys.stderr)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import discretegrad as dg
+from discretegrad._format import markdown_table
 from discretegrad import _structures as S
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -70,19 +71,19 @@ def main(argv=None):
              f"{args.batch} random problems on K_{n}: θ ~ N(0, 1) per edge, U = θ + Gumbel, marginals of "
              f"p(T) ∝ exp(<U, T>/τ). Cells: max |μ - μ_exact| over all problems and edges "
              f"(μ_exact by enumeration of the {n ** (n - 2)} trees, dg.exact.marginals); 'nan' = a non-finite "
-             "value occurred. Last row: mean L1 distance of the exact marginals to the Kruskal tree.\n",
-             "| method | " + " | ".join(f"τ = {t}" for t in taus) + " |",
-             "|---|" + "---|" * len(taus)]
+             "value occurred. Last row: mean L1 distance of the exact marginals to the Kruskal tree.\n"]
+    rows = []
     exact = {t: dg.exact.marginals(u, structure="spanning_tree", tau=t) for t in taus}
     for name, fn in methods.items():
         cells = []
         for t in taus:
             mu = fn(u / t)
             cells.append("nan" if not bool(torch.isfinite(mu).all()) else f"{float((mu - exact[t]).abs().max()):.1e}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append([name, *cells])
     hard = S.kruskal(u)
-    lines.append("| (exact marginals: mean L1 distance to the hard tree) | "
-                 + " | ".join(f"{float((exact[t] - hard).abs().sum((-1, -2)).mean()):.3f}" for t in taus) + " |")
+    rows.append(["(exact marginals: mean L1 distance to the hard tree)",
+                 *(f"{float((exact[t] - hard).abs().sum((-1, -2)).mean()):.3f}" for t in taus)])
+    lines.append(markdown_table(["method", *(f"τ = {t}" for t in taus)], rows))
     write_report(lines, args.out)
 
 

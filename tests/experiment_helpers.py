@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from discretegrad.experiments.base import Diverged, EstimatorChoice, Experiment, RunConfig
+from discretegrad.harness.contract import Diverged, EstimatorChoice, Experiment
+from discretegrad.harness.grid import make_config
 
 
 def idx_bytes(values: torch.Tensor) -> bytes:
@@ -71,8 +72,8 @@ class RecordingContext:
 
 def run_tiny(exp: Experiment, estimator: str, hparams: Mapping[str, Any] | None = None, seed: int = 0,
              **params: Any) -> tuple[dict[str, float], RecordingContext]:
-    """Run ``exp`` with its defaults overridden by ``params``; return (final metrics, context)."""
-    merged = {**exp.defaults, **params}
-    config = RunConfig(exp.name, EstimatorChoice(estimator, dict(hparams or {})), seed, merged)
+    """Run ``exp`` with its defaults overridden by ``params`` (validated like ``--set``); return
+    (final metrics, context)."""
+    config = make_config(exp, EstimatorChoice(estimator, dict(hparams or {})), seed, params)
     ctx = RecordingContext(exp.divergence_metric)
     return exp.run(config, ctx), ctx

@@ -64,14 +64,16 @@ def test_surrogate_batch_shape_prefixes_and_errors():
         out = dg.surrogate(f, theta, distribution="categorical", estimator="st", n_samples=5,
                            generator=torch.Generator().manual_seed(keep))
         assert out.shape == theta.shape[:keep]
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     with pytest.raises(ValueError, match="n_samples"):
-        dg.surrogate(lambda z: z.sum((-1, -2, -3)), theta, distribution="categorical", estimator="st", n_samples=0)
+        dg.surrogate(lambda z: z.sum((-1, -2, -3)), theta, distribution="categorical", estimator="st", n_samples=0,
+                     generator=gen())
     with pytest.raises(TypeError, match="f to be callable"):
-        dg.surrogate(None, theta, distribution="categorical", estimator="st")
+        dg.surrogate(None, theta, distribution="categorical", estimator="st", generator=gen())
     with pytest.raises(TypeError, match="f to return a torch.Tensor"):
-        dg.surrogate(lambda z: 1.0, theta, distribution="categorical", estimator="st")
+        dg.surrogate(lambda z: 1.0, theta, distribution="categorical", estimator="st", generator=gen())
     with pytest.raises(ValueError, match="f to return costs"):
-        dg.surrogate(lambda z: z, theta, distribution="categorical", estimator="st")
+        dg.surrogate(lambda z: z, theta, distribution="categorical", estimator="st", generator=gen())
 
 
 def _linear(fan_in: int, fan_out: int, generator: torch.Generator) -> torch.nn.Linear:

@@ -9,6 +9,8 @@ from _harness_util import cli
 
 from experiment_helpers import write_idx_dataset
 
+pytestmark = pytest.mark.slow  # real CLI processes: seconds each (make test-quick skips them)
+
 
 @pytest.fixture(scope="module")
 def idx_root(tmp_path_factory):

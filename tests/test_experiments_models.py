@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 
-from discretegrad.experiments import _vae, bernoulli_vae, categorical_vae, poisson_gan
-from discretegrad.experiments.base import Diverged, get_experiment
+from discretegrad.experiments import bernoulli_vae, categorical_vae, poisson_gan
+from discretegrad.experiments.common.seeding import derived_generator
+from discretegrad.experiments.data.pixels import dynamic_binarize
+from discretegrad.harness import settings
+from discretegrad.harness.contract import Diverged, get_experiment
 from experiment_helpers import run_tiny, write_idx_dataset
 
 
@@ -41,6 +44,7 @@ def test_categorical_vae_tiny_run(data_root, estimator, hparams):
     assert eff["seconds_per_epoch"] > 0 and eff["peak_memory_mb"] > 0
 
 
+@pytest.mark.slow
 def test_categorical_vae_seeded_and_probe_does_not_disturb_training(data_root):
     exp = get_experiment("categorical-vae")
     a, _ = run_tiny(exp, "gst", {"gap": 1.0}, seed=3, data_root=data_root, **CAT_TINY)
@@ -52,51 +56,54 @@ def test_categorical_vae_seeded_and_probe_does_not_disturb_training(data_root):
     assert d["test_neg_elbo"] != a["test_neg_elbo"]
 
 
-def test_relu_switch_on_the_logits():
-    x = torch.rand(64, 784)
+def test_relu_switch_on_the_logits(gen):
+    x = torch.rand(64, 784, generator=gen)
     for activation, nonneg in (("relu", True), ("none", False)):
-        p = categorical_vae.resolve_params({"logits_activation": activation})
+        p = categorical_vae.resolve_params(categorical_vae.Settings(logits_activation=activation))
         logits = categorical_vae.build_model(p, seed=0).logits(x)
         assert logits.shape == (64, 30, 10)
         assert bool((logits >= 0).all()) is nonneg
-    assert categorical_vae.DEFAULTS["logits_activation"] == "relu"  # the paper's quirk is the default
+    assert categorical_vae.Settings().logits_activation == "relu"  # the paper's quirk is the default
 
 
 def test_mixed_temperature_schedule(data_root, monkeypatch):
-    p = categorical_vae.resolve_params({"mixed_temperature": True, "tau": 0.1})
+    p = categorical_vae.resolve_params(categorical_vae.Settings(mixed_temperature=True, tau=0.1))
     taus = [categorical_vae.tau_at_step(p, s) for s in range(41)]
     assert [s for s, t in enumerate(taus) if t == 0.1] == [0, 20, 40] and set(taus) == {0.1, 0.5}
-    assert categorical_vae.tau_at_step(categorical_vae.resolve_params({"tau": 0.1}), 7) == 0.1
+    assert categorical_vae.tau_at_step(categorical_vae.resolve_params(categorical_vae.Settings(tau=0.1)), 7) == 0.1
     # the schedule reaches the estimator in a run (3 training steps per epoch, 2 epochs)
     seen = []
-    real = _vae.estimator_kwargs
+    real = categorical_vae.estimator_kwargs
 
     def spy(config, distribution, tau):
         seen.append(tau)
         return real(config, distribution, tau)
 
-    monkeypatch.setattr(_vae, "estimator_kwargs", spy)
+    monkeypatch.setattr(categorical_vae, "estimator_kwargs", spy)
     exp = get_experiment("categorical-vae")
     run_tiny(exp, "stgs", data_root=data_root, mixed_temperature=True, mixed_m=2, tau=0.1,
              **{**CAT_TINY, "grad_variance": False})
     assert seen == [0.1, 0.5, 0.1, 0.5, 0.1, 0.5]
 
 
-def test_disarm_preset(data_root):
-    p = categorical_vae.resolve_params({"preset": "disarm"})
-    assert (p["n_vars"], p["n_classes"], p["activation"], p["logits_activation"], p["pixels"],
-            p["train_size"], p["batch_size"], p["epochs"]) == (32, 64, "leaky_relu", "none", "dynamic", 50000, 200, 2000)
-    assert categorical_vae.resolve_params({"preset": "disarm", "batch_size": 50, "epochs": 3})["batch_size"] == 50
+@pytest.mark.slow
+def test_disarm_preset(data_root, gen):
+    Settings = categorical_vae.Settings
+    p = categorical_vae.resolve_params(Settings(preset="disarm"))
+    assert (p.n_vars, p.n_classes, p.activation, p.logits_activation, p.pixels,
+            p.train_size, p.batch_size, p.epochs) == (32, 64, "leaky_relu", "none", "dynamic", 50000, 200, 2000)
+    assert categorical_vae.resolve_params(Settings(preset="disarm", batch_size=50, epochs=3)).batch_size == 50
     model = categorical_vae.build_model(p, seed=0)
     assert isinstance(model.encoder[1], torch.nn.LeakyReLU) and isinstance(model.encoder[-1], torch.nn.Identity)
-    assert model.logits(torch.rand(2, 784)).shape == (2, 32, 64)
+    assert model.logits(torch.rand(2, 784, generator=gen)).shape == (2, 32, 64)
     exp = get_experiment("categorical-vae")
     final, ctx = run_tiny(exp, "gst", {"gap": 1.0}, data_root=data_root, preset="disarm", tau=0.5, **CAT_TINY)
     assert _finite(final)
+    # settings are validated once, by the harness, against the dataclass
     with pytest.raises(ValueError, match="preset"):
-        categorical_vae.resolve_params({"preset": "nope"})
-    with pytest.raises(ValueError, match="settings among"):
-        categorical_vae.resolve_params({"no_such_key": 1})
+        settings.coerce(Settings, "preset", "nope")
+    with pytest.raises(ValueError, match="Expected --set key to be one of"):
+        settings.coerce(Settings, "no_such_key", 1)
 
 
 def test_categorical_vae_divergence_is_raised(data_root):
@@ -107,13 +114,14 @@ def test_categorical_vae_divergence_is_raised(data_root):
 
 def test_dynamic_binarization_is_fresh_per_batch():
     grey = torch.full((4, 784), 0.5)
-    g = _vae.derived_generator(0, "binarize")
-    a, b = _vae.D.dynamic_binarize(grey, g), _vae.D.dynamic_binarize(grey, g)
+    g = derived_generator(0, "binarize")
+    a, b = dynamic_binarize(grey, g), dynamic_binarize(grey, g)
     assert not torch.equal(a, b)
 
 
 # ----------------------------------------------------------------------------- bernoulli-vae
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, estimator", [("linear", "st"), ("linear", "relax"), ("nonlinear", "disarm"),
                                              ("two_layer", "arm"), ("two_layer", "pwgf_mmd"), ("two_layer", "rloo")])
 def test_bernoulli_vae_tiny_run(data_root, arch, estimator):
@@ -149,6 +157,7 @@ def test_poisson_gan_tiny_run(estimator):
     assert final["final_rate"] == ctx.epochs[-1][1]["rate"]
 
 
+@pytest.mark.slow
 def test_poisson_gan_learns_the_rate():
     """ST from lambda = 1 reaches the neighbourhood of 5 within 10 epochs (seed 0: measured 5.0)."""
     exp = get_experiment("poisson-gan")

@@ -13,7 +13,7 @@ import pytest
 from _harness_util import cli
 
 from discretegrad import cli as cli_module
-from discretegrad.experiments.environment import cpu_count
+from discretegrad.harness.environment import cpu_count
 
 
 def _rows(out):
@@ -27,6 +27,7 @@ def _rows(out):
         db.close()
 
 
+@pytest.mark.slow
 def test_smoke_run_report_and_json(tmp_path):
     out = tmp_path / "sweep"
     r = cli("run", "toy", "--quick", "--out", str(out), "--plugin", "toy_experiment", DISCRETEGRAD_PLUGINS="")
@@ -75,6 +76,7 @@ def test_smoke_run_report_and_json(tmp_path):
     assert (paper["paper_mean"], paper["paper_std"]) == (0.5, 0.1)
 
 
+@pytest.mark.slow
 def test_process_backend_matches_serial_and_pins_threads(tmp_path):
     args = ["--quick", "--seeds", "0-1", "--estimators", "stgs,gst:gap=1.0", "--quiet"]
     serial, par = tmp_path / "serial", tmp_path / "par"
@@ -94,6 +96,7 @@ def test_process_backend_matches_serial_and_pins_threads(tmp_path):
     assert threads and all(t == {"torch": int(budget), "omp": budget} for t in threads)
 
 
+@pytest.mark.slow
 def test_list_shows_estimators_and_plugin_experiments(capsys):
     r = cli("list")  # the toy experiment comes in through DISCRETEGRAD_PLUGINS here
     assert r.returncode == 0, r.stderr
@@ -190,6 +193,7 @@ def test_report_of_a_dir_without_store(tmp_path, capsys):
     assert not (tmp_path / "nothing").exists() and not (tmp_path / "report").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_through_the_real_process(tmp_path):
     out = tmp_path / "out"
     r = cli("run", "toy", "--estimators", "stgs,toy_other_estimator", "--out", str(out),

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from _harness_util import cli, cli_cmd, cli_env
 
+pytestmark = pytest.mark.slow  # real CLI processes: seconds each (make test-quick skips them)
+
 
 def _finished(db_path: Path) -> dict[str, float]:
     if not db_path.exists():
@@ -96,11 +98,11 @@ def test_sigkill_then_resume(tmp_path, workers):
 def test_python_api_skip_and_retry_failed(tmp_path):
     import toy_experiment  # noqa: F401  (registers "toy" in this process)
 
-    from discretegrad.experiments.runner import run_sweep
-    from discretegrad.experiments.store import Store
+    from discretegrad.harness.runner import plan_sweep, run_sweep
+    from discretegrad.harness.store import Store
 
-    kw = dict(out=tmp_path, estimators=["stgs"], seeds=[0, 1], quick=True, progress=False)
-    s1 = run_sweep("toy", overrides={"fail_seed": 1}, **kw)
+    kw = dict(out=tmp_path, estimators=["stgs"], seeds=[0, 1], quick=True)
+    s1 = run_sweep(plan_sweep("toy", overrides={"fail_seed": 1}, **kw), progress=False)
     assert (s1.finished, s1.failed, s1.skipped) == (1, 1, 0) and not s1.ok
     assert s1.failures[0][2] == "RuntimeError: toy failure at epoch 2"
     with Store(tmp_path) as st:
@@ -108,7 +110,7 @@ def test_python_api_skip_and_retry_failed(tmp_path):
     assert runs[1]["status"] == "failed" and "Traceback" in runs[1]["error"]
     assert runs[1]["metrics"] == {}
     # the same sweep again retries only the failed run (here it fails again: attempts counts)
-    s2 = run_sweep("toy", overrides={"fail_seed": 1}, **kw)
+    s2 = run_sweep(plan_sweep("toy", overrides={"fail_seed": 1}, **kw), progress=False)
     assert (s2.finished, s2.failed, s2.skipped) == (0, 1, 1)
     with Store(tmp_path) as st:
         again = {r["seed"]: r for r in st.runs()}
@@ -119,12 +121,13 @@ def test_python_api_skip_and_retry_failed(tmp_path):
 def test_a_dying_worker_fails_its_run_only(tmp_path):
     import toy_experiment  # noqa: F401
 
-    from discretegrad.experiments.backends import LocalProcessBackend
-    from discretegrad.experiments.runner import run_sweep
-    from discretegrad.experiments.store import Store
+    from discretegrad.harness.backends import LocalProcessBackend
+    from discretegrad.harness.runner import plan_sweep, run_sweep
+    from discretegrad.harness.store import Store
 
-    s = run_sweep("toy", out=tmp_path, estimators=["st"], seeds="0-2", quick=True, progress=False,
-                  overrides={"crash_seed": 1}, backend=LocalProcessBackend(2), plugins=["toy_experiment"])
+    plan = plan_sweep("toy", out=tmp_path, estimators=["st"], seeds="0-2", quick=True, overrides={"crash_seed": 1},
+                      plugins=["toy_experiment"])
+    s = run_sweep(plan, progress=False, backend=LocalProcessBackend(2))
     assert (s.finished, s.failed) == (2, 1)
     assert s.failures[0][1] == "st seed=1" and "exited with code 7" in s.failures[0][2]
     with Store(tmp_path) as st:

@@ -10,21 +10,21 @@ import pytest
 import toy_experiment  # noqa: F401  (registers "toy" through the plugin module)
 
 from discretegrad import cli as cli_module
-from discretegrad.experiments.base import EstimatorChoice, RunConfig, get_experiment
-from discretegrad.experiments.execute import ProgressEvent, RunResult
-from discretegrad.experiments.grid import expand, parse_estimators, parse_seeds, parse_value
-from discretegrad.experiments.progress import SweepProgress
-from discretegrad.experiments.report import efficiency, summarize
-from discretegrad.experiments.runner import experiment_info, run_sweep
-from discretegrad.experiments.store import Store
+from discretegrad.harness.contract import EstimatorChoice, RunConfig, get_experiment
+from discretegrad.harness.execute import ProgressEvent, RunResult
+from discretegrad.harness.grid import expand, make_config, parse_estimators, parse_seeds, parse_value
+from discretegrad.harness.progress import SweepProgress
+from discretegrad.harness.report import efficiency, summarize
+from discretegrad.harness.runner import experiment_info, plan_sweep, run_sweep
+from discretegrad.harness.store import Store
 
 # ----------------------------------------------------------------------------- diverged runs
 
 
 @pytest.mark.parametrize("mode", ["nan", "raise"])
 def test_diverged_runs_are_recorded_not_crashes(tmp_path, mode):
-    s = run_sweep("toy", out=tmp_path, estimators=["stgs"], seeds=[0, 1, 2], quick=True, progress=False,
-                  overrides={"diverge_seed": 1, "diverge_mode": mode})
+    s = run_sweep(plan_sweep("toy", out=tmp_path, estimators=["stgs"], seeds=[0, 1, 2], quick=True,
+                             overrides={"diverge_seed": 1, "diverge_mode": mode}), progress=False)
     assert (s.finished, s.diverged, s.failed) == (2, 1, 0) and s.ok
     with Store(tmp_path) as st:
         runs = {r["seed"]: r for r in st.runs()}
@@ -40,8 +40,8 @@ def test_diverged_runs_are_recorded_not_crashes(tmp_path, mode):
     rec = next(r for r in records if r["metric"] == "final_loss")
     assert (rec["n_seeds"], rec["n_diverged"], rec["seeds"]) == (2, 1, [0, 2])
     # a rerun skips diverged runs like finished ones
-    s2 = run_sweep("toy", out=tmp_path, estimators=["stgs"], seeds=[0, 1, 2], quick=True, progress=False,
-                   overrides={"diverge_seed": 1, "diverge_mode": mode})
+    s2 = run_sweep(plan_sweep("toy", out=tmp_path, estimators=["stgs"], seeds=[0, 1, 2], quick=True,
+                              overrides={"diverge_seed": 1, "diverge_mode": mode}), progress=False)
     assert (s2.skipped, s2.finished, s2.diverged) == (3, 0, 0)
 
 
@@ -89,18 +89,18 @@ def test_report_from_a_stored_run_set(tmp_path, capsys):
         {"estimator": "gst(gap=1.0)", "grid": {"lr": 0.5, "steps": 99}, "metrics": {"final_loss": [9.0, 9.0]}},
         {"estimator": "stgs", "grid": {"lr": 1.0}, "metrics": {"final_loss": [9.0, 9.0]}},
     ]
-    params = {**exp.defaults, "lr": 0.5}
+    params = {"lr": 0.5}
     stgs, gst = EstimatorChoice("stgs"), EstimatorChoice("gst", {"gap": 1.0})
     with Store(tmp_path, create=True) as st:
         st.record_experiment("toy", info)
         # stgs: final_loss 1, 2, 4 over three seeds; 2 s / epoch, 100 MB
         for seed, v in enumerate([1.0, 2.0, 4.0]):
-            cfg = RunConfig("toy", stgs, seed, params)
+            cfg = make_config(exp, stgs, seed, params)
             st.write_run(_result(cfg, "finished", {"final_loss": v, "prob_target": 0.5}, [3.0, v],
                                  {"seconds_per_epoch": 2.0, "peak_memory_mb": 100.0}), grid={"lr": 0.5}, label="stgs")
         # gst: two finished (3, 5), one diverged; 3 s / epoch, 150 MB
         for seed, (status, v) in enumerate([("finished", 3.0), ("finished", 5.0), ("diverged", None)]):
-            cfg = RunConfig("toy", gst, seed, params)
+            cfg = make_config(exp, gst, seed, params)
             final = {"final_loss": v, "prob_target": 0.25} if v is not None else {}
             st.write_run(_result(cfg, status, final, [3.0, v if v is not None else math.nan],
                                  {"seconds_per_epoch": 3.0, "peak_memory_mb": 150.0} if v else None),

@@ -12,6 +12,7 @@ epoch, for the kill test).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import time
@@ -19,17 +20,31 @@ import time
 import torch
 
 import discretegrad as dg
-from discretegrad.experiments.base import Diverged, EstimatorChoice, Experiment, register_experiment
+from discretegrad.harness.contract import (EFFICIENCY, Diverged, EstimatorChoice, Experiment, register_experiment,
+                                           setting)
 
 V, K = 3, 4
 
 
+@dataclasses.dataclass(frozen=True)
+class ToySettings:
+    epochs: int = setting(3, "epochs", ge=1)
+    steps: int = setting(5, "SGD steps per epoch", ge=1)
+    lr: float = setting(0.5, "SGD step size", gt=0)
+    target: int = setting(0, "the class every variable learns", ge=0)
+    sleep: float = setting(0.0, "seconds slept per epoch (for the kill test)", ge=0)
+    diverge_seed: int = setting(-1, "this seed's run diverges at epoch 2")
+    diverge_mode: str = setting("nan", "how it diverges", choices=("nan", "raise"))
+    fail_seed: int = setting(-1, "this seed's run raises at epoch 2")
+    crash_seed: int = setting(-1, "this seed's process exits at epoch 2")
+
+
 def _run(config, ctx):
-    p = config.params
+    p = config.settings
     gen = torch.Generator().manual_seed(config.seed)
     logits = torch.zeros(V, K, dtype=torch.float64, requires_grad=True)
     onehot = torch.zeros(V, K, dtype=torch.float64)
-    onehot[:, p["target"]] = 1.0
+    onehot[:, p.target] = 1.0
     hp = dict(config.estimator.hparams)
 
     def f(z):
@@ -41,31 +56,31 @@ def _run(config, ctx):
 
     train_loss = float("nan")
     seconds = []
-    for epoch in range(1, p["epochs"] + 1):
+    for epoch in range(1, p.epochs + 1):
         t0 = time.perf_counter()
-        for _ in range(p["steps"]):  # plain SGD (torch.optim would import torch._dynamo: seconds)
+        for _ in range(p.steps):  # plain SGD (torch.optim would import torch._dynamo: seconds)
             (grad,) = torch.autograd.grad(estimate(8), logits)
             with torch.no_grad():
-                logits -= p["lr"] * grad
+                logits -= p.lr * grad
         grads = []
         for _ in range(8):  # single-sample gradient draws for the variance probe
             (g,) = torch.autograd.grad(estimate(1), logits)
             grads.append(g)
         grad_var = float(torch.stack(grads).var(0).sum())
         with torch.no_grad():
-            pi_t = torch.softmax(logits, -1)[:, p["target"]]
+            pi_t = torch.softmax(logits, -1)[:, p.target]
             train_loss = float((2 * (1 - pi_t)).sum())
-        if config.seed == p["crash_seed"] and epoch == 2:
+        if config.seed == p.crash_seed and epoch == 2:
             os._exit(7)  # the process dies (a segfault or the OOM killer, as far as the harness can tell)
-        if config.seed == p["fail_seed"] and epoch == 2:
+        if config.seed == p.fail_seed and epoch == 2:
             raise RuntimeError("toy failure at epoch 2")
-        if config.seed == p["diverge_seed"] and epoch == 2:
-            if p["diverge_mode"] == "raise":
+        if config.seed == p.diverge_seed and epoch == 2:
+            if p.diverge_mode == "raise":
                 raise Diverged("toy divergence")
             train_loss = float("nan")
-        time.sleep(p["sleep"])
+        time.sleep(p.sleep)
         seconds.append(time.perf_counter() - t0)
-        ctx.progress(epoch, p["epochs"], train_loss)
+        ctx.progress(epoch, p.epochs, train_loss)
         ctx.log_epoch(epoch, {"train_loss": train_loss, "prob_target": float(pi_t.mean()), "grad_variance": grad_var})
     ctx.log_artifact("efficiency", {"seconds_per_epoch": sum(seconds) / len(seconds),
                                     "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
@@ -78,8 +93,7 @@ TOY = register_experiment(Experiment(
     distribution="categorical",
     paper="toy (harness tests)",
     description="Learn V=3 categorical variables towards one class by SGD on the logits.",
-    defaults={"epochs": 3, "steps": 5, "lr": 0.5, "target": 0, "sleep": 0.0,
-              "diverge_seed": -1, "diverge_mode": "nan", "fail_seed": -1, "crash_seed": -1},
+    settings=ToySettings,
     quick={"epochs": 2},
     grid={"lr": [0.5, 1.0]},
     quick_grid={"lr": [1.0]},
@@ -90,5 +104,6 @@ TOY = register_experiment(Experiment(
     run=_run,
     metrics={"final_loss": True, "prob_target": False},
     divergence_metric="train_loss",
+    artifacts=(EFFICIENCY.with_baseline("stgs"),),
     paper_results={("stgs", (("lr", 1.0),)): {"final_loss": (0.5, 0.1)}},
 ))

@@ -30,8 +30,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from discretegrad.experiments.base import load_plugins
-    from discretegrad.experiments.catalog import catalog, format_catalog
+    from discretegrad.harness.contract import load_plugins
+    from discretegrad.harness.catalog import catalog, format_catalog
 
     load_plugins(args.plugin)
     cat = catalog()
@@ -40,7 +40,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _sweep_args(args: argparse.Namespace) -> dict:
-    from discretegrad.experiments.grid import parse_assignment, parse_estimators, parse_seeds
+    from discretegrad.harness.grid import parse_assignment, parse_estimators, parse_seeds
 
     return dict(
         out=args.out if args.out is not None else f"runs/{args.experiment}",
@@ -52,11 +52,11 @@ def _sweep_args(args: argparse.Namespace) -> dict:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from discretegrad.experiments.grid import grid_point
-    from discretegrad.experiments.runner import plan_sweep, run_sweep, stored_statuses
+    from discretegrad.harness.grid import grid_point
+    from discretegrad.harness.runner import plan_sweep, run_sweep, stored_statuses
 
+    plan = plan_sweep(args.experiment, **_sweep_args(args))
     if args.dry_run:
-        plan = plan_sweep(args.experiment, **_sweep_args(args))
         stored = stored_statuses(plan)
         for c in plan.configs:
             point = " ".join(f"{k}={v}" for k, v in grid_point(plan.experiment, c.params).items())
@@ -64,8 +64,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         todo = sum(stored.get(c.run_id) not in ("finished", "diverged") for c in plan.configs)
         print(f"{len(plan.configs)} runs, {todo} to run, into {plan.out}")
         return 0
-    summary = run_sweep(args.experiment, **_sweep_args(args), workers=args.workers,
-                        progress=False if args.quiet else None, command=shlex.join(["discretegrad", *args.argv]))
+    summary = run_sweep(plan, workers=args.workers, progress=False if args.quiet else None,
+                        command=shlex.join(["discretegrad", *args.argv]))
     print(summary.describe())
     print(f"tables and plots: discretegrad report {summary.out}")
     if not summary.ok:
@@ -78,8 +78,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from discretegrad.experiments.report import summarize, write_report
-    from discretegrad.experiments.store import Store
+    from discretegrad.harness.report import summarize, write_report
+    from discretegrad.harness.store import Store
 
     if args.json:
         with Store(args.dir) as store:

@@ -52,39 +52,47 @@ the 400-epoch protocol, so negative ELBOs are far above the paper's (about 110-1
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 import discretegrad as dg
-from discretegrad import _validation as V
-from discretegrad.distributions import get_distribution
-from discretegrad.experiments import _vae
-from discretegrad.experiments.base import EstimatorChoice, Experiment, RunConfig, RunContext, register_experiment
+from discretegrad.registry import get_family
+from discretegrad.experiments.common.estimators import estimator_kwargs, samples_for
+from discretegrad.experiments.common.nets import mlp
+from discretegrad.experiments.common.seeding import derived_generator
+from discretegrad.experiments.common.training import require_finite
+from discretegrad.experiments.common.vae import VAEProblem, fit
+from discretegrad.experiments.data import DATASETS, check_data, load_pixels
+from discretegrad.harness.contract import (EFFICIENCY, EstimatorChoice, Experiment, RunConfig, RunContext,
+                                           register_experiment, setting)
 from discretegrad.relax import relax_estimate
 
-__all__ = ["EXPERIMENT", "BernoulliVAE", "ARCHS"]
+__all__ = ["EXPERIMENT", "Settings", "BernoulliVAE", "ARCHS"]
 
 DISTRIBUTION = "bernoulli"
 ARCHS = ("linear", "nonlinear", "two_layer")
 ARM_EPOCHS = {"linear": 400, "nonlinear": 400, "two_layer": 1500}
 LATENT = 200
 
-DEFAULTS: dict[str, Any] = {
-    "arch": "linear",
-    "dataset": "mnist",
-    "data_root": None,
-    "valid_size": 5000,
-    "batch_size": 25,
-    "lr": 1e-4,
-    "epochs": None,
-    "n_samples": 1,
-    "tau": None,
-}
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The ``bernoulli-vae`` protocol (``--set key=value``); defaults: ARM's settings."""
+
+    arch: str = setting("linear", "architecture (the grid)", choices=ARCHS)
+    dataset: str = setting("mnist", "data set", choices=tuple(DATASETS))
+    data_root: str | None = setting(None, "directory of the four IDX files (none: the cache or package)")
+    valid_size: int = setting(5000, "first training images held out (not trained on)", ge=0)
+    batch_size: int = setting(25, "mini-batch size", ge=1)
+    lr: float = setting(1e-4, "Adam learning rate", gt=0)
+    epochs: int | None = setting(None, "training epochs (none: ARM's, 400 or 1500 for two_layer)", ge=1)
+    n_samples: int = setting(1, "latent samples per image (RLOO: at least 2)", ge=1)
+    tau: float | None = setting(None, "temperature for estimators that have one (none: the estimator's default)", gt=0)
 
 
 def _signed(v: torch.Tensor) -> torch.Tensor:
@@ -114,11 +122,11 @@ class BernoulliVAE(nn.Module):
         self.arch = arch
         act = "leaky_relu" if arch == "nonlinear" else "none"
         hidden = [LATENT, LATENT] if arch == "nonlinear" else []
-        self.enc1 = _vae.mlp([784, *hidden, LATENT], act, generator)
-        self.dec1 = _vae.mlp([LATENT, *hidden, 784], act, generator)
+        self.enc1 = mlp([784, *hidden, LATENT], act, generator)
+        self.dec1 = mlp([LATENT, *hidden, 784], act, generator)
         if arch == "two_layer":
-            self.enc2 = _vae.mlp([LATENT, LATENT], "none", generator)  # q(b2 | b1)
-            self.dec2 = _vae.mlp([LATENT, LATENT], "none", generator)  # p(b1 | b2)
+            self.enc2 = mlp([LATENT, LATENT], "none", generator)  # q(b2 | b1)
+            self.dec2 = mlp([LATENT, LATENT], "none", generator)  # p(b1 | b2)
 
     def logits1(self, x: torch.Tensor) -> torch.Tensor:
         return self.enc1(_signed(x))
@@ -133,7 +141,7 @@ def _neg_elbo_fn(model: BernoulliVAE, sample: Callable) -> Callable[[torch.Tenso
     (an estimator's surrogate during training, an exact sample at test time)."""
 
     def neg_elbo(x: torch.Tensor) -> torch.Tensor:
-        logits1 = _vae.require_finite(model.logits1(x), "encoder logits")
+        logits1 = require_finite(model.logits1(x), "encoder logits")
         if model.arch != "two_layer":
             return sample(lambda b1: model.rec(b1, x), logits1) + kl_to_half(logits1)
 
@@ -152,59 +160,41 @@ class RelaxControlVariate(nn.Module):
 
     def __init__(self, generator: torch.Generator):
         super().__init__()
-        self.r = _vae.mlp([LATENT, LATENT, 1], "leaky_relu", generator)
+        self.r = mlp([LATENT, LATENT, 1], "leaky_relu", generator)
 
     def bind(self, f: Callable[[torch.Tensor], torch.Tensor], tau: float) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda z: f(torch.sigmoid(z / tau)) + self.r(z).squeeze(-1)
 
 
-def _params(params: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"Expected bernoulli-vae settings among {sorted(DEFAULTS)}, but got {unknown}")
-    p = {**DEFAULTS, **params}
-    V.choice("arch", p["arch"], ARCHS)
-    V.choice("dataset", p["dataset"], tuple(_vae._LOADERS))
-    p["epochs"] = ARM_EPOCHS[p["arch"]] if p["epochs"] is None else V.positive_int("epochs", p["epochs"])
-    p["batch_size"] = V.positive_int("batch_size", p["batch_size"])
-    p["n_samples"] = V.positive_int("n_samples", p["n_samples"])
-    p["valid_size"] = V.positive_int("valid_size", p["valid_size"], minimum=0)
-    p["lr"] = V.positive_float("lr", p["lr"])
-    if p["tau"] is not None:
-        p["tau"] = V.positive_float("tau", p["tau"])
-    return p
-
-
-def _check_pair(name: str, p: dict[str, Any]) -> None:
-    dg.get_estimator(name, distribution=DISTRIBUTION)  # fail early on an unknown name
-    if name == "relax" and p["arch"] == "two_layer":
+def _check_pair(name: str, p: Settings) -> None:
+    if name == "relax" and p.arch == "two_layer":
         raise ValueError("Expected arch linear or nonlinear for estimator 'relax' (a learned control variate per "
                          "stochastic layer is not implemented), but got 'two_layer'")
 
 
 def check(config: RunConfig) -> None:
-    """Pre-sweep check: settings, the estimator/architecture pair, and the dataset's files."""
-    p = _params(dict(config.params))
-    _check_pair(config.estimator.name, p)
-    _vae.check_data(p["dataset"], p["data_root"])
+    """Pre-sweep check: the estimator/architecture pair, and the dataset's files."""
+    _check_pair(config.estimator.name, config.settings)
+    check_data(config.settings.dataset, config.settings.data_root)
 
 
 def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
-    p = _params(dict(config.params))
+    p: Settings = config.settings
     name = config.estimator.name
     _check_pair(name, p)
+    epochs = ARM_EPOCHS[p.arch] if p.epochs is None else p.epochs
     device = torch.device(ctx.device)
-    g_init = _vae.derived_generator(config.seed, "init")
-    model = BernoulliVAE(p["arch"], g_init)
+    g_init = derived_generator(config.seed, "init")
+    model = BernoulliVAE(p.arch, g_init)
     learned_cv = name == "relax" and "control_variate" not in config.estimator.hparams
     if learned_cv:
         model.cv = RelaxControlVariate(g_init)
     model = model.to(device)
-    train_x = _vae.load_pixels(p["dataset"], "train", "threshold", p["data_root"], None, device)[p["valid_size"]:]
-    test_x = _vae.load_pixels(p["dataset"], "test", "threshold", p["data_root"], None, device)
-    kwargs = _vae.estimator_kwargs(config, DISTRIBUTION, p["tau"])
-    n = _vae.samples_for(name, DISTRIBUTION, p["n_samples"])
-    family = get_distribution(DISTRIBUTION)
+    train_x = load_pixels(p.dataset, "train", "threshold", p.data_root, None, device)[p.valid_size:]
+    test_x = load_pixels(p.dataset, "test", "threshold", p.data_root, None, device)
+    kwargs = estimator_kwargs(config, DISTRIBUTION, p.tau)
+    n = samples_for(name, DISTRIBUTION, p.n_samples)
+    family = get_family(DISTRIBUTION)
 
     def loss(x: torch.Tensor, step: int, generator: torch.Generator) -> torch.Tensor:
         if learned_cv:
@@ -219,15 +209,15 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     def test_neg_elbo(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return _neg_elbo_fn(model, lambda f, logits: f(family.sample(logits, generator).unsqueeze(0))[0])(x)
 
-    problem = _vae.VAEProblem(model, loss, test_neg_elbo)
-    return _vae.fit(problem, config=config, ctx=ctx, train_x=train_x, test_x=test_x, epochs=p["epochs"],
-                    batch_size=p["batch_size"], lr=p["lr"], dynamic=False, measure_efficiency=True)
+    problem = VAEProblem(model, loss, test_neg_elbo)
+    return fit(problem, config=config, ctx=ctx, train_x=train_x, test_x=test_x, epochs=epochs,
+                    batch_size=p.batch_size, lr=p.lr, dynamic=False, measure_efficiency=True)
 
 
 def _relax_loss(model: BernoulliVAE, x: torch.Tensor, generator: torch.Generator, n: int, tau: float) -> torch.Tensor:
     """RELAX step for one stochastic layer: sets the control variate's gradient (variance loss)
     and returns the surrogate loss for the encoder and decoder."""
-    logits = _vae.require_finite(model.logits1(x), "encoder logits")
+    logits = require_finite(model.logits1(x), "encoder logits")
     f = lambda b: model.rec(b, x)  # noqa: E731
     est = relax_estimate(f, logits, distribution=DISTRIBUTION, control_variate=model.cv.bind(f, tau),
                          n_samples=n, generator=generator, tau=tau, create_graph=True)
@@ -262,7 +252,7 @@ EXPERIMENT = register_experiment(Experiment(
         "test single-sample negative ELBO. Two stochastic layers use nested estimator calls; relax (learned "
         "control variate) is implemented for one stochastic layer only."
     ),
-    defaults=DEFAULTS,
+    settings=Settings,
     quick={"epochs": 2},
     grid={"arch": list(ARCHS)},
     quick_grid={"arch": ["linear", "nonlinear"]},
@@ -274,5 +264,6 @@ EXPERIMENT = register_experiment(Experiment(
     check=check,
     metrics={"test_neg_elbo": True, "best_test_neg_elbo": True, "train_loss": True},
     divergence_metric="train_loss",
+    artifacts=(EFFICIENCY.with_baseline("stgs"),),
     paper_results=_paper_results(),
 ))

@@ -29,7 +29,7 @@ Protocol (the paper's and its released code's, FACTS.md §1.2):
   the training run;
 * efficiency (Sec. 5.1.5, Table 5): artifact ``efficiency`` = mean training seconds per epoch
   (without evaluation and probe) and the peak memory of one training step
-  (:func:`discretegrad.experiments._vae.step_peak_memory_mb`).
+  (:func:`discretegrad.experiments.common.profiling.step_peak_memory_mb`).
 
 Preset ``--set preset=disarm`` (GST Table 4, the DisARM categorical setup; for a GPU): 32 x 64
 latent, LeakyReLU(0.2) everywhere, no activation on the logits, dynamic binarisation, the first
@@ -50,6 +50,7 @@ measured under varying load; much of it drawing the 100 x 100 x 30 x 10 exponent
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -58,39 +59,52 @@ from torch import nn
 from torch.nn import functional as F
 
 import discretegrad as dg
-from discretegrad import _validation as V
-from discretegrad.distributions import get_distribution
-from discretegrad.experiments import _vae
-from discretegrad.experiments.base import EstimatorChoice, Experiment, RunConfig, RunContext, register_experiment
+from discretegrad.registry import get_family
+from discretegrad.experiments.common.estimators import estimator_kwargs
+from discretegrad.experiments.common.nets import mlp
+from discretegrad.experiments.common.probes import gradient_variance
+from discretegrad.experiments.common.seeding import derived_generator
+from discretegrad.experiments.common.training import require_finite
+from discretegrad.experiments.common.vae import VAEProblem, fit
+from discretegrad.experiments.data import DATASETS, check_data, load_pixels
+from discretegrad.experiments.data.pixels import dynamic_binarize
+from discretegrad.harness.contract import (EFFICIENCY, EstimatorChoice, Experiment, RunConfig, RunContext,
+                                           register_experiment, setting)
 
-__all__ = ["EXPERIMENT", "build_model", "resolve_params", "tau_at_step", "PRESETS"]
+__all__ = ["EXPERIMENT", "Settings", "build_model", "resolve_params", "tau_at_step", "PRESETS"]
 
 DISTRIBUTION = "categorical"
 
-DEFAULTS: dict[str, Any] = {
-    "n_vars": 30,
-    "n_classes": 10,
-    "hidden1": 512,
-    "hidden2": 256,
-    "activation": "relu",
-    "logits_activation": "relu",
-    "pixels": "continuous",
-    "dataset": "mnist",
-    "data_root": None,
-    "train_size": 60000,
-    "batch_size": 100,
-    "lr": 1e-3,
-    "epochs": 40,
-    "tau": 1.0,
-    "mixed_temperature": False,
-    "mixed_m": 20,
-    "mid_tau": 0.5,
-    "grad_variance": True,
-    "grad_variance_repeats": 100,
-    "grad_variance_pool": 1000,
-    "efficiency": True,
-    "preset": "paper",
-}
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The ``categorical-vae`` protocol (``--set key=value``); defaults: the GST paper's."""
+
+    n_vars: int = setting(30, "categorical latent variables", ge=1)
+    n_classes: int = setting(10, "classes per variable", ge=2)
+    hidden1: int = setting(512, "first hidden width (encoder 784-h1-h2-latent, decoder mirrored)", ge=1)
+    hidden2: int = setting(256, "second hidden width", ge=1)
+    activation: str = setting("relu", "activation between layers", choices=("relu", "leaky_relu"))
+    logits_activation: str = setting("relu", "activation on the encoder logits (the authors' ReLU)",
+                                     choices=("relu", "none"))
+    pixels: str = setting("continuous", "grey levels, or a fresh binarisation per batch", choices=("continuous", "dynamic"))
+    dataset: str = setting("mnist", "data set", choices=tuple(DATASETS))
+    data_root: str | None = setting(None, "directory of the four IDX files (none: the cache or package)")
+    train_size: int = setting(60000, "training images used (the first ones)", ge=1)
+    batch_size: int = setting(100, "mini-batch size", ge=1)
+    lr: float = setting(1e-3, "Adam learning rate", gt=0)
+    epochs: int = setting(40, "training epochs", ge=1)
+    tau: float = setting(1.0, "temperature given to estimators that have one (unless the estimator fixes it)", gt=0)
+    mixed_temperature: bool = setting(False, "GST App. A.3 schedule: tau every mixed_m-th step, mid_tau otherwise")
+    mixed_m: int = setting(20, "period M of the mixed-temperature schedule", ge=1)
+    mid_tau: float = setting(0.5, "temperature between the schedule's tau steps", gt=0)
+    grad_variance: bool = setting(True, "log the encoder's gradient variance every epoch (Figure 3)")
+    grad_variance_repeats: int = setting(100, "gradient draws per probe", ge=2)
+    grad_variance_pool: int = setting(1000, "test images the probe batch is drawn from", ge=1)
+    efficiency: bool = setting(True, "log seconds per epoch and peak step memory (Table 5)")
+    preset: str = setting("paper", "paper: GST Table 3 setup; disarm: the 32 x 64 DisARM setup of Table 4",
+                          choices=("paper", "disarm"))
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -107,47 +121,28 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Defaults, then the preset for keys still at their default, then checks."""
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"Expected categorical-vae settings among {sorted(DEFAULTS)}, but got {unknown}")
-    p = {**DEFAULTS, **params}
-    preset = V.choice("preset", p["preset"], tuple(PRESETS))
-    for key, value in PRESETS[preset].items():
-        if p[key] == DEFAULTS[key]:
-            p[key] = value
-    for key in ("n_vars", "hidden1", "hidden2", "batch_size", "epochs", "mixed_m", "grad_variance_pool", "train_size"):
-        p[key] = V.positive_int(key, p[key])
-    p["n_classes"] = V.positive_int("n_classes", p["n_classes"], minimum=2)
-    p["grad_variance_repeats"] = V.positive_int("grad_variance_repeats", p["grad_variance_repeats"], minimum=2)
-    for key in ("lr", "tau", "mid_tau"):
-        p[key] = V.positive_float(key, p[key])
-    V.choice("activation", p["activation"], ("relu", "leaky_relu"))
-    V.choice("logits_activation", p["logits_activation"], ("relu", "none"))
-    V.choice("pixels", p["pixels"], ("continuous", "dynamic"))
-    V.choice("dataset", p["dataset"], tuple(_vae._LOADERS))
-    for key in ("mixed_temperature", "grad_variance", "efficiency"):
-        if not isinstance(p[key], bool):
-            raise TypeError(f"Expected {key} to be a bool, but got {p[key]!r}")
-    return p
+def resolve_params(p: Settings) -> Settings:
+    """The settings a run uses: the preset's values for the keys still at their paper default."""
+    paper = Settings()
+    changes = {k: v for k, v in PRESETS[p.preset].items() if getattr(p, k) == getattr(paper, k)}
+    return dataclasses.replace(p, **changes)
 
 
-def tau_at_step(p: dict[str, Any], step: int) -> float:
+def tau_at_step(p: Settings, step: int) -> float:
     """The training temperature of step ``step`` (mixed-temperature schedule of GST App. A.3)."""
-    if p["mixed_temperature"] and step % p["mixed_m"] != 0:
-        return p["mid_tau"]
-    return p["tau"]
+    if p.mixed_temperature and step % p.mixed_m != 0:
+        return p.mid_tau
+    return p.tau
 
 
 class CategoricalVAE(nn.Module):
-    def __init__(self, p: dict[str, Any], generator: torch.Generator):
+    def __init__(self, p: Settings, generator: torch.Generator):
         super().__init__()
-        self.n_vars, self.n_classes = p["n_vars"], p["n_classes"]
+        self.n_vars, self.n_classes = p.n_vars, p.n_classes
         latent = self.n_vars * self.n_classes
-        self.encoder = _vae.mlp([784, p["hidden1"], p["hidden2"], latent], p["activation"], generator,
-                                final_activation=p["logits_activation"])
-        self.decoder = _vae.mlp([latent, p["hidden2"], p["hidden1"], 784], p["activation"], generator)
+        self.encoder = mlp([784, p.hidden1, p.hidden2, latent], p.activation, generator,
+                                final_activation=p.logits_activation)
+        self.decoder = mlp([latent, p.hidden2, p.hidden1, 784], p.activation, generator)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x).view(x.shape[0], self.n_vars, self.n_classes)
@@ -166,56 +161,55 @@ class CategoricalVAE(nn.Module):
         return [m for m in self.encoder if isinstance(m, nn.Linear)]
 
 
-def build_model(p: dict[str, Any], seed: int) -> CategoricalVAE:
-    return CategoricalVAE(p, _vae.derived_generator(seed, "init"))
+def build_model(p: Settings, seed: int) -> CategoricalVAE:
+    return CategoricalVAE(p, derived_generator(seed, "init"))
 
 
 def check(config: RunConfig) -> None:
-    """Pre-sweep check: the settings resolve and the dataset's files verify."""
-    p = resolve_params(dict(config.params))
-    _vae.check_data(p["dataset"], p["data_root"])
+    """Pre-sweep check: the dataset's files verify."""
+    p = resolve_params(config.settings)
+    check_data(p.dataset, p.data_root)
 
 
 def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
-    p = resolve_params(dict(config.params))
+    p = resolve_params(config.settings)
     device = torch.device(ctx.device)
-    dg.get_estimator(config.estimator.name, distribution=DISTRIBUTION)  # fail early on a bad name
     model = build_model(p, config.seed).to(device)
-    dynamic = p["pixels"] == "dynamic"
-    train_x = _vae.load_pixels(p["dataset"], "train", p["pixels"], p["data_root"], p["train_size"], device)
-    test_x = _vae.load_pixels(p["dataset"], "test", p["pixels"], p["data_root"], None, device)
+    dynamic = p.pixels == "dynamic"
+    train_x = load_pixels(p.dataset, "train", p.pixels, p.data_root, p.train_size, device)
+    test_x = load_pixels(p.dataset, "test", p.pixels, p.data_root, None, device)
 
     def loss(x: torch.Tensor, step: int, generator: torch.Generator) -> torch.Tensor:
-        logits = _vae.require_finite(model.logits(x), "encoder logits")
-        kwargs = _vae.estimator_kwargs(config, DISTRIBUTION, tau_at_step(p, step))
+        logits = require_finite(model.logits(x), "encoder logits")
+        kwargs = estimator_kwargs(config, DISTRIBUTION, tau_at_step(p, step))
         rec = dg.surrogate(lambda z: model.reconstruction(z, x), logits, distribution=DISTRIBUTION,
                            estimator=config.estimator.name, generator=generator, **kwargs)
         return (rec + model.kl(logits)).mean()
 
     def test_neg_elbo(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         logits = model.logits(x)
-        z = get_distribution(DISTRIBUTION).sample(logits, generator)
+        z = get_family(DISTRIBUTION).sample(logits, generator)
         return model.reconstruction(z.unsqueeze(0), x)[0] + model.kl(logits)
 
     probe = None
-    if p["grad_variance"]:
-        g_pick = _vae.derived_generator(config.seed, "probe-data")
-        g_probe = _vae.derived_generator(config.seed, "probe-noise", device)
-        pool = test_x[: p["grad_variance_pool"]]
+    if p.grad_variance:
+        g_pick = derived_generator(config.seed, "probe-data")
+        g_probe = derived_generator(config.seed, "probe-noise", device)
+        pool = test_x[: p.grad_variance_pool]
         params = [t for layer in model.encoder_layers() for t in (layer.weight, layer.bias)]
 
         def probe(epoch: int) -> dict[str, float]:
-            idx = torch.randperm(pool.shape[0], generator=g_pick)[: p["batch_size"]].to(device)
+            idx = torch.randperm(pool.shape[0], generator=g_pick)[: p.batch_size].to(device)
             xb = pool[idx]
             if dynamic:
-                xb = _vae.D.dynamic_binarize(xb, g_probe)
-            value = _vae.gradient_variance(lambda: loss(xb, 0, g_probe), params, p["grad_variance_repeats"])
+                xb = dynamic_binarize(xb, g_probe)
+            value = gradient_variance(lambda: loss(xb, 0, g_probe), params, p.grad_variance_repeats)
             return {"grad_variance": value}
 
-    problem = _vae.VAEProblem(model, loss, test_neg_elbo)
-    return _vae.fit(problem, config=config, ctx=ctx, train_x=train_x, test_x=test_x, epochs=p["epochs"],
-                    batch_size=p["batch_size"], lr=p["lr"], dynamic=dynamic, probe=probe,
-                    measure_efficiency=p["efficiency"])
+    problem = VAEProblem(model, loss, test_neg_elbo)
+    return fit(problem, config=config, ctx=ctx, train_x=train_x, test_x=test_x, epochs=p.epochs,
+                    batch_size=p.batch_size, lr=p.lr, dynamic=dynamic, probe=probe,
+                    measure_efficiency=p.efficiency)
 
 
 def _choices() -> tuple[EstimatorChoice, ...]:
@@ -279,7 +273,7 @@ EXPERIMENT = register_experiment(Experiment(
         "epoch and peak step memory (Table 5). --set preset=disarm gives the 32 x 64 DisARM setup of Table 4; "
         "--set mixed_temperature=true the schedule of Table 7."
     ),
-    defaults=DEFAULTS,
+    settings=Settings,
     quick={"epochs": 5, "grad_variance_repeats": 20},
     grid={"tau": [1.0, 0.5, 0.1, 0.01]},
     quick_grid={"tau": [1.0, 0.5]},
@@ -292,5 +286,6 @@ EXPERIMENT = register_experiment(Experiment(
     check=check,
     metrics={"test_neg_elbo": True, "best_test_neg_elbo": True, "grad_variance": True, "train_loss": True},
     divergence_metric="train_loss",
+    artifacts=(EFFICIENCY.with_baseline("stgs"),),
     paper_results=_paper_results(),
 ))

@@ -39,35 +39,40 @@ core, measured; the full protocol takes twice that per run, about 45 minutes for
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
 
 import torch
 from torch import nn
 
 import discretegrad as dg
-from discretegrad import _validation as V
-from discretegrad.distributions import get_distribution
-from discretegrad.experiments import _vae
-from discretegrad.experiments.base import (Diverged, EstimatorChoice, Experiment, RunConfig, RunContext,
-                                           register_experiment)
+from discretegrad.registry import get_family
+from discretegrad.experiments.common.estimators import estimator_kwargs, samples_for
+from discretegrad.experiments.common.nets import mlp
+from discretegrad.experiments.common.seeding import derived_generator
+from discretegrad.harness.contract import (Diverged, EstimatorChoice, Experiment, RunConfig, RunContext,
+                                           register_experiment, setting)
 
-__all__ = ["EXPERIMENT", "Discriminator"]
+__all__ = ["EXPERIMENT", "Settings", "Discriminator"]
 
 DISTRIBUTION = "poisson"
 
-DEFAULTS: dict[str, Any] = {
-    "true_rate": 5.0,
-    "init_rate": 1.0,
-    "epochs": 100,
-    "steps_per_epoch": 100,
-    "batch_size": 64,
-    "lr": 0.01,
-    "disc_lr": 1e-2,
-    "disc_hidden": 32,
-    "disc_steps": 1,
-    "loss": "bce",
-}
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The ``poisson-gan`` protocol (``--set key=value``)."""
+
+    true_rate: float = setting(5.0, "rate of the real data Poisson(true_rate)", gt=0)
+    init_rate: float = setting(1.0, "the generator's initial rate exp(theta)", gt=0)
+    epochs: int = setting(100, "training epochs", ge=1)
+    steps_per_epoch: int = setting(100, "iterations (discriminator + generator update) per epoch", ge=1)
+    batch_size: int = setting(64, "real and generated samples per step", ge=1)
+    lr: float = setting(0.01, "Adam learning rate of theta", gt=0)
+    disc_lr: float = setting(1e-2, "Adam learning rate of the discriminator", gt=0)
+    disc_hidden: int = setting(32, "hidden width of the discriminator MLP 1-h-h-1", ge=1)
+    disc_steps: int = setting(1, "discriminator updates per iteration", ge=1)
+    loss: str = setting("bce", "GAN losses: standard non-saturating (bce) or the paper's literal game (linear)",
+                        choices=("bce", "linear"))
 
 
 class Discriminator(nn.Module):
@@ -75,23 +80,10 @@ class Discriminator(nn.Module):
 
     def __init__(self, hidden: int, generator: torch.Generator):
         super().__init__()
-        self.net = _vae.mlp([1, hidden, hidden, 1], "leaky_relu", generator)
+        self.net = mlp([1, hidden, hidden, 1], "leaky_relu", generator)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net((z / 10.0).unsqueeze(-1)).squeeze(-1))
-
-
-def _params(params: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"Expected poisson-gan settings among {sorted(DEFAULTS)}, but got {unknown}")
-    p = {**DEFAULTS, **params}
-    for key in ("true_rate", "init_rate", "lr", "disc_lr"):
-        p[key] = V.positive_float(key, p[key])
-    for key in ("epochs", "steps_per_epoch", "batch_size", "disc_hidden", "disc_steps"):
-        p[key] = V.positive_int(key, p[key])
-    V.choice("loss", p["loss"], ("linear", "bce"))
-    return p
 
 
 def _losses(kind: str):
@@ -103,34 +95,29 @@ def _losses(kind: str):
             (lambda wf: -torch.log(wf.clamp(min=eps))))
 
 
-def check(config: RunConfig) -> None:
-    """Pre-sweep check: the settings resolve."""
-    _params(dict(config.params))
-
-
 def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
-    p = _params(dict(config.params))
+    p: Settings = config.settings
     device = torch.device(ctx.device)
-    family = get_distribution(DISTRIBUTION)
-    d_loss, g_cost = _losses(p["loss"])
-    kwargs = _vae.estimator_kwargs(config, DISTRIBUTION, None)
-    n = _vae.samples_for(config.estimator.name, DISTRIBUTION, p["batch_size"])
-    disc = Discriminator(p["disc_hidden"], _vae.derived_generator(config.seed, "init")).to(device)
-    theta = nn.Parameter(torch.full((1,), math.log(p["init_rate"]), device=device))
-    g_real = _vae.derived_generator(config.seed, "data", device)
-    g_fake = _vae.derived_generator(config.seed, "fake", device)
-    g_noise = _vae.derived_generator(config.seed, "noise", device)
-    opt_g = torch.optim.Adam([theta], lr=p["lr"], betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=p["disc_lr"], betas=(0.5, 0.999))
-    true_rate = torch.full((p["batch_size"],), p["true_rate"], device=device)
-    total_steps = p["epochs"] * p["steps_per_epoch"]
+    family = get_family(DISTRIBUTION)
+    d_loss, g_cost = _losses(p.loss)
+    kwargs = estimator_kwargs(config, DISTRIBUTION, None)
+    n = samples_for(config.estimator.name, DISTRIBUTION, p.batch_size)
+    disc = Discriminator(p.disc_hidden, derived_generator(config.seed, "init")).to(device)
+    theta = nn.Parameter(torch.full((1,), math.log(p.init_rate), device=device))
+    g_real = derived_generator(config.seed, "data", device)
+    g_fake = derived_generator(config.seed, "fake", device)
+    g_noise = derived_generator(config.seed, "noise", device)
+    opt_g = torch.optim.Adam([theta], lr=p.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=p.disc_lr, betas=(0.5, 0.999))
+    true_rate = torch.full((p.batch_size,), p.true_rate, device=device)
+    total_steps = p.epochs * p.steps_per_epoch
     tail_start = total_steps - max(1, total_steps // 10)
 
     def iteration() -> torch.Tensor:
         """One discriminator update (``disc_steps`` of them) and one generator update."""
-        for _ in range(p["disc_steps"]):
+        for _ in range(p.disc_steps):
             real = torch.poisson(true_rate, generator=g_real)
-            fake = family.sample(theta.detach().exp().expand(p["batch_size"]), g_fake)
+            fake = family.sample(theta.detach().exp().expand(p.batch_size), g_fake)
             loss_d = d_loss(disc(fake), disc(real))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -144,9 +131,9 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
 
     tail_sum, step = 0.0, 0
     final: dict[str, float] = {}
-    for epoch in range(1, p["epochs"] + 1):
+    for epoch in range(1, p.epochs + 1):
         gen_loss = torch.zeros((), device=device)
-        for _ in range(p["steps_per_epoch"]):
+        for _ in range(p.steps_per_epoch):
             gen_loss += iteration()
             lam_t = theta.detach().exp()
             if not bool(torch.isfinite(lam_t).all() and (lam_t > 0).all()):
@@ -156,10 +143,10 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
                 tail_sum += float(lam_t)
             step += 1
         lam = float(theta.detach().exp())
-        metrics = {"train_loss": float(gen_loss) / p["steps_per_epoch"], "rate": lam,
-                   "abs_error": abs(lam - p["true_rate"])}
+        metrics = {"train_loss": float(gen_loss) / p.steps_per_epoch, "rate": lam,
+                   "abs_error": abs(lam - p.true_rate)}
         ctx.log_epoch(epoch, metrics)
-        ctx.progress(epoch, p["epochs"], lam)
+        ctx.progress(epoch, p.epochs, lam)
         if not all(math.isfinite(v) for v in metrics.values()):
             raise Diverged(f"non-finite metrics {metrics} at epoch {epoch}")
         final = {"final_rate": lam, "abs_error": metrics["abs_error"],
@@ -177,7 +164,7 @@ EXPERIMENT = register_experiment(Experiment(
         "100 epochs of 100 steps; final rate mean/std over 10 seeds and learning curves of the rate. Discriminator, "
         "optimiser and schedule are ours (the paper gives none), identical for every estimator."
     ),
-    defaults=DEFAULTS,
+    settings=Settings,
     quick={"epochs": 50},
     grid={},
     estimators=(EstimatorChoice("pwgf_mmd"), EstimatorChoice("st"), EstimatorChoice("reinforce"),
@@ -187,7 +174,6 @@ EXPERIMENT = register_experiment(Experiment(
     seeds=tuple(range(10)),
     quick_seeds=tuple(range(5)),
     run=run,
-    check=check,
     metrics={"final_rate": None, "abs_error": True, "rate_last10": None, "train_loss": True},  # None: no direction
     divergence_metric="train_loss",
     paper_results={

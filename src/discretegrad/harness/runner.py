@@ -1,6 +1,7 @@
 """Sweeps: validate and expand (:func:`plan_sweep`), then execute and store (:func:`run_sweep`).
 
-Resume semantics: a run is identified by ``RunConfig.run_id`` (a hash of its full config).
+Resume semantics: a run is identified by ``RunConfig.run_id`` (a hash of its fully resolved
+config: every setting and the estimator's registry defaults included).
 A sweep skips every run the store already holds as ``finished`` or ``diverged`` and (re)runs
 the others, including ``failed`` ones. Each ended run is stored in one transaction, so killing
 a sweep at any moment (``kill -9`` included) loses at most the runs in flight; rerunning the
@@ -19,13 +20,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from discretegrad.experiments.backends import Backend, make_backend
-from discretegrad.experiments.base import EstimatorChoice, Experiment, RunConfig, get_experiment, load_plugins
-from discretegrad.experiments.environment import git_info
-from discretegrad.experiments.execute import Task
-from discretegrad.experiments.grid import expand, grid_keys, grid_point
-from discretegrad.experiments.progress import SweepProgress
-from discretegrad.experiments.store import STORE_FILE, Store
+from discretegrad.harness.backends import Backend, make_backend
+from discretegrad.harness.contract import EstimatorChoice, Experiment, RunConfig, get_experiment, load_plugins
+from discretegrad.harness.environment import git_info
+from discretegrad.harness.execute import Task
+from discretegrad.harness.grid import expand, grid_keys, grid_point
+from discretegrad.harness.progress import SweepProgress
+from discretegrad.harness.store import STORE_FILE, Store
 
 __all__ = ["SweepPlan", "SweepSummary", "plan_sweep", "run_sweep", "stored_statuses", "check_out_dir",
            "check_device", "experiment_info"]
@@ -70,7 +71,8 @@ def check_out_dir(out: str | os.PathLike[str]) -> Path:
         if not os.access(p, os.W_OK | os.X_OK):
             raise ValueError(f"Expected --out to be a writable directory, but got {str(p)!r} (not writable)")
         if (p / STORE_FILE).exists():
-            Store(p).close()  # raises ValueError on a corrupt or foreign database
+            with Store(p) as store:  # raises ValueError on a corrupt or foreign database
+                store.check_writable()  # and on a store of the old run-id scheme
         return p
     parent = p.absolute().parent
     while not parent.exists():
@@ -111,6 +113,7 @@ def experiment_info(exp: Experiment) -> dict[str, Any]:
         "metrics": dict(exp.metrics),
         "divergence_metric": exp.divergence_metric,
         "grid_keys": list(grid_keys(exp)),
+        "artifacts": [a.to_json() for a in exp.artifacts],
         "paper_results": [{"estimator": label, "grid": dict(point), "metrics": {m: list(v) for m, v in res.items()}}
                           for (label, point), res in exp.paper_results.items()],
     }
@@ -157,41 +160,26 @@ def stored_statuses(plan: SweepPlan) -> dict[str, str]:
 
 
 def run_sweep(
-    experiment: str | Experiment,
+    plan: SweepPlan,
     *,
-    out: str | os.PathLike[str],
-    estimators: Sequence[EstimatorChoice | str] | None = None,
-    seeds: Sequence[int] | str | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    quick: bool = False,
-    device: str = "cpu",
     workers: int = 1,
     backend: Backend | None = None,
-    plugins: Iterable[str] = (),
     progress: bool | None = None,
     command: str | None = None,
 ) -> SweepSummary:
-    """Run a sweep into the store under ``out`` and return its summary.
+    """Run a planned sweep (:func:`plan_sweep`) into its store and return its summary.
 
     Args:
-        experiment: a registered experiment name (or an :class:`Experiment` that is registered,
-            so that worker processes can find it by name).
-        out: output directory (created after validation).
-        estimators: choices or strings like ``"gst:gap=1.2"``; default: the experiment's.
-        seeds: ints or ``"0-9"``; default: the experiment's.
-        overrides: ``--set`` settings (a grid key given here is fixed, not swept).
-        quick: the reduced protocol (``Experiment.quick``, ``quick_grid``, ``quick_*``).
-        device: ``cpu`` / ``cuda`` / ``cuda:N`` (not part of a run's identity).
+        plan: what :func:`plan_sweep` validated and expanded.
         workers: local processes when no ``backend`` is given (1 = in this process).
-        backend: an execution backend (:mod:`discretegrad.experiments.backends`).
-        plugins: modules to import first (they register experiments); also imported by workers.
+        backend: an execution backend (:mod:`discretegrad.harness.backends`).
         progress: show the progress bar (default: when stderr is a terminal).
         command: the command line recorded with the sweep (default: ``sys.argv``).
     """
+    if not isinstance(plan, SweepPlan):
+        raise TypeError(f"Expected plan to be a SweepPlan (from plan_sweep), but got {type(plan).__name__}")
     if backend is None:
         backend = make_backend(workers)
-    plan = plan_sweep(experiment, out=out, estimators=estimators, seeds=seeds, overrides=overrides,
-                      quick=quick, device=device, plugins=plugins)
     exp = plan.experiment
     summary = SweepSummary(plan.out, total=len(plan.configs))
     git = git_info()

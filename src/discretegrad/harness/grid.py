@@ -10,22 +10,24 @@ Pure functions, no I/O. The command-line syntax they parse:
   :func:`ast.literal_eval`, ``true``/``false``/``none`` in any case, anything else a plain
   string) -- never ``eval``.
 
-The parameters of one run are ``defaults``, then ``quick`` (with ``--quick``), then the
-``--set`` overrides, then the grid point. A ``--set`` of a grid key fixes it (the grid no
-longer sweeps it).
+The settings of one run are the settings dataclass's defaults, then ``quick`` (with
+``--quick``), then the ``--set`` overrides, then the grid point. A ``--set`` of a grid key
+fixes it (the grid no longer sweeps it). Values are checked once, here, against the settings
+dataclass (:mod:`discretegrad.harness.settings`); each run also records its estimator's
+registry defaults, so that its id hashes the fully resolved configuration.
 """
 
 from __future__ import annotations
 
 import ast
 import itertools
-import math
 import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from discretegrad.experiments.base import EstimatorChoice, Experiment, RunConfig
+from discretegrad.harness import settings as _settings
+from discretegrad.harness.contract import EstimatorChoice, Experiment, RunConfig
 from discretegrad.registry import estimators as all_estimators
 from discretegrad.registry import get as get_estimator
 
@@ -38,6 +40,8 @@ __all__ = [
     "grid_keys",
     "grid_point",
     "check_overrides",
+    "estimator_defaults",
+    "make_config",
     "resolve_estimators",
     "expand",
 ]
@@ -139,46 +143,27 @@ def grid_point(experiment: Experiment, params: Mapping[str, Any]) -> dict[str, A
     return {k: params[k] for k in grid_keys(experiment) if k in params}
 
 
-def _kind(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, numbers.Integral):
-        return "int"
-    if isinstance(value, numbers.Real):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    return None  # lists, None, ...: no type check
-
-
-def _coerce(key: str, value: Any, like: Any) -> Any:
-    """Check ``value`` against the type of the experiment's own value ``like``; ints become floats
-    where a float is expected (so ``lr=1`` and ``lr=1.0`` name the same run)."""
-    want, got = _kind(like), _kind(value)
-    if want is None or want == got:
-        return value
-    if want == "float" and got == "int":
-        return float(value)
-    raise ValueError(f"Expected --set {key} to be of type {want} (like {like!r}), but got {value!r}")
-
-
 def check_overrides(experiment: Experiment, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate ``--set`` keys and value types against the experiment; return coerced values."""
-    allowed = set(experiment.defaults) | set(grid_keys(experiment))
-    out = {}
-    for key, value in overrides.items():
-        if key not in allowed:
-            raise ValueError(f"Expected --set key to be one of {sorted(allowed)} for experiment "
-                             f"{experiment.name!r}, but got {key!r}")
-        if key in experiment.defaults:
-            like = experiment.defaults[key]
-        else:
-            values = list(experiment.grid.get(key, [])) + list((experiment.quick_grid or {}).get(key, []))
-            like = values[0] if values else None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"Expected --set {key} to be finite, but got {value!r}")
-        out[key] = _coerce(key, value, like)
-    return out
+    """Validate ``--set`` keys and values against the experiment's settings dataclass (the one
+    place settings are checked); return the coerced values."""
+    return _settings.coerce_all(experiment.settings, overrides, experiment=experiment.name)
+
+
+def estimator_defaults(experiment: Experiment, name: str) -> dict[str, Any]:
+    """The registry's default of every hyperparameter of estimator ``name`` (for the experiment's
+    distribution), as JSON values (a required one without default: ``"REQUIRED"``)."""
+    spec = get_estimator(name, distribution=experiment.distribution)
+    return {k: (v if v is None or isinstance(v, (bool, int, float, str)) else str(v))
+            for k, v in sorted(spec.hyperparameters.items())}
+
+
+def make_config(experiment: Experiment, estimator: EstimatorChoice | str, seed: int,
+                values: Mapping[str, Any] | None = None) -> RunConfig:
+    """One run's config: ``values`` (validated and coerced) over the settings' defaults, and the
+    estimator's registry defaults (part of the run's identity)."""
+    choice = parse_estimator(estimator) if isinstance(estimator, str) else estimator
+    typed = _settings.build(experiment.settings, check_overrides(experiment, values or {}))
+    return RunConfig(experiment.name, choice, int(seed), typed, estimator_defaults(experiment, choice.name))
 
 
 def resolve_estimators(experiment: Experiment, choices: Iterable[EstimatorChoice | str]) -> tuple[EstimatorChoice, ...]:
@@ -231,20 +216,19 @@ def expand(
         raise ValueError("Expected at least one seed, but got none")
     fixed = check_overrides(experiment, overrides or {})
 
-    base = dict(experiment.defaults)
-    if quick:
-        base.update(experiment.quick)
+    base = check_overrides(experiment, experiment.quick) if quick else {}
     base.update(fixed)
     grid = experiment.quick_grid if (quick and experiment.quick_grid is not None) else experiment.grid
-    swept = {k: list(v) for k, v in grid.items() if k not in fixed}
+    swept = {k: [_settings.coerce(experiment.settings, k, v) for v in vs] for k, vs in grid.items() if k not in fixed}
     keys = sorted(swept)
     points = [dict(zip(keys, vals)) for vals in itertools.product(*(swept[k] for k in keys))]
 
     configs: dict[str, RunConfig] = {}
     for choice in choices:
+        hp_defaults = estimator_defaults(experiment, choice.name)
         for point in points:
-            params = {**base, **point}
+            typed = _settings.build(experiment.settings, {**base, **point})
             for seed in seeds:
-                cfg = RunConfig(experiment.name, choice, seed, params)
+                cfg = RunConfig(experiment.name, choice, seed, typed, hp_defaults)
                 configs.setdefault(cfg.run_id, cfg)
     return list(configs.values())

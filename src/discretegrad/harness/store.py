@@ -4,7 +4,8 @@ plain-file copy of each run under ``DIR/runs/<run_id>/``.
 Layout of ``DIR``::
 
     store.sqlite              WAL mode; tables runs, epochs, artifacts, experiments, sweeps
-    runs/<run_id>/config.json the RunConfig (experiment, estimator, hparams, seed, params)
+    runs/<run_id>/config.json the RunConfig (experiment, estimator, hparams, estimator defaults,
+                          seed, params): its hash is the run id
     runs/<run_id>/env.json    versions, device, git commit, host, threads
     runs/<run_id>/metrics.json status, final metrics, per-epoch metrics, artifacts, error
 
@@ -28,12 +29,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from discretegrad.experiments.execute import STATUSES, RunResult
+from discretegrad.harness.execute import STATUSES, RunResult
 
 __all__ = ["Store", "STORE_FILE", "dumps", "atomic_write_text"]
 
 STORE_FILE = "store.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2: run ids hash the estimator's registry defaults too (``config.estimator_defaults``).
+Version 1 stores (ids without them) are read unchanged but never written: their runs' estimator
+defaults are unknown, so a resumed sweep could neither match them safely nor tell them apart."""
+READABLE_VERSIONS = ("1", "2")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -129,6 +134,7 @@ class Store:
         if create:
             self.dir.mkdir(parents=True, exist_ok=True)
         existed = self.path.is_file()
+        self.schema_version = SCHEMA_VERSION
         try:
             self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             self.db.row_factory = sqlite3.Row
@@ -137,6 +143,8 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            if create and existed:
+                self.check_writable()
             if create and not existed:
                 with self._transaction():
                     for stmt in filter(str.strip, _SCHEMA.split(";")):
@@ -154,9 +162,25 @@ class Store:
             version = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.OperationalError:  # no meta table: some other SQLite file
             version = None
-        if version is None or version[0] != str(SCHEMA_VERSION):
+        if version is None or version[0] not in READABLE_VERSIONS:
             raise ValueError(f"Expected {str(self.path)!r} to be a discretegrad store (schema version "
-                             f"{SCHEMA_VERSION}), but got {'no version' if version is None else version[0]}")
+                             f"{' or '.join(READABLE_VERSIONS)}), but got "
+                             f"{'no version' if version is None else version[0]}")
+        self.schema_version = int(version[0])
+
+    def check_writable(self) -> None:
+        """Raise ``ValueError`` unless new runs may be written here (a current-version store).
+
+        A version-1 store holds runs whose ids do not include the estimator's defaults; a sweep
+        resumed into it would re-run every one of them under a new id, or, matched by the old
+        id, attribute them to defaults they may not have used. So it stays as it is (reports
+        read it) and new sweeps go to another ``--out``."""
+        if self.schema_version != SCHEMA_VERSION:
+            raise ValueError(
+                f"Expected --out to be a store of schema version {SCHEMA_VERSION} to add runs to, but got "
+                f"{str(self.dir)!r}, a version-{self.schema_version} store whose run ids do not include the "
+                "estimators' default hyperparameters (resuming could re-run or mis-attribute its runs); "
+                "`discretegrad report` reads it as it is: write new sweeps to another --out")
 
     def close(self) -> None:
         self.db.close()

@@ -1,11 +1,13 @@
 """What can be run: registered estimators (per distribution, with hyperparameters) and
-experiments, as plain records and as text (``discretegrad list``)."""
+experiments (with their typed settings: type, default, allowed values, help), as plain records
+and as text (``discretegrad list``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from discretegrad.experiments.base import experiments
+from discretegrad.harness.contract import experiments
+from discretegrad.harness.settings import describe
 from discretegrad.registry import estimators
 
 __all__ = ["catalog", "format_catalog"]
@@ -22,7 +24,7 @@ def catalog() -> dict[str, Any]:
         "grid": {k: list(v) for k, v in e.grid.items()},
         "quick_grid": None if e.quick_grid is None else {k: list(v) for k, v in e.quick_grid.items()},
         "seeds": list(e.seeds), "quick_seeds": list(e.quick_seeds),
-        "settings": dict(e.defaults), "quick": dict(e.quick), "metrics": dict(e.metrics),
+        "settings": describe(e.settings), "quick": dict(e.quick), "metrics": dict(e.metrics),
     } for e in experiments()]
     return {"estimators": est, "experiments": exps}
 
@@ -56,7 +58,11 @@ def format_catalog(cat: dict[str, Any] | None = None) -> str:
         lines.append(f"    grid: {grid}" + (f"   (--quick: {'; '.join(f'{k} in {v}' for k, v in e['quick_grid'].items())})"
                                              if e["quick_grid"] is not None else ""))
         lines.append(f"    seeds: {_seeds(e['seeds'])}   (--quick: {_seeds(e['quick_seeds'])})")
-        lines.append("    --set keys: " + ", ".join(f"{k}={v!r}" for k, v in e["settings"].items()))
+        lines.append("    settings (--set key=value; name: type = default  [allowed]  help):")
+        width = max((len(f"{x['name']}: {x['type']} = {x['default']!r}") for x in e["settings"]), default=0)
+        for x in e["settings"]:
+            head = f"{x['name']}: {x['type']} = {x['default']!r}"
+            lines.append(f"      {head:<{width}}  [{x['constraint']}]  {x['help']}")
         if e["quick"]:
             lines.append("    --quick sets: " + ", ".join(f"{k}={v!r}" for k, v in e["quick"].items()))
     return "\n".join(lines)

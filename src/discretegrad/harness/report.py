@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import time
@@ -21,9 +20,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from discretegrad.experiments.store import Store, atomic_write_text, dumps
+from discretegrad._format import format_mean_std, markdown_table, mean_std
+from discretegrad.harness.contract import EFFICIENCY, Artifact, get_experiment
+from discretegrad.harness.store import Store, atomic_write_text, dumps
 
-__all__ = ["Group", "load_groups", "summarize", "efficiency", "to_markdown", "write_report", "setting_name"]
+__all__ = ["Group", "load_groups", "summarize", "declared_artifacts", "artifact_rows", "efficiency", "to_markdown",
+           "write_report", "setting_name"]
 
 
 @dataclasses.dataclass
@@ -37,6 +39,7 @@ class Group:
     estimator_name: str
     hparams: dict[str, Any]
     runs: list[dict[str, Any]]
+    choice_label: str = ""  # the estimator choice's label (paper numbers are keyed by it)
 
     @property
     def finished(self) -> list[dict[str, Any]]:
@@ -54,13 +57,20 @@ def setting_name(point: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(point.items())) or "default setting"
 
 
-def _experiment_info(store: Store) -> dict[str, dict[str, Any]]:
-    return store.experiment_info()
+def _defaults(run: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The estimator defaults a run was planned with (``None``: a schema-1 run, unknown)."""
+    return run["config"].get("estimator_defaults")
 
 
 def load_groups(store: Store) -> tuple[list[Group], dict[str, dict[str, Any]]]:
-    """All groups of the store (in the order their first run started) and the experiments' info."""
-    info = _experiment_info(store)
+    """All groups of the store (in the order their first run started) and the experiments' info.
+
+    Runs of the same estimator choice planned with different estimator defaults (a default
+    changed between two sweeps into one store) are different groups; their labels then say
+    which defaults differ (``pwgf_mmd [bandwidth=2.0]``, ``[defaults unknown]`` for runs of a
+    schema-1 store), so they are never pooled.
+    """
+    info = store.experiment_info()
     runs = store.runs()
     groups: dict[tuple[str, str, str], Group] = {}
     by_exp: dict[str, list[dict[str, Any]]] = {}
@@ -72,22 +82,31 @@ def load_groups(store: Store) -> tuple[list[Group], dict[str, dict[str, Any]]]:
         varying = {k for k in keys if len({_key(p.get(k, "<unset>")) for p in settings.values()}) > 1}
         shown = varying | set(info.get(exp, {}).get("grid_keys", [])) | set().union(*(r["grid"] for r in exp_runs))
         for r in exp_runs:
-            gkey = (exp, _key(r["params"]), r["estimator"] + _key(r["hparams"]))
+            choice = r["estimator"] + _key(r["hparams"])
+            gkey = (exp, _key(r["params"]), choice + _key(_defaults(r)))
             if gkey not in groups:
                 point = {k: r["params"][k] for k in sorted(shown) if k in r["params"]}
-                groups[gkey] = Group(exp, point, r["params"], r["estimator_label"], r["estimator"], r["hparams"], [])
+                label = r["estimator_label"]
+                variants = _variants(exp_runs, r)
+                if len(variants) > 1:
+                    label += f" [{_defaults_diff(_defaults(r), variants)}]"
+                groups[gkey] = Group(exp, point, r["params"], label, r["estimator"], r["hparams"], [],
+                                     r["estimator_label"])
             groups[gkey].runs.append(r)
     return list(groups.values()), info
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    n = len(values)
-    if n == 0:
-        return None, None
-    mean = sum(values) / n
-    if n == 1:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+def _variants(exp_runs: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> list[dict[str, Any] | None]:
+    """The distinct estimator defaults among the runs of ``run``'s estimator choice."""
+    same = [r for r in exp_runs if r["estimator"] == run["estimator"] and _key(r["hparams"]) == _key(run["hparams"])]
+    return list({_key(_defaults(r)): _defaults(r) for r in same}.values())
+
+
+def _defaults_diff(mine: dict[str, Any] | None, variants: Sequence[dict[str, Any] | None]) -> str:
+    if mine is None:
+        return "defaults unknown"
+    keys = sorted({k for v in variants if v is not None for k in v if v.get(k) != mine.get(k)})
+    return ", ".join(f"{k}={mine.get(k)}" for k in keys) or "defaults as planned"
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -133,8 +152,8 @@ def summarize(store: Store) -> list[dict[str, Any]]:
         for metric, lower in _metrics_of(exp_info, exp_groups).items():
             for g in exp_groups:
                 values = [r["metrics"][metric] for r in g.finished if r["metrics"].get(metric) is not None]
-                mean, std = _mean_std(values)
-                paper_mean, paper_std = _paper(exp_info, g.estimator, g.params, metric)
+                mean, std = mean_std(values)
+                paper_mean, paper_std = _paper(exp_info, g.choice_label or g.estimator, g.params, metric)
                 records.append({
                     "experiment": exp, "estimator": g.estimator, "estimator_name": g.estimator_name,
                     "hparams": g.hparams, "grid": g.point, "params": g.params, "metric": metric,
@@ -146,57 +165,89 @@ def summarize(store: Store) -> list[dict[str, Any]]:
     return records
 
 
-def efficiency(store: Store, groups: Sequence[Group] | None = None, baseline: str = "stgs") -> list[dict[str, Any]]:
-    """Rows from runs' ``efficiency`` artifacts (``seconds_per_epoch``, ``peak_memory_mb``): mean
-    over finished runs, and the ratio to ``baseline`` (estimator name) at the same setting."""
-    if groups is None:
-        groups = load_groups(store)[0]
+def declared_artifacts(exp: str, info: Mapping[str, Any]) -> list[Artifact]:
+    """The artifacts experiment ``exp`` declares (:attr:`Experiment.artifacts`): as stored with
+    its runs, else (a store written before the declaration was stored) as the registered
+    experiment of that name declares them now, else none."""
+    if "artifacts" in info:
+        return [Artifact.from_json(a) for a in info["artifacts"]]
+    try:
+        return list(get_experiment(exp).artifacts)
+    except ValueError:  # not registered here (a plugin that is not loaded)
+        return []
+
+
+def artifact_rows(store: Store, groups: Sequence[Group], artifact: Artifact, experiment: str) -> list[dict[str, Any]]:
+    """Rows of one declared artifact of ``experiment``: per group, the mean over finished runs of
+    each column, and its ratio to the row of ``artifact.baseline`` (estimator name) at the same
+    setting (the plain choice of that name first)."""
     rows = []
     for g in groups:
-        arts = [store.artifacts(r["run_id"]).get("efficiency") for r in g.finished]
+        if g.experiment != experiment:
+            continue
+        arts = [store.artifacts(r["run_id"]).get(artifact.name) for r in g.finished]
         arts = [a for a in arts if isinstance(a, Mapping)]
         if not arts:
             continue
-        row = {"experiment": g.experiment, "grid": g.point, "params": g.params, "estimator": g.estimator,
-               "estimator_name": g.estimator_name, "n_runs": len(arts)}
-        for key in ("seconds_per_epoch", "peak_memory_mb"):
+        row = {"experiment": g.experiment, "artifact": artifact.name, "grid": g.point, "params": g.params,
+               "estimator": g.estimator, "estimator_name": g.estimator_name, "n_runs": len(arts)}
+        for key, _ in artifact.columns:
             vals = [float(a[key]) for a in arts if isinstance(a.get(key), (int, float))]
             row[key] = sum(vals) / len(vals) if vals else None
         rows.append(row)
     for row in rows:
-        same = [b for b in rows if b["experiment"] == row["experiment"] and _key(b["params"]) == _key(row["params"])
-                and b["estimator_name"] == baseline]
-        base = min(same, key=lambda b: (b["estimator"] != baseline, b["estimator"])) if same else None
-        for key in ("seconds_per_epoch", "peak_memory_mb"):
+        same = [b for b in rows if _key(b["params"]) == _key(row["params"]) and b["estimator_name"] == artifact.baseline]
+        base = min(same, key=lambda b: (b["estimator"] != artifact.baseline, b["estimator"])) if same else None
+        for key, _ in artifact.columns:
             ok = base is not None and row[key] is not None and base[key]
             row[key + "_ratio"] = row[key] / base[key] if ok else None
         row["baseline"] = base["estimator"] if base else None
     return rows
 
 
+def efficiency(store: Store, groups: Sequence[Group] | None = None) -> list[dict[str, Any]]:
+    """Rows of every experiment's declared ``efficiency`` artifact (see :func:`artifact_rows`)."""
+    if groups is None:
+        groups, info = load_groups(store)
+    else:
+        info = store.experiment_info()
+    rows = []
+    for exp in dict.fromkeys(g.experiment for g in groups):
+        for artifact in declared_artifacts(exp, info.get(exp, {})):
+            if artifact.name == EFFICIENCY.name:
+                rows += artifact_rows(store, groups, artifact, exp)
+    return rows
+
+
 # ----------------------------------------------------------------------------- markdown
-
-def _fmt(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "–"
-    return f"{mean:.4g}" + (f" ± {std:.2g}" if std is not None else "")
-
 
 def _fmt_ratio(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}×"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+def _artifact_table(artifact: Artifact, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    title = artifact.name[:1].upper() + artifact.name[1:]
+    ratios = artifact.baseline is not None
+    header, cells = ["estimator"], []
+    for _, head in artifact.columns:
+        header += [head, "ratio"] if ratios else [head]
+    for e in rows:
+        row = [f"`{e['estimator']}`"]
+        for key, _ in artifact.columns:
+            row.append(format_mean_std(e[key], None))
+            if ratios:
+                row.append(_fmt_ratio(e[key + "_ratio"]))
+        cells.append(row + [str(e["n_runs"])])
+    what = f"; ratios to `{rows[0]['baseline'] or artifact.baseline}` at this setting" if ratios else ""
+    return [f"{title} (mean over finished runs{what}):", markdown_table(header + ["runs"], cells)]
 
 
 def to_markdown(records: Sequence[Mapping[str, Any]], info: Mapping[str, Mapping[str, Any]],
-                eff_rows: Sequence[Mapping[str, Any]] = (), images: Mapping[tuple[str, str], list[str]] | None = None
+                art_rows: Sequence[Mapping[str, Any]] = (), images: Mapping[tuple[str, str], list[str]] | None = None
                 ) -> str:
-    """The tables of ``summarize`` records (and efficiency rows), one section per experiment and
-    one table per setting. ``images`` maps (experiment, setting name) to relative image paths."""
+    """The tables of ``summarize`` records (and the declared artifacts' rows), one section per
+    experiment and one table per setting. ``images`` maps (experiment, setting name) to relative
+    image paths."""
     out = []
     images = images or {}
     for exp in dict.fromkeys(r["experiment"] for r in records):
@@ -236,23 +287,19 @@ def to_markdown(records: Sequence[Mapping[str, Any]], info: Mapping[str, Mapping
                     elif r["mean"] is None and r["n_diverged"] > 0:
                         row.append("X")
                     else:
-                        cell = _fmt(r["mean"], r["std"])
+                        cell = format_mean_std(r["mean"], r["std"])
                         row.append(f"**{cell}**" if m in best and r["mean"] == best[m] else cell)
                     if m in with_paper:
-                        row.append(_fmt(r["paper_mean"], r["paper_std"]) if r else "–")
+                        row.append(format_mean_std(r["paper_mean"], r["paper_std"]) if r else "–")
                 row += [str(max(r["n_seeds"] for r in erecs.values())), str(first["n_diverged"]),
                         str(first["n_failed"])]
                 rows.append(row)
-            out.append(_table(header, rows))
-            erows = [e for e in eff_rows if e["experiment"] == exp and setting_name(e["grid"]) == name]
-            if erows:
-                out.append("Efficiency (mean over finished runs; ratios to "
-                           f"`{erows[0]['baseline'] or 'stgs'}` at this setting):")
-                out.append(_table(
-                    ["estimator", "seconds / epoch", "ratio", "peak memory (MB)", "ratio", "runs"],
-                    [[f"`{e['estimator']}`", _fmt(e["seconds_per_epoch"], None), _fmt_ratio(e["seconds_per_epoch_ratio"]),
-                      _fmt(e["peak_memory_mb"], None), _fmt_ratio(e["peak_memory_mb_ratio"]), str(e["n_runs"])]
-                     for e in erows]))
+            out.append(markdown_table(header, rows))
+            for artifact in declared_artifacts(exp, ei):
+                arows = [e for e in art_rows if e["experiment"] == exp and e["artifact"] == artifact.name
+                         and setting_name(e["grid"]) == name]
+                if arows:
+                    out += _artifact_table(artifact, arows)
             for img in images.get((exp, name), []):
                 out.append(f"![{exp} {name}]({img})")
     return "\n\n".join(out) + "\n"
@@ -280,13 +327,15 @@ def _environment_md(store: Store) -> str:
 
 def write_report(directory: str | os.PathLike[str]) -> Path:
     """Write ``DIR/report/report.md`` and its PNG plots from the store in ``DIR``; return the path."""
-    from discretegrad.experiments import plots
+    from discretegrad.harness import plots
 
     d = Path(directory)
     with Store(d) as store:
         groups, info = load_groups(store)
         records = summarize(store)
-        eff_rows = efficiency(store, groups)
+        art_rows = [row for exp in dict.fromkeys(g.experiment for g in groups)
+                    for artifact in declared_artifacts(exp, info.get(exp, {}))
+                    for row in artifact_rows(store, groups, artifact, exp)]
         out = d / "report"
         out.mkdir(exist_ok=True)
         images: dict[tuple[str, str], list[str]] = {}
@@ -299,7 +348,7 @@ def write_report(directory: str | os.PathLike[str]) -> Path:
                 images[(exp, name)] = [str(p.relative_to(out)) for p in
                                        plots.plot_setting(curves, f"{exp}: {name}", out / rel)]
         n_runs = len(store.runs())
-        body = to_markdown(records, info, eff_rows, images)
+        body = to_markdown(records, info, art_rows, images)
         header = (f"# Results: {d}\n\nGenerated by `discretegrad report` on "
                   f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from {n_runs} stored runs.\n\n"
                   f"## Environment\n\n{_environment_md(store)}\n\n")

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["git_info", "environment", "cpu_count"]
+__all__ = ["git_info", "environment", "cpu_count", "describe"]
 
 
 def cpu_count() -> int:
@@ -63,3 +63,11 @@ def environment(device: str, git: dict[str, Any] | None = None) -> dict[str, Any
         env["cuda"] = torch.version.cuda
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
+
+
+def describe(env: dict[str, Any]) -> str:
+    """One line for a benchmark report: versions, device, threads, platform, short git commit."""
+    device = env.get("gpu") or f"CPU ({env['cpu_count']} cores)"
+    commit = (env.get("git_commit") or "unknown")[:7] + (" (dirty)" if env.get("git_dirty") else "")
+    return (f"python {env['python']}, torch {env['torch']}, {device}, torch threads {env['torch_threads']}, "
+            f"{env['platform']}, git {commit}")

@@ -8,6 +8,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from discretegrad._format import mean_std
+
 __all__ = ["curve_stats", "plot_setting", "GRAD_VARIANCE"]
 
 GRAD_VARIANCE = "grad_variance"
@@ -28,10 +30,9 @@ def curve_stats(runs: Sequence[Sequence[tuple[int, Mapping[str, float | None]]]]
     epochs = sorted(by_epoch)
     means, stds = [], []
     for e in epochs:
-        vals = by_epoch[e]
-        mu = sum(vals) / len(vals)
+        mu, sd = mean_std(by_epoch[e])
         means.append(mu)
-        stds.append(math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0)
+        stds.append(sd if sd is not None else 0.0)
     return epochs, means, stds
 
 
@@ -63,6 +64,14 @@ def _panel(ax, curves: Curves, metric: str, log: bool) -> None:
     ax.grid(alpha=0.3)
 
 
+def _save(plt, fig, prefix: Path, suffix: str) -> Path:
+    fig.tight_layout()
+    path = prefix.with_name(prefix.name + suffix)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_setting(curves: Curves, title: str, prefix: Path) -> list[Path]:
     """Write ``<prefix>_curves.png`` (and ``<prefix>_grad_variance.png``); return the paths."""
     import matplotlib
@@ -83,19 +92,11 @@ def plot_setting(curves: Curves, title: str, prefix: Path) -> list[Path]:
             ax.set_visible(False)
         axes.flat[0].legend(fontsize=7)
         fig.suptitle(f"{title} (mean ± std over seeds)", fontsize=10)
-        fig.tight_layout()
-        path = prefix.with_name(prefix.name + "_curves.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, prefix, "_curves.png"))
     if GRAD_VARIANCE in metrics:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         _panel(ax, curves, GRAD_VARIANCE, log=True)
         ax.legend(fontsize=7)
         ax.set_title(f"{title}: gradient variance", fontsize=10)
-        fig.tight_layout()
-        path = prefix.with_name(prefix.name + "_grad_variance.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, prefix, "_grad_variance.png"))
     return written

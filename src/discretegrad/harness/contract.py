@@ -1,9 +1,10 @@
 """The contract between the experiment harness (runner, store, CLI) and the experiments.
 
-An experiment is one module that builds an :class:`Experiment` and registers it with
-:func:`register_experiment`. The harness expands a grid of :class:`RunConfig`s
-(estimator choice x hyperparameters x seed), calls ``experiment.run(config, ctx)`` for each
-unfinished one, and stores what it logs. Experiments know nothing about storage, workers or
+An experiment is one module that declares its settings (a dataclass of :func:`setting`
+fields), builds an :class:`Experiment` and registers it with :func:`register_experiment`. The
+harness expands a grid of :class:`RunConfig`s (estimator choice x hyperparameters x seed),
+calls ``experiment.run(config, ctx)`` for each unfinished one, and stores what it logs. This is
+the only harness module experiments import. Experiments know nothing about storage, workers or
 progress bars; the harness knows nothing about models.
 """
 
@@ -17,21 +18,34 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from discretegrad._format import estimator_label
+from discretegrad.harness import settings as _settings
+from discretegrad.harness.settings import setting
+
 __all__ = [
+    "setting",
     "EstimatorChoice",
     "RunConfig",
     "RunContext",
     "Diverged",
+    "Artifact",
+    "EFFICIENCY",
     "Experiment",
     "register_experiment",
     "get_experiment",
     "experiments",
     "load_plugins",
     "PLUGINS_ENV",
+    "BUILTIN_EXPERIMENTS",
+    "run_id",
 ]
 
 PLUGINS_ENV = "DISCRETEGRAD_PLUGINS"
 """Environment variable naming extra modules (comma-separated) that register experiments."""
+
+BUILTIN_EXPERIMENTS = "discretegrad.experiments._modules"
+"""The one list of the package's experiment modules: the harness's only way into
+``discretegrad.experiments`` (imported by name, on first use)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,28 +61,45 @@ class EstimatorChoice:
 
     @property
     def label(self) -> str:
-        if not self.hparams:
-            return self.name
-        return self.name + "(" + ", ".join(f"{k}={v}" for k, v in sorted(self.hparams.items())) + ")"
+        return estimator_label(self.name, self.hparams)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines one run. Its hash identifies the run in the store."""
+    """Everything that determines one run. Its hash identifies the run in the store.
+
+    ``settings`` is the experiment's typed settings object (every setting, defaults included);
+    ``estimator_defaults`` the registry's defaults of every hyperparameter of the estimator
+    (``discretegrad.registry.get(name, distribution=...).hyperparameters``) at planning time,
+    so that a changed estimator default changes the run's identity. Build one with
+    :func:`discretegrad.harness.grid.make_config`.
+    """
 
     experiment: str
     estimator: EstimatorChoice
     seed: int
-    params: Mapping[str, Any]  # the experiment's protocol settings (defaults + --quick + --set + grid point)
+    settings: Any  # an instance of the experiment's settings dataclass
+    estimator_defaults: Mapping[str, Any]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The settings as a plain dict (how the store keeps them)."""
+        return dataclasses.asdict(self.settings)
 
     def to_json(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "estimator": self.estimator.name,
-                "estimator_hparams": dict(self.estimator.hparams), "seed": self.seed, "params": dict(self.params)}
+                "estimator_hparams": dict(self.estimator.hparams),
+                "estimator_defaults": dict(self.estimator_defaults), "seed": self.seed, "params": self.params}
 
     @property
     def run_id(self) -> str:
-        blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return run_id(self.to_json())
+
+
+def run_id(config_json: Mapping[str, Any]) -> str:
+    """The id of a run: the first 16 hex digits of SHA-256 of its config JSON (keys sorted)."""
+    blob = json.dumps(config_json, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class Diverged(Exception):
@@ -92,6 +123,36 @@ class RunContext(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
+class Artifact:
+    """A JSON record that runs log with ``ctx.log_artifact(name, {...})``, as reports read it.
+
+    ``columns``: ``(field, column header)`` pairs the report tabulates (mean over the finished
+    runs of a setting); ``baseline``: the estimator *name* whose row the ratio columns divide by
+    at the same setting (``None``: no ratios).
+    """
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    baseline: str | None = None
+
+    def with_baseline(self, baseline: str) -> Artifact:
+        return dataclasses.replace(self, baseline=baseline)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "columns": [list(c) for c in self.columns], "baseline": self.baseline}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Artifact:
+        return cls(data["name"], tuple((f, h) for f, h in data["columns"]), data.get("baseline"))
+
+
+EFFICIENCY = Artifact("efficiency", (("seconds_per_epoch", "seconds / epoch"), ("peak_memory_mb", "peak memory (MB)")))
+"""The efficiency artifact (GST Table 5): mean training seconds per epoch and the peak memory
+(MiB) of one training step; the producer may add fields (``memory_measure``, ``device``, ...).
+An experiment declares ``artifacts=(EFFICIENCY.with_baseline("stgs"),)`` for ratio columns."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     """A reproducible experiment.
 
@@ -100,7 +161,10 @@ class Experiment:
         distribution: the latent distribution; ``--estimators`` must be registered for it.
         paper: where the table comes from (``GST Table 3``).
         description: one paragraph (protocol and the choices the paper leaves open).
-        defaults: the paper protocol's settings; the keys are exactly those ``--set`` accepts.
+        settings: the settings dataclass (fields made with :func:`setting`): the paper
+            protocol's defaults, types, allowed values and help; its fields are exactly the
+            keys ``--set`` accepts. The harness validates every value against it once and
+            hands ``run`` the typed object as ``config.settings``.
         quick: overrides applied by ``--quick`` (fewer epochs, etc.; same statistical meaning).
         grid: settings swept over by default, e.g. ``{"tau": [1.0, 0.5, 0.1, 0.01]}``; a
             ``--set key=value`` fixes that key instead.
@@ -112,17 +176,19 @@ class Experiment:
         divergence_metric: the metric whose non-finite value marks the run diverged.
         paper_results: ``{(estimator label, frozen grid point): {metric: (mean, std or None)}}``
             with the grid point as a tuple of sorted ``(key, value)`` pairs.
-        check: optional ``check(config)`` that validates a run's settings and the data it will
-            read (checksums), raising ``ValueError``/``TypeError``/``OSError`` with one message.
-            The harness calls it for every distinct (estimator, settings) of a sweep before it
-            creates anything, so bad settings or a corrupt data file stop the sweep up front.
+        artifacts: the artifacts runs log that reports tabulate (:class:`Artifact`), e.g.
+            ``EFFICIENCY.with_baseline("stgs")``.
+        check: optional ``check(config)`` that validates what the settings types cannot (an
+            estimator/architecture pair) and the data a run will read (checksums), raising
+            ``ValueError``/``TypeError``/``OSError`` with one message. The harness calls it for
+            every distinct (estimator, settings) of a sweep before it creates anything.
     """
 
     name: str
     distribution: str
     paper: str
     description: str
-    defaults: Mapping[str, Any]
+    settings: type
     quick: Mapping[str, Any]
     grid: Mapping[str, list[Any]]
     estimators: tuple[EstimatorChoice, ...]
@@ -130,18 +196,36 @@ class Experiment:
     seeds: tuple[int, ...]
     quick_seeds: tuple[int, ...]
     run: Callable[[RunConfig, RunContext], dict[str, float]]
-    metrics: Mapping[str, bool]  # metric name -> lower_is_better
+    metrics: Mapping[str, bool | None]  # metric name -> lower_is_better (None: no direction)
     divergence_metric: str = "train_loss"
     quick_grid: Mapping[str, list[Any]] | None = None
     paper_results: Mapping[tuple[str, tuple[tuple[str, Any], ...]], Mapping[str, tuple[float, float | None]]] = (
         dataclasses.field(default_factory=dict))
+    artifacts: tuple[Artifact, ...] = ()
     check: Callable[[RunConfig], None] | None = None
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Every setting's default (from the settings dataclass)."""
+        return _settings.defaults(self.settings)
+
+    def validate(self) -> None:
+        """Check the declaration: the settings dataclass, and ``quick`` / grid values against it."""
+        _settings.fields(self.settings)
+        _settings.coerce_all(self.settings, self.quick, what=f"{self.name} quick setting")
+        for name, grid in (("grid", self.grid), ("quick_grid", self.quick_grid or {})):
+            for key, values in grid.items():
+                for value in values:
+                    _settings.coerce(self.settings, key, value, what=f"{self.name} {name} {key}",
+                                     experiment=self.name)
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}
 
 
 def register_experiment(exp: Experiment) -> Experiment:
+    """Register ``exp`` under its name (once), after checking its declaration."""
+    exp.validate()
     if exp.name in _EXPERIMENTS:
         raise ValueError(f"experiment {exp.name!r} is already registered")
     _EXPERIMENTS[exp.name] = exp
@@ -170,8 +254,7 @@ def load_plugins(modules: str | Iterable[str]) -> list[str]:
 
 
 def _load_all() -> None:
-    from discretegrad.experiments import _modules  # noqa: F401
-
+    importlib.import_module(BUILTIN_EXPERIMENTS)
     load_plugins(os.environ.get(PLUGINS_ENV, ""))
 
 

@@ -17,8 +17,8 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from discretegrad.experiments.base import Diverged, RunConfig, get_experiment, load_plugins
-from discretegrad.experiments.environment import environment
+from discretegrad.harness.contract import Diverged, RunConfig, get_experiment, load_plugins
+from discretegrad.harness.environment import environment
 
 __all__ = ["Task", "RunResult", "ProgressEvent", "execute_task", "STATUSES"]
 
@@ -80,7 +80,7 @@ def _to_float(what: str, key: str, value: Any) -> float:
 
 
 class _Context:
-    """The harness's :class:`~discretegrad.experiments.base.RunContext`."""
+    """The harness's :class:`~discretegrad.harness.contract.RunContext`."""
 
     _MIN_INTERVAL = 0.2  # seconds between progress messages within one epoch
 

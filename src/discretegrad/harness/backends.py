@@ -6,7 +6,7 @@ The interface is one method::
         def map(self, tasks: Sequence[Task],
                 on_event: Callable[[ProgressEvent], None] | None = None) -> Iterator[RunResult]: ...
 
-``map`` runs every task with :func:`~discretegrad.experiments.execute.execute_task` somewhere
+``map`` runs every task with :func:`~discretegrad.harness.execute.execute_task` somewhere
 and yields each :class:`RunResult` as soon as it is available (any order, exactly one result
 per task). Progress messages from running tasks are passed to ``on_event`` in the caller's
 process. Results travel back to the caller, which alone writes the store: a backend never
@@ -34,8 +34,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from discretegrad.experiments.environment import cpu_count
-from discretegrad.experiments.execute import ProgressEvent, RunResult, Task, execute_task
+from discretegrad.harness.environment import cpu_count
+from discretegrad.harness.execute import ProgressEvent, RunResult, Task, execute_task
 
 __all__ = ["Backend", "SerialBackend", "LocalProcessBackend", "make_backend", "thread_budget"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
-from discretegrad.experiments.execute import ProgressEvent, RunResult
+from discretegrad.harness.execute import ProgressEvent, RunResult
 
 __all__ = ["SweepProgress"]
 

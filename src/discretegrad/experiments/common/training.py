@@ -1,0 +1,156 @@
+"""The generic training loop: epochs of optimisation steps, divergence, per-epoch logging,
+evaluation and checkpoint hooks, and the efficiency artifact.
+
+It knows nothing about models or data: an experiment hands it ``batches(epoch)`` (any iterable
+of batches, drawn from the experiment's own generators) and ``step(batch, index)`` (one
+optimisation step, returning the detached training loss), plus hooks. A VAE, a ListOps
+tree-LSTM or an NRI graph model fits the same shape; :mod:`.vae` is the VAEs' use of it.
+
+Per epoch :func:`train` runs every step, averages the losses (weighted by ``weight(batch)``,
+in float64) into ``train_loss``, raises :class:`~discretegrad.harness.contract.Diverged` on a
+non-finite loss (after logging it), then calls ``evaluate(epoch)`` and every hook in order --
+each returns extra metrics (an evaluation, a probe) or ``None`` (a checkpoint) -- and logs the
+epoch's metrics with ``ctx.log_epoch``. The time of the training steps only (not evaluation or
+hooks) goes into the ``efficiency`` artifact with the peak memory of one step
+(:func:`~.profiling.step_peak_memory_mb`, measured on the third step, once Adam's state exists).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from discretegrad.experiments.common.profiling import step_peak_memory_mb
+from discretegrad.harness.contract import EFFICIENCY, Diverged, RunContext
+
+__all__ = ["train", "Best", "EpochHook", "every", "require_finite", "diverged_if_nonfinite"]
+
+EpochHook = Callable[[int, Mapping[str, float]], "Mapping[str, float] | None"]
+"""``hook(epoch, metrics so far) -> extra metrics or None``, called after each epoch."""
+
+_MEMORY_STEP = 2  # measure the third step: after the optimiser's state exists
+
+
+def require_finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    """Raise :class:`Diverged` when ``t`` (e.g. an encoder's logits) has NaN/inf entries."""
+    if not bool(torch.isfinite(t).all()):
+        raise Diverged(f"{what} became non-finite")
+    return t
+
+
+@contextlib.contextmanager
+def diverged_if_nonfinite(module: nn.Module, where: str) -> Iterator[None]:
+    """Turn a ``ValueError`` raised while some parameter of ``module`` is NaN/inf (the library's
+    input validation rejecting non-finite logits or rates) into :class:`Diverged`."""
+    try:
+        yield
+    except ValueError as e:
+        if all(bool(torch.isfinite(t).all()) for t in module.parameters()):
+            raise
+        raise Diverged(f"parameters became non-finite ({where}): {e}") from e
+
+
+def every(n: int, fn: Callable[[int], None]) -> EpochHook:
+    """A hook that calls ``fn(epoch)`` every ``n`` epochs and adds no metric (e.g. a checkpoint)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"Expected n to be an int >= 1, but got {n!r}")
+
+    def hook(epoch: int, metrics: Mapping[str, float]) -> None:
+        if epoch % n == 0:
+            fn(epoch)
+
+    return hook
+
+
+@dataclasses.dataclass(frozen=True)
+class Best:
+    """Also report the best value over epochs of ``metric`` as ``best_<metric>``."""
+
+    metric: str
+    lower_is_better: bool = True
+
+
+def train(
+    *,
+    ctx: RunContext,
+    epochs: int,
+    batches: Callable[[int], Iterable[Any]],
+    step: Callable[[Any, int], torch.Tensor],
+    module: nn.Module,
+    weight: Callable[[Any], float] = lambda batch: 1,
+    evaluate: Callable[[int], Mapping[str, float]] | None = None,
+    hooks: Sequence[EpochHook] = (),
+    progress_metric: str | None = None,
+    best: Best | None = None,
+    measure_efficiency: bool = True,
+) -> dict[str, float]:
+    """Run ``epochs`` epochs; return the final metrics (the last epoch's, plus ``best_*``).
+
+    Args:
+        ctx: the run's context (logging, progress, artifacts).
+        batches: ``batches(epoch)`` -> the epoch's batches, in order.
+        step: ``step(batch, index)`` -> detached scalar loss; does the backward pass and the
+            optimiser update itself. ``index`` counts steps from 0 over the whole run.
+        module: holds the trained parameters (a ``ValueError`` raised while one of them is
+            non-finite becomes :class:`Diverged`).
+        weight: the batch's weight in ``train_loss`` (e.g. its size; default: 1).
+        evaluate, hooks: called after each epoch, in this order; their metrics are logged.
+        progress_metric: the metric shown by the progress bar (default: ``train_loss``).
+        best: also report ``best_<metric>`` over epochs.
+        measure_efficiency: log the ``efficiency`` artifact (:data:`EFFICIENCY` fields).
+    """
+    device = next(iter(module.parameters())).device
+    index, epoch_seconds, memory = 0, [], None
+    best_value = math.inf if best is None or best.lower_is_better else -math.inf
+    final: dict[str, float] = {}
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count, excluded = 0.0, 0.0
+        for batch in batches(epoch):
+            with diverged_if_nonfinite(module, f"epoch {epoch}, step {index}"):
+                if measure_efficiency and memory is None and index == _MEMORY_STEP:
+                    t0 = time.perf_counter()
+                    memory, loss = step_peak_memory_mb(lambda: step(batch, index), device)
+                    excluded = time.perf_counter() - t0
+                else:
+                    loss = step(batch, index)
+            w = weight(batch)
+            total += loss.double() * w
+            count += w
+            index += 1
+        train_loss = float(total) / count  # synchronises the device
+        epoch_seconds.append(time.perf_counter() - start - excluded)
+        if not math.isfinite(train_loss):
+            ctx.log_epoch(epoch, {"train_loss": train_loss})
+            raise Diverged(f"train_loss = {train_loss} at epoch {epoch}")
+        metrics = {"train_loss": train_loss}
+        if evaluate is not None:
+            metrics.update(evaluate(epoch))
+        for hook in hooks:
+            metrics.update(hook(epoch, dict(metrics)) or {})
+        ctx.log_epoch(epoch, metrics)
+        ctx.progress(epoch, epochs, metrics.get(progress_metric or "train_loss"))
+        final = dict(metrics)
+        if best is not None:
+            value = metrics[best.metric]
+            best_value = min(best_value, value) if best.lower_is_better else max(best_value, value)
+            final[f"best_{best.metric}"] = best_value
+    if measure_efficiency:
+        ctx.log_artifact(EFFICIENCY.name, {
+            "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
+            "peak_memory_mb": memory[0] if memory else float("nan"),
+            "memory_measure": memory[1] if memory else "not measured (fewer than 3 steps)",
+            "device": str(device),
+            "torch_threads": torch.get_num_threads(),
+            "epochs_timed": len(epoch_seconds),
+        })
+    return final
+
