@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import discretegrad as dg
-from discretegrad import _structures as S
+from discretegrad import structures as S
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _env import environment, write_report  # noqa: E402

@@ -137,7 +137,7 @@ STRUCTURES = ("topk", "spanning_tree", "arborescence")
 
 def _gibbs_scores(weights: torch.Tensor, structure: str, tau: float, k: int | None, root: int):
     """``(atoms [S, *event], scores [..., S] = <weights, atom> / tau)`` for every structure."""
-    from discretegrad import _structures as S
+    from discretegrad import structures as S
     from discretegrad import subsets, trees
 
     structure = V.choice("structure", structure, STRUCTURES)
