@@ -115,7 +115,10 @@ def main(argv=None):
              f"float32 logits [{BATCH}, {N_ITEMS}], k = {K}; pair logits [{BATCH}, {N_ITEMS - 1}] for the correlated "
              f"cases; 'hand-written' is `_structures.py` at {args.baseline_rev}. Interleaved repeats ({args.reps} "
              "rounds, each running every variant in rotating order, after one warm-up each). The machine is "
-             "shared, so the minimum is the better estimate of the intrinsic cost.\n"]
+             "shared, so the minimum is the better estimate of the intrinsic cost.\n",
+             "The library uses, per case, the row marked 'used' or 'semiring': the marginals (and the SST "
+             "gradient) by autograd through the log-semiring DP, the correlated maximiser by the max-semiring "
+             "traceback (autograd through the max DP is slower), the top-k maximiser by `torch.topk`.\n"]
     try:
         for title, variants in cases.items():
             res = interleaved(variants, args.reps)

@@ -8,11 +8,12 @@ the DP returns its semiring sum over all such ``x``:
 * ``semiring="sum"`` (``a ⊕ b = log(e^a + e^b)``): the log-partition ``log Z = log Σ_x exp(score(x))``;
 * ``semiring="max"`` (``a ⊕ b = max(a, b)``): the best score ``max_x score(x)``.
 
-Everything else is autograd ("inference is just backprop", as in pytorch-struct): the marginals
-``P(x_i = 1) = ∂ log Z / ∂ u_i`` (and their Jacobian, the covariance, by double backward), and the
-maximiser ``x* = ∂ max / ∂ u``: the max passes its whole gradient to one argument (ties to the
-first), so the gradient of the best score is the 0/1 indicator of one maximising ``x``. See
-:func:`discretegrad.structures.logspace.gradient`.
+Everything else is read off this one DP ("inference is just backprop", as in pytorch-struct): the
+marginals ``P(x_i = 1) = ∂ log Z / ∂ u_i`` by autograd (and their Jacobian, the covariance, by
+double backward; :func:`discretegrad.structures.logspace.gradient`), and the maximiser
+``x* = ∂ max / ∂ u``: the max passes its whole gradient to one argument (ties to the first), so the
+gradient of the best score is the 0/1 indicator of one maximising ``x``; :func:`chain_argmax`
+computes the same ``x*`` by a traceback over the max-semiring states, which is faster (see Cost).
 
 The state ``α_i[j, s]`` after item ``i`` is the semiring sum over prefixes ``x_0..x_i`` with ``j``
 ones and ``x_i = s``; without pair terms the last state is not needed and is summed out at every
@@ -21,10 +22,15 @@ step (``α_i[j]``), which halves the work of the plain top-k DP. Impossible stat
 steps, batched over leading dims.
 
 Cost. Measured against the hand-written forward-backward and back-pointer passes this replaced
-(``results/benchmarks/structured_dp.md``), so the ``⊕`` of the sum semiring is :class:`_LogAddExp`,
-``torch.logaddexp``'s fused forward with its derivative ``e^{a-out}`` written in differentiable ops:
-``torch.logaddexp``'s own backward ``1/(1 + e^{b-a})`` is ``inf/inf`` when differentiated again at a
-large gap, and the composite ``torch.logsumexp`` over a stacked pair costs several kernels per step.
+(``results/benchmarks/structured_dp.md``: float32 ``[1000, 100]``, k = 10, one CPU thread, median
+of 30 interleaved repeats), forward + backward of the hard top-k op with the entropy relaxation
+takes 38 ms here vs 77 ms hand-written, and of the hard correlated top-k op 135 ms vs 173 ms. That
+needs the ``⊕`` of the sum semiring to be :class:`_LogAddExp`, ``torch.logaddexp``'s fused forward
+with its derivative ``e^{a-out}`` written in differentiable ops: ``torch.logaddexp``'s own backward
+``1/(1 + e^{b-a})`` is ``inf/inf`` when differentiated again at a large gap, and the composite
+``torch.logsumexp`` over a stacked pair costs several kernels per step (with it, in a preliminary
+non-interleaved run not in the report, the top-k op was 1.4-1.7x slower than hand-written). The maximiser is the exception: autograd through the max DP
+was 1.5x slower than back-pointers, so :func:`chain_argmax` reads it off the DP's states instead.
 """
 
 from __future__ import annotations
@@ -104,9 +110,10 @@ def chain_argmax(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None) 
     Equal to ``∂ chain_score(unary, k, pair, semiring="max") / ∂ unary`` (same tie-breaking; tested),
     but read off the max-semiring states by a traceback: from ``(count k, best last state)``, the state
     of item ``i - 1`` is the maximising ``s'`` of ``α_{i-1}[j - x_i, s'] + pair_{i-1} x_i s'``. The
-    traceback is kept because it is faster than autograd through the max DP (``corr_topk_hard`` at
-    ``[1000, 100]``, k = 10, 2 CPU threads: 17.7 ms vs 23.6 ms median; see
-    ``results/benchmarks/structured_dp.md``). ``pair=None`` is plain top-k (pair terms zero).
+    traceback is used because it is faster than autograd through the max DP (``corr_topk_hard`` at
+    float32 ``[1000, 100]``, k = 10, one CPU thread, median of 30 interleaved repeats: 24.0 ms vs
+    38.2 ms; the replaced back-pointer pass 25.1 ms; ``results/benchmarks/structured_dp.md``).
+    ``pair=None`` is plain top-k (pair terms zero).
     """
     with torch.no_grad():
         unary = unary.detach()
