@@ -25,49 +25,28 @@ Cost. Measured against the hand-written forward-backward and back-pointer passes
 (``results/benchmarks/structured_dp.md``: float32 ``[1000, 100]``, k = 10, one CPU thread, median
 of 30 interleaved repeats), forward + backward of the hard top-k op with the entropy relaxation
 takes 38 ms here vs 77 ms hand-written, and of the hard correlated top-k op 135 ms vs 173 ms. That
-needs the ``⊕`` of the sum semiring to be :class:`_LogAddExp`, ``torch.logaddexp``'s fused forward
-with its derivative ``e^{a-out}`` written in differentiable ops: ``torch.logaddexp``'s own backward
-``1/(1 + e^{b-a})`` is ``inf/inf`` when differentiated again at a large gap, and the composite
-``torch.logsumexp`` over a stacked pair costs several kernels per step (with it, in a preliminary
-non-interleaved run not in the report, the top-k op was 1.4-1.7x slower than hand-written). The maximiser is the exception: autograd through the max DP
-was 1.5x slower than back-pointers, so :func:`chain_argmax` reads it off the DP's states instead.
+needs the ``⊕`` of the sum semiring to be one fused kernel,
+:func:`~discretegrad.structures.logspace.logaddexp` (``torch.logaddexp``'s forward, a backward that
+differentiates again): with the composite ``torch.logsumexp`` over a stacked pair, in a preliminary
+non-interleaved run not in the report, the top-k op was 1.4-1.7x slower than hand-written. The
+maximiser is the exception: autograd through the max DP was 1.5x slower than back-pointers, so
+:func:`chain_argmax` reads it off the DP's states instead.
 """
 
 from __future__ import annotations
 
 import torch
 
-from discretegrad.structures.logspace import neg_inf
+from discretegrad.structures.logspace import logaddexp, neg_inf
 
 __all__ = ["SEMIRINGS", "chain_score", "chain_argmax"]
-
-
-class _LogAddExp(torch.autograd.Function):
-    """``log(e^a + e^b)`` (same shapes) whose backward ``(g e^{a-out}, g e^{b-out})`` is itself made of
-    differentiable ops on the saved tensors, so every order of derivative is finite: the factors
-    ``e^{a-out} <= 1`` never overflow."""
-
-    @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out = torch.logaddexp(a, b)
-        ctx.save_for_backward(a, b, out)
-        return out
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        a, b, out = ctx.saved_tensors
-        return g * torch.exp(a - out), g * torch.exp(b - out)
-
-
-def _log_plus(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return _LogAddExp.apply(a, b)
 
 
 def _max_plus(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(b > a, b, a)  # the gradient goes to one argument (``a`` on ties), unlike torch.maximum's split
 
 
-SEMIRINGS = {"sum": _log_plus, "max": _max_plus}
+SEMIRINGS = {"sum": logaddexp, "max": _max_plus}
 """The semiring sum ``⊕`` of two same-shape tensors, by name; ``⊗`` is ``+`` in both."""
 
 
