@@ -24,13 +24,14 @@ steps, batched over leading dims.
 Cost. Measured against the hand-written forward-backward and back-pointer passes this replaced
 (``results/benchmarks/structured_dp.md``: float32 ``[1000, 100]``, k = 10, one CPU thread, median
 of 30 interleaved repeats), forward + backward of the hard top-k op with the entropy relaxation
-takes 38 ms here vs 77 ms hand-written, and of the hard correlated top-k op 135 ms vs 173 ms. That
+takes 34.6 ms here vs 87.1 ms hand-written (minima 30.7 vs 61.8 ms), and of the hard correlated
+top-k op 127.7 ms vs 176.0 ms (121.6 vs 169.6 ms). That
 needs the ``⊕`` of the sum semiring to be one fused kernel,
 :func:`~discretegrad.structures.logspace.logaddexp` (``torch.logaddexp``'s forward, a backward that
 differentiates again): with the composite ``torch.logsumexp`` over a stacked pair, in a preliminary
 non-interleaved run not in the report, the top-k op was 1.4-1.7x slower than hand-written. The
-maximiser is the exception: autograd through the max DP was 1.5x slower than back-pointers, so
-:func:`chain_argmax` reads it off the DP's states instead.
+maximiser is the exception: autograd through the max DP was 1.5x slower than the back-pointer pass,
+so :func:`chain_argmax` reads it off the DP's states instead.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def chain_argmax(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None) 
     but read off the max-semiring states by a traceback: from ``(count k, best last state)``, the state
     of item ``i - 1`` is the maximising ``s'`` of ``α_{i-1}[j - x_i, s'] + pair_{i-1} x_i s'``. The
     traceback is used because it is faster than autograd through the max DP (``corr_topk_hard`` at
-    float32 ``[1000, 100]``, k = 10, one CPU thread, median of 30 interleaved repeats: 24.0 ms vs
-    38.2 ms; the replaced back-pointer pass 25.1 ms; ``results/benchmarks/structured_dp.md``).
+    float32 ``[1000, 100]``, k = 10, one CPU thread, median of 30 interleaved repeats: 15.9 ms vs
+    25.8 ms; the replaced back-pointer pass 17.2 ms; ``results/benchmarks/structured_dp.md``).
     ``pair=None`` is plain top-k (pair terms zero).
     """
     with torch.no_grad():
