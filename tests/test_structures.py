@@ -181,3 +181,18 @@ def test_edmonds_vs_all_arborescences(n):
         score = w.flatten(1) @ atoms.flatten(1).T
         hard = S.edmonds(w, root)
         assert torch.equal(hard, atoms[score.argmax(-1)])
+
+
+def test_logaddexp_derivatives_are_exact_at_ties_and_finite_at_huge_gaps():
+    from discretegrad.structures.logspace import logaddexp
+
+    a = torch.tensor([0.0, 3.0, -1e300, 1e300, -1e300], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([0.0, -2.0, -1e300, 0.0, 5.0], dtype=torch.float64, requires_grad=True)
+    out = logaddexp(a, b)
+    torch.testing.assert_close(out.detach(), torch.logaddexp(a, b).detach())
+    (ga,) = torch.autograd.grad(out.sum(), a, create_graph=True)
+    (haa,) = torch.autograd.grad(ga.sum(), a)
+    s = torch.sigmoid(a.detach() - b.detach())
+    torch.testing.assert_close(ga.detach(), s)
+    torch.testing.assert_close(haa, s * (1 - s))  # 1/4 at the tie, 0 at the huge gaps
+    assert torch.isfinite(haa).all()
