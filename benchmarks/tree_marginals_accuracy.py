@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 import discretegrad as dg
+from discretegrad import structures as S
 from discretegrad._format import markdown_table
-from discretegrad import _structures as S
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _env import environment, write_report  # noqa: E402

@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 import discretegrad as dg
-from discretegrad import _structures as S
+from discretegrad import structures as S
 from discretegrad.distributions import get_distribution
 
 RELAXATIONS = ["entropy", "binary_entropy", "corr"]

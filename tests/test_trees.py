@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import discretegrad as dg
-from discretegrad import _structures as S
+from discretegrad import structures as S
 from problems import _trees as T
 
 

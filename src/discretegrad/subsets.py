@@ -33,21 +33,18 @@ logits with ``k = n - 1``, then mirrored into a symmetric adjacency::
 
 from __future__ import annotations
 
-import functools
-import itertools
-import math
-
 import torch
 
 from torch.distributions import constraints
 
-from discretegrad import _structures as S
+from discretegrad import structures as S
 from discretegrad import _validation as V
 from discretegrad import score_function
 from discretegrad._autograd import compute_dtype, straight_through
 from discretegrad.family import Example, Family, Option, Param
 from discretegrad.noise import gumbel, gumbel_like
 from discretegrad.registry import register, register_family
+from discretegrad.structures import plackett_luce
 
 __all__ = ["topk", "l2x", "softsub", "gumbel_topk_log_prob", "MAX_LAW_ORDERINGS", "MAX_SUBSETS", "check_k", "check_logits"]
 
@@ -193,11 +190,6 @@ def softsub(logits: torch.Tensor, k: int, *, tau: float = 1.0,
 
 # ----------------------------------------------------------------------------- the Gumbel-top-k law
 
-@functools.lru_cache(maxsize=16)
-def _orderings(k: int) -> tuple[tuple[int, ...], ...]:
-    return tuple(itertools.permutations(range(k)))
-
-
 def gumbel_topk_log_prob(logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """``log P(top-k of θ + G = S)`` for k-hot ``z`` (Gumbel-top-k = sampling without replacement).
 
@@ -205,20 +197,7 @@ def gumbel_topk_log_prob(logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     summed in log space over the ``k!`` orderings (``k! <= MAX_LAW_ORDERINGS``). Broadcasts
     ``logits [..., n]`` against ``z [..., n]``; returns ``z``'s shape without the last dim.
     """
-    k = int(z.detach().sum(-1).flatten()[0].round()) if z.numel() else 0
-    if math.factorial(k) > MAX_LAW_ORDERINGS:
-        raise ValueError(f"Expected k with k! <= {MAX_LAW_ORDERINGS} for the exact Gumbel-top-k law, but got k = {k}")
-    logits, z = torch.broadcast_tensors(logits, z)
-    n = logits.shape[-1]
-    idx = z.detach().topk(k, -1).indices.sort(-1).values  # [..., k]
-    perms = torch.tensor(_orderings(k), dtype=torch.long, device=z.device)  # [P, k]
-    order = idx[..., perms]  # [..., P, k]
-    chosen = logits.unsqueeze(-2).expand(*logits.shape[:-1], perms.shape[0], n).gather(-1, order)
-    onehot = torch.nn.functional.one_hot(order, n).to(torch.bool)  # [..., P, k, n]
-    before = (onehot.cumsum(-2) - onehot.long()) > 0  # items placed before step j
-    pool = logits[..., None, None, :].expand(onehot.shape).masked_fill(before, -math.inf)
-    steps = chosen - torch.logsumexp(pool, -1)
-    return torch.logsumexp(steps.sum(-1), -1)
+    return plackett_luce.subset_log_prob(logits, z, max_orderings=MAX_LAW_ORDERINGS)
 
 
 def _support(logits: torch.Tensor, *, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,14 +13,14 @@ The law of the SMT sample is *not* the Gibbs distribution (the SST authors note 
 logits do not give uniform trees). For spanning trees it is still exactly computable on small
 graphs: Kruskal's tree depends only on the order of the perturbed weights, and that order is
 Plackett-Luce, so ``P(T)`` is a sum over the prefixes of edge orderings at which Kruskal's scan
-completes ``T`` (:func:`discretegrad._structures.kruskal_law`, ``n <= MAX_LAW_VERTICES = 5``).
+completes ``T`` (:func:`discretegrad.structures.kruskal_law.kruskal_law`, ``n <= MAX_LAW_VERTICES = 5``).
 :func:`discretegrad.exact.expectation` and :func:`discretegrad.diagnostics.compare` use it. The
 arborescence solver depends on the weights themselves, not only on their order, so no such
 formula exists and the exact oracle refuses ``"arborescence"``; :func:`discretegrad.exact.marginals`
 and :func:`discretegrad.exact.log_partition` give the Gibbs ground truth for both.
 
 Numerics: ``log Z`` is a determinant computed by subtraction-free Gaussian elimination in log
-space (see :func:`discretegrad._structures.tree_log_partition`), so neither the max-shift nor
+space (see :func:`discretegrad.structures.matrix_tree.tree_log_partition`), so neither the max-shift nor
 the clipping range that matrix-inversion implementations need is required: marginals stay
 exact (to rounding) for any scale of ``U/t`` and converge to the hard tree as ``t → 0``.
 Half precision is computed in float32; pass float64 logits for float64 throughout.
@@ -43,7 +43,7 @@ import torch
 
 from torch.distributions import constraints
 
-from discretegrad import _structures as S
+from discretegrad import structures as S
 from discretegrad import _validation as V
 from discretegrad._autograd import compute_dtype, straight_through
 from discretegrad.family import Example, Family, Option, Param

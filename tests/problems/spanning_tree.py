@@ -2,7 +2,7 @@
 
 The law test compares the samples with reference draws of ``argmax_T Σ_{e∈T} (θ_e + G_e)``
 computed here by brute force over the 16 spanning trees of K_4 (two-sample chi-square), independently
-of the library's exact law (``_structures.kruskal_law``, checked against sample frequencies in
+of the library's exact law (``structures.kruskal_law``, checked against sample frequencies in
 ``test_exact_structures.py``). ``problems()`` use n = 4, where ``dg.exact.expectation`` is exact.
 """
 

@@ -1,0 +1,137 @@
+"""The log-space semiring chain DP (``discretegrad.structures.semiring``) against the hand-written
+forward-backward and back-pointer passes it replaced (``_structures.py`` at ``--baseline-rev``, loaded
+from git, so the comparison stays reproducible after that module's removal).
+
+Cases, float32 logits ``[1000, 100]``, ``k = 10``, interleaved repeats (every rep runs every variant,
+in rotating order), median and min:
+
+* the hard top-k op with the entropy relaxation, ``dg.subsets.topk(x, k)``, forward + backward;
+* the hard correlated top-k op, ``dg.subsets.topk(x, k, relaxation="corr", pair_logits=φ)``, forward + backward;
+* the correlated maximiser alone (the evaluation path, no relaxation): back-pointers, autograd
+  through the max DP (``∂ max / ∂ u``), and the max-semiring traceback ``chain_argmax``.
+
+    python benchmarks/bench_structured_dp.py [--reps 30] [--threads 1] [--out results/benchmarks/structured_dp.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+import discretegrad as dg
+from discretegrad import structures
+from discretegrad.structures.logspace import gradient
+from discretegrad.structures.semiring import chain_argmax, chain_score
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _env import environment, write_report  # noqa: E402
+
+N_ITEMS, BATCH, K = 100, 1000, 10
+
+
+def hand_written(rev: str) -> types.ModuleType:
+    """The former ``discretegrad._structures`` at git revision ``rev`` as a module."""
+    source = subprocess.run(["git", "show", f"{rev}:src/discretegrad/_structures.py"], capture_output=True,
+                            text=True, check=True).stdout
+    module = types.ModuleType("hand_written_structures")
+    exec(compile(source, f"{rev}:_structures.py", "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+def op_variants(old: types.ModuleType) -> dict[str, dict[str, object]]:
+    """Implementations of the functions ``dg.subsets.topk`` calls, patched in per variant."""
+    names = ("topk_marginals", "corr_topk_marginals", "corr_topk_hard")
+    return {"semiring (autograd)": {n: getattr(structures, n) for n in names},
+            "hand-written": {n: getattr(old, n) for n in names}}
+
+
+def interleaved(variants: dict[str, callable], reps: int) -> dict[str, tuple[float, float]]:
+    """(median, min) seconds per variant; one warm-up each, then ``reps`` rounds in rotating order."""
+    names = list(variants)
+    for fn in variants.values():
+        fn()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(reps):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            variants[n]()
+            times[n].append(time.perf_counter() - t0)
+    return {n: (statistics.median(t), min(t)) for n, t in times.items()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--baseline-rev", default="7036b7e", help="git revision holding the hand-written _structures.py")
+    p.add_argument("--out", default="results/benchmarks/structured_dp.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    old = hand_written(args.baseline_rev)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, N_ITEMS, generator=gen).requires_grad_(True)
+    phi = torch.randn(BATCH, N_ITEMS - 1, generator=gen)
+    v = torch.randn(BATCH, N_ITEMS, generator=gen)
+    u = x.detach() + dg.noise.gumbel(x.shape, generator=gen)
+
+    def op(relaxation, impl):
+        def run():
+            for name, fn in impl.items():
+                setattr(structures, name, fn)  # dg.subsets calls structures.<name>
+            out = dg.subsets.topk(x, K, relaxation=relaxation, pair_logits=phi if relaxation == "corr" else None,
+                                  generator=torch.Generator().manual_seed(1))
+            (out * v).sum().backward()
+        return run
+
+    impls = op_variants(old)
+    original = dict(impls["semiring (autograd)"])
+    cases = {
+        "hard top-k op, entropy relaxation: forward + backward": {
+            name: op("entropy", impl) for name, impl in impls.items()},
+        "hard correlated top-k op: forward + backward": {
+            name: op("corr", impl) for name, impl in impls.items()},
+        "correlated maximiser alone (evaluation path)": {
+            "hand-written back-pointers": lambda: old.corr_topk_hard(u, phi, K),
+            "autograd through the max DP": lambda: gradient(
+                lambda a, b: chain_score(a, K, b, semiring="max"), u, phi),
+            "max-semiring traceback (chain_argmax, used)": lambda: chain_argmax(u, K, phi),
+        },
+        "top-k maximiser alone (evaluation path)": {
+            "torch.topk (topk_hard, used)": lambda: structures.topk_hard(u, K),
+            "max-semiring traceback (chain_argmax)": lambda: chain_argmax(u, K),
+        },
+    }
+    lines = ["# Chain DPs: log-space semiring + autograd vs hand-written passes\n",
+             f"Command: `python benchmarks/bench_structured_dp.py --reps {args.reps} --threads {args.threads} "
+             f"--baseline-rev {args.baseline_rev}`\n",
+             f"Environment: {environment()}\n",
+             f"float32 logits [{BATCH}, {N_ITEMS}], k = {K}; pair logits [{BATCH}, {N_ITEMS - 1}] for the correlated "
+             f"cases; 'hand-written' is `_structures.py` at {args.baseline_rev}. Interleaved repeats ({args.reps} "
+             "rounds, each running every variant in rotating order, after one warm-up each). The machine is "
+             "shared, so the minimum is the better estimate of the intrinsic cost.\n",
+             "The library uses, per case, the row marked 'used' or 'semiring': the marginals (and the SST "
+             "gradient) by autograd through the log-semiring DP, the correlated maximiser by the max-semiring "
+             "traceback (autograd through the max DP is slower), the top-k maximiser by `torch.topk`.\n"]
+    try:
+        for title, variants in cases.items():
+            res = interleaved(variants, args.reps)
+            ref_med, ref_min = next(iter(res.values()))
+            lines += [f"\n## {title}\n", "| variant | median ms | min ms | median / first row |", "|---|---|---|---|"]
+            for name, (med, mn) in res.items():
+                lines.append(f"| {name} | {med * 1e3:.2f} | {mn * 1e3:.2f} | {med / ref_med:.2f} |")
+            print(title, {n: f"{m * 1e3:.2f} ms" for n, (m, _) in res.items()}, flush=True)
+    finally:
+        for name, fn in original.items():
+            setattr(structures, name, fn)
+    write_report(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Maximum spanning tree of a complete undirected graph (Kruskal), and the edge numbering.
+
+Edges ``{i, j}``, ``i < j``, are numbered as ``torch.triu_indices(n, n, 1)`` (:func:`upper_edges`);
+:mod:`.kruskal_law` uses the same numbering for the law of the perturbed Kruskal tree.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["upper_edges", "kruskal"]
+
+
+def upper_edges(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, cols)`` of the ``n(n-1)/2`` edges ``i < j`` in ``torch.triu_indices`` order."""
+    return torch.triu_indices(n, n, 1, device=device).unbind(0)
+
+
+def kruskal(u: torch.Tensor) -> torch.Tensor:
+    """Maximum spanning tree of symmetric weights ``u [..., n, n]`` (upper triangle read).
+
+    Kruskal's algorithm vectorised over the batch: edges sorted by decreasing weight, a
+    component label per vertex; an edge joins two components iff their labels differ, after
+    which the second label is renamed to the first. ``O(E n)`` work per element, ``E`` steps.
+    Returns the symmetric 0/1 adjacency with exactly ``n - 1`` edges.
+    """
+    u = u.detach()
+    n = u.shape[-1]
+    batch = u.shape[:-2]
+    flat = u.reshape(-1, n, n)
+    b = flat.shape[0]
+    rows, cols = upper_edges(n, u.device)
+    order = flat[:, rows, cols].argsort(-1, descending=True)  # [b, E]
+    ei, ej = rows[order], cols[order]
+    label = torch.arange(n, device=u.device).expand(b, n).clone()
+    adj = torch.zeros_like(flat)
+    arange_b = torch.arange(b, device=u.device)
+    added = torch.zeros(b, dtype=torch.long, device=u.device)
+    check_every = max(1, n)
+    for e in range(ei.shape[1]):
+        i, j = ei[:, e], ej[:, e]
+        li, lj = label[arange_b, i], label[arange_b, j]
+        join = li != lj
+        adj[arange_b, i, j] = torch.where(join, 1.0, adj[arange_b, i, j])
+        label = torch.where(join.unsqueeze(-1) & (label == lj.unsqueeze(-1)), li.unsqueeze(-1), label)
+        added += join.long()
+        if (e + 1) % check_every == 0 and bool((added == n - 1).all()):
+            break
+    adj = adj + adj.transpose(-1, -2)
+    return adj.reshape(*batch, n, n)

@@ -1,0 +1,66 @@
+"""Log-partition and edge marginals of spanning trees and arborescences (matrix-tree theorem).
+
+Its own module: a determinant by log-space Gaussian elimination, unrelated to the chain DP of
+:mod:`.semiring` except for the shared log-space primitives of :mod:`.logspace`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from discretegrad.structures.logspace import gradient, logaddexp, neg_inf
+
+__all__ = ["tree_log_partition", "tree_marginals"]
+
+
+def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> torch.Tensor:
+    """``log Σ_T exp(Σ_{e∈T} w_e)`` over spanning trees (or arborescences rooted at ``root``).
+
+    Matrix-tree theorem (Koo et al. 2007 for the directed case): ``Z = det L̂``, the Laplacian
+    ``L_jj = Σ_i A_ij``, ``L_ij = -A_ij`` (``A_ij = exp(w_ij)``, edge i → j) with the root's row and
+    column removed. The determinant is computed by Gaussian elimination that never subtracts
+    (as in the GTH algorithm for Markov chains): eliminating vertex ``v`` has pivot
+    ``d_v = Σ_{i alive} A_iv`` (its in-weight from the vertices not yet eliminated, root included,
+    which equals the Schur-complement diagonal) and updates ``A_ij += A_iv A_vj / d_v`` (paths
+    through ``v``); ``log Z = Σ_v log d_v``. Everything runs in log space (``logsumexp`` and
+    ``logaddexp``), so there is no overflow, underflow or cancellation at any scale of ``w``: no
+    max-shift or clipping is needed and ``tau → 0`` stays accurate. ``O(n^3)`` in ``n - 1``
+    vectorised steps. Undirected trees are arborescences of the symmetric graph rooted anywhere;
+    their ``w`` is symmetrised as ``(w + wᵀ)/2``.
+    """
+    n = w.shape[-1]
+    neg = neg_inf(w.dtype)
+    eye = torch.eye(n, dtype=torch.bool, device=w.device)
+    if not directed:  # symmetrise: each entry of an edge gets half its derivative
+        w = 0.5 * (w + w.transpose(-1, -2))
+        root = 0
+    valid = ~eye
+    valid[:, root] = False
+    # root last; each step eliminates the first remaining vertex and drops its row and column
+    order = torch.tensor([v for v in range(n) if v != root] + [root], device=w.device)
+    logw = w.masked_fill(~valid, neg).index_select(-2, order).index_select(-1, order)
+    log_z = w.new_zeros(w.shape[:-2])
+    for m in range(n, 1, -1):
+        into_v = logw[..., 1:, 0]  # in-weights of the eliminated vertex from the m - 1 others
+        log_d = torch.logsumexp(into_v, -1)
+        log_z = log_z + log_d
+        through = into_v.unsqueeze(-1) + logw[..., 0, 1:].unsqueeze(-2) - log_d[..., None, None]
+        self_loop = torch.eye(m - 1, dtype=torch.bool, device=w.device)
+        logw = logaddexp(logw[..., 1:, 1:], through).masked_fill(self_loop, neg)
+    return log_z
+
+
+def tree_marginals(w: torch.Tensor, *, directed: bool, root: int = 0) -> torch.Tensor:
+    """Edge marginals ``μ = ∂ log Z / ∂w`` of the Gibbs distribution ``p(T) ∝ exp(Σ_{e∈T} w_e)``.
+
+    ``log Z`` from :func:`tree_log_partition`; the gradient is taken by autograd
+    (:func:`~discretegrad.structures.logspace.gradient`) with ``create_graph`` when ``w`` requires
+    grad, so ``μ`` is itself differentiable (its Jacobian is the covariance of the edge indicators).
+    Undirected: symmetric ``μ`` (``μ_ij = μ_ji`` = the probability that edge {i, j} is in the tree,
+    for the weights ``(w + wᵀ)/2``); directed: ``μ_ij`` = probability of edge i → j. Diagonal (and
+    root column) are zero.
+    """
+    mu = gradient(lambda x: tree_log_partition(x, directed=directed, root=root), w)
+    if not directed:  # ∂/∂w_ij = ∂/∂w_ji = μ_{ij}/2
+        mu = mu + mu.transpose(-1, -2)
+    return mu
