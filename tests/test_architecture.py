@@ -53,19 +53,13 @@ def _imports(path: Path, name: str, known: set[str]) -> set[str]:
                 mod = f"{base}.{node.module}" if node.module else base
             else:
                 mod = node.module or ""
-            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            # `from pkg import sub` imports the submodule; `from mod import name` the module
+            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in known else mod for a in node.names]
         else:
             continue
-        for t in targets:
-            if t in known:
-                out.add(t)
-    if isinstance(tree, ast.Module):  # an import of a.b.c also imports a.b (its package __init__)
-        for t in list(out):
-            parent = t.rpartition(".")[0]
-            while parent and parent != name:
-                if parent in known and parent != "discretegrad":
-                    out.add(parent)
-                parent = parent.rpartition(".")[0]
+        out.update(t for t in targets if t in known)
+    # (a package's __init__ runs before its submodules, but an edge to it from its own submodules,
+    # or to the top-level package, is not a dependency between layers: both are left out)
     out.discard(name)
     return out
 
@@ -74,7 +68,11 @@ def import_graph() -> dict[str, set[str]]:
     mods = _modules()
     known = set(mods)
     # the top-level package __init__ is the API entry point; every module is imported through it
-    return {name: _imports(path, name, known) - {"discretegrad"} for name, path in mods.items()}
+    graph = {}
+    for name, path in mods.items():
+        deps = _imports(path, name, known) - {"discretegrad"}
+        graph[name] = {d for d in deps if not name.startswith(d + ".")}
+    return graph
 
 
 def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

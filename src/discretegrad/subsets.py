@@ -33,6 +33,8 @@ logits with ``k = n - 1``, then mirrored into a symmetric adjacency::
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from torch.distributions import constraints

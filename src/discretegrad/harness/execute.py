@@ -149,11 +149,16 @@ def execute_task(task: Task, emit: Callable[[ProgressEvent], None] | None = None
         import torch
 
         env = environment(task.device, dict(task.git))
-        torch.manual_seed(cfg.seed)  # for module initialisation; experiments draw noise from their own generators
         primary = next(iter(exp.metrics), None)
         ctx = _Context(cfg.run_id, task.device, exp.divergence_metric, primary, emit)
         emit(ProgressEvent(cfg.run_id, started=True))
-        out = exp.run(cfg, ctx)
+        # The paper experiments draw everything from explicit generators; a plugin experiment that
+        # relies on torch's global RNG (default module initialisation) gets it seeded with the run
+        # seed, forked so that an in-process (serial) run leaves the caller's RNG state as it was.
+        cuda = [torch.device(task.device).index or 0] if task.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(cfg.seed)
+            out = exp.run(cfg, ctx)
         if not isinstance(out, Mapping):
             raise TypeError(f"Expected {cfg.experiment}.run to return a dict of final metrics, but got "
                             f"{type(out).__name__}")

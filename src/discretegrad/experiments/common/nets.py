@@ -36,7 +36,8 @@ def mlp(sizes: Sequence[int], activation: str, generator: torch.Generator, final
     ``final_activation`` after the last (GST's ReLU on the encoder logits)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(init_linear(nn.Linear(a, b), generator))
+        # skip_init: build the layer without its own initialisation (which would draw from torch's global RNG)
+        layers.append(init_linear(nn.utils.skip_init(nn.Linear, a, b), generator))
         last = i == len(sizes) - 2
         layers.append(ACTIVATIONS[final_activation if last else activation]())
     return nn.Sequential(*layers)
