@@ -14,7 +14,7 @@ from torch.distributions import constraints
 import discretegrad as dg
 from discretegrad import registry, score_function
 from discretegrad._validation import finite_float_tensor
-from discretegrad.family import Family, Option, Param
+from discretegrad.family import Family, Param
 
 UNBIASED_ALPHA = 1e-4  # family-wise false-failure rate of the unbiasedness check (Bonferroni over coordinates)
 
