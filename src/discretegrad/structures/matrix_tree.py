@@ -6,8 +6,11 @@ Its own module: a determinant by log-space Gaussian elimination, unrelated to th
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from discretegrad._autograd import compute_dtype
 from discretegrad.structures.logspace import gradient, logaddexp, neg_inf
 
 __all__ = ["tree_log_partition", "tree_marginals"]
@@ -23,12 +26,16 @@ def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> tor
     ``d_v = Σ_{i alive} A_iv`` (its in-weight from the vertices not yet eliminated, root included,
     which equals the Schur-complement diagonal) and updates ``A_ij += A_iv A_vj / d_v`` (paths
     through ``v``); ``log Z = Σ_v log d_v``. Everything runs in log space (``logsumexp`` and
-    ``logaddexp``), so there is no overflow, underflow or cancellation at any scale of ``w``: no
-    max-shift or clipping is needed and ``tau → 0`` stays accurate. ``O(n^3)`` in ``n - 1``
-    vectorised steps. Undirected trees are arborescences of the symmetric graph rooted anywhere;
-    their ``w`` is symmetrised as ``(w + wᵀ)/2``.
+    ``logaddexp``), so there is no overflow, underflow or cancellation, and no clipping; ``tau → 0``
+    stays accurate. Each column is first centred by its largest entry (exact: every arborescence
+    has one in-edge per non-root vertex, so ``log Z`` shifts by the sum of the centres, added back),
+    so a common offset of the weights costs no precision: rounding is relative to the spread of
+    each vertex's in-weights. ``O(n^3)`` in ``n - 1`` vectorised steps. Undirected trees are
+    arborescences of the symmetric graph rooted anywhere; their ``w`` is symmetrised as
+    ``(w + wᵀ)/2``. Half precision is computed and returned in float32.
     """
     n = w.shape[-1]
+    w = w.to(compute_dtype(w.dtype))  # half precision is computed (and returned) in float32
     neg = neg_inf(w.dtype)
     eye = torch.eye(n, dtype=torch.bool, device=w.device)
     if not directed:  # symmetrise: each entry of an edge gets half its derivative
@@ -36,10 +43,17 @@ def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> tor
         root = 0
     valid = ~eye
     valid[:, root] = False
+    # centring: every arborescence has exactly one in-edge per non-root vertex j, so subtracting c_j
+    # from column j divides every tree's weight, hence Z, by exp(c_j); c_j = the best in-edge of j
+    # (detached) makes every column's best entry 0, and rounding is relative to the spread within
+    # columns instead of to the magnitude of w
+    centre = w.detach().masked_fill(~valid, -math.inf).amax(-2)
+    centre = centre.masked_fill(~valid.any(-2), 0.0)  # the root's column holds no edge
+    w = w - centre.unsqueeze(-2)
     # root last; each step eliminates the first remaining vertex and drops its row and column
     order = torch.tensor([v for v in range(n) if v != root] + [root], device=w.device)
     logw = w.masked_fill(~valid, neg).index_select(-2, order).index_select(-1, order)
-    log_z = w.new_zeros(w.shape[:-2])
+    log_z = centre.sum(-1)
     for m in range(n, 1, -1):
         into_v = logw[..., 1:, 0]  # in-weights of the eliminated vertex from the m - 1 others
         log_d = torch.logsumexp(into_v, -1)

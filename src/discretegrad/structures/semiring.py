@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import torch
 
+from discretegrad._autograd import compute_dtype
 from discretegrad.structures.logspace import logaddexp, neg_inf
 
-__all__ = ["SEMIRINGS", "chain_score", "chain_argmax"]
+__all__ = ["SEMIRINGS", "centre", "chain_score", "chain_argmax"]
 
 
 def _max_plus(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -51,14 +52,49 @@ SEMIRINGS = {"sum": logaddexp, "max": _max_plus}
 """The semiring sum ``⊕`` of two same-shape tensors, by name; ``⊗`` is ``+`` in both."""
 
 
+def centre(unary: torch.Tensor, pair: torch.Tensor | None, k: int):
+    """``(unary', pair', run_cost, offset)``: the centred chain problem, exactly equivalent.
+
+    ``score(x) = score'(x) + offset`` for every ``x`` with ``Σ x = k``, where ``score'`` is the chain
+    score of ``unary' = unary - a`` and ``pair' = pair - b`` plus ``run_cost = -b`` for every run of
+    ones after the first, with ``a = max(unary)``, ``b = max(max(pair), 0)`` (detached) and
+    ``offset = k a + (k - 1) b``. Exact because ``Σ x = k`` and ``#pairs = k - #runs``. The best
+    configuration then scores about 0 instead of ``k a + (k - 1) b``, so a large common offset of the
+    unaries (or large positive pair terms) costs no precision. Half inputs come back in float32.
+    """
+    work = compute_dtype(unary.dtype)
+    unary = unary.to(work)
+    a = unary.detach().amax(-1)
+    unary = unary - a.unsqueeze(-1)
+    if pair is None:
+        return unary, None, None, k * a
+    pair = pair.to(work)
+    b = pair.detach().amax(-1).clamp_min(0) if pair.shape[-1] else torch.zeros_like(a)
+    return unary, pair - b.unsqueeze(-1), -b, k * a + (k - 1) * b
+
+
 def chain_score(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None, *,
                 semiring: str = "sum", states: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Semiring sum over binary ``x [..., n]`` with ``Σ x = k`` of ``<unary, x> + Σ_i pair_i x_i x_{i+1}``.
 
     ``semiring="sum"``: ``log Z``; ``"max"``: the best score. ``unary [..., n]``, ``pair [..., n-1]``
-    or ``None`` (plain top-k), ``1 <= k <= n``. Returns the batch shape ``unary.shape[:-1]``. A list
-    passed as ``states`` receives ``α_0 .. α_{n-1}`` (for :func:`chain_argmax`).
+    or ``None`` (plain top-k), ``1 <= k <= n``. Returns the batch shape ``unary.shape[:-1]`` (in float32
+    for half inputs, which are computed in float32). A list passed as ``states`` receives
+    ``α_0 .. α_{n-1}`` of the centred problem (for :func:`chain_argmax`).
+
+    Centring (:func:`centre`): the DP runs on ``unary - max(unary)`` and, with pair terms, on
+    ``pair - max(pair, 0)`` with a cost for every run of ones after the first, and adds the exact
+    offset back. The states then hold scores relative to the best configuration, so rounding is
+    relative to the spread of the inputs, not to their magnitude: ``1e7 + O(1)`` scores in float32
+    give the marginals of the ``O(1)`` differences.
     """
+    unary, pair, run_cost, offset = centre(unary, pair, k)
+    return _chain(unary, k, pair, run_cost, semiring, states) + offset
+
+
+def _chain(unary: torch.Tensor, k: int, pair: torch.Tensor | None, run_cost: torch.Tensor | None,
+           semiring: str, states: list[torch.Tensor] | None) -> torch.Tensor:
+    """The DP of :func:`chain_score` on a centred problem (:func:`centre`), without the offset."""
     plus = SEMIRINGS[semiring]
     batch, n = unary.shape[:-1], unary.shape[-1]
     neg = neg_inf(unary.dtype)
@@ -68,6 +104,8 @@ def chain_score(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None, *
     # α_{-1}: before item 0 nothing is chosen (and "x_{-1} = 0"); states [..., k+1] or [..., k+1, 2]
     start = torch.cat([unary.new_zeros((*batch, 1)), unary.new_full((*batch, k), neg)], -1)
     alpha = start if pair is None else torch.stack([start, torch.full_like(start, neg)], -1)
+    if pair is not None:  # x_i = 1 after x_{i-1} = 0 with j >= 1 ones before: a run after the first
+        new_run = torch.cat([unary.new_zeros((*batch, 1)), run_cost.unsqueeze(-1).expand(*batch, k)], -1)
     for i in range(n):
         # into_s[j]: ⊕ over prefixes x_0..x_{i-1} with j ones, times the pair term of choosing x_i = s
         if pair is None:
@@ -75,7 +113,7 @@ def chain_score(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None, *
         else:
             last0, last1 = alpha.unbind(-1)
             into0 = plus(last0, last1)
-            into1 = last0 if i == 0 else plus(last0, last1 + pair_at[i - 1])
+            into1 = last0 if i == 0 else plus(last0 + new_run, last1 + pair_at[i - 1])
         # x_i = 1: count j - 1 -> j (shift right by one; count 0 becomes impossible)
         take = torch.nn.functional.pad(into1, (1, -1), value=neg) + unary_at[i]
         alpha = plus(into0, take) if pair is None else torch.stack([into0, take], -1)
@@ -96,11 +134,12 @@ def chain_argmax(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None) 
     ``pair=None`` is plain top-k (pair terms zero).
     """
     with torch.no_grad():
+        x = torch.zeros_like(unary)
         unary = unary.detach()
         pair = unary.new_zeros((*unary.shape[:-1], unary.shape[-1] - 1)) if pair is None else pair.detach()
+        unary, pair, run_cost, _ = centre(unary, pair, k)  # the centred problem: same maximiser
         states: list[torch.Tensor] = []
-        chain_score(unary, k, pair, semiring="max", states=states)
-        x = torch.zeros_like(unary)
+        _chain(unary, k, pair, run_cost, "max", states)
         last = states[-1][..., k, :]
         state = (last[..., 1] > last[..., 0]).long()  # x_{n-1}; ties to 0 as in ⊕ = max
         count = torch.full(unary.shape[:-1], k, dtype=torch.long, device=unary.device)  # ones in x_0..x_i
@@ -110,6 +149,8 @@ def chain_argmax(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None) 
                 break
             count = count - state
             prev = states[i - 1].gather(-2, count[..., None, None].expand(*count.shape, 1, 2)).squeeze(-2)
-            prev_take = prev[..., 1] + pair[..., i - 1] * state  # the pair term only when x_i = 1
-            state = (prev_take > prev[..., 0]).long()
+            # the pair term (x_i = 1 after a one) or the new-run cost (x_i = 1 after a zero, count >= 1)
+            prev_take = prev[..., 1] + pair[..., i - 1] * state
+            prev_skip = prev[..., 0] + torch.where((state == 1) & (count > 0), run_cost, 0.0)
+            state = (prev_take > prev_skip).long()
     return x
