@@ -20,7 +20,10 @@ the first, ``O(1)`` term exactly, and the step is read as a gradient by scaling 
     ĝ(θ) = -(1/ε) (1/N) Σ_n Σ_s ∂_θ p_θ(s) [K(s, z_n - ε g_n) - K(s, z_n)].
 
 * Linear kernel ``K(s, y) = s y`` (the expectation-difference projection of Sec. 2.1):
-  ``ĝ = (1/N) Σ_n g_n ∂_θ E_θ[z]``, straight-through, for every ε.
+  ``ĝ = (1/N) Σ_n g_n ∂_θ E_θ[z]``, straight-through, for every ε. It is evaluated as the kernel
+  centred at the particle, ``(s - z)(y - z)``: the two differ by terms constant in ``s`` or in ``y``,
+  which neither the projection nor (as ``Σ_s ∂_θ p_θ(s) = 0``) ``ĝ`` sees, and the centred form
+  does not cancel catastrophically for large atoms (:func:`kernel_change`).
 * RBF kernel, here ``K(s, y) = h² exp(-(s - y)² / (2h²))``: the paper's kernel times ``h²``, a
   constant factor that does not move the projection's minimiser, chosen so that as ``h → ∞`` the
   estimator tends to ST (``h² ∂_y K → (s - y)``) and learning rates stay comparable. As ``ε → 0``,
@@ -47,7 +50,7 @@ import torch
 
 from discretegrad import _validation as V
 
-__all__ = ["KERNELS", "check_hparams", "kernel", "make_pwgf_mmd", "mmd_gradient", "pwgf_sample"]
+__all__ = ["KERNELS", "check_hparams", "kernel", "kernel_change", "make_pwgf_mmd", "mmd_gradient", "pwgf_sample"]
 
 KERNELS = ("rbf", "linear")
 
@@ -67,12 +70,37 @@ def kernel(kind: str, bandwidth: float, s: torch.Tensor, y: torch.Tensor) -> tor
     return bandwidth**2 * torch.exp(-((s - y) ** 2) / (2 * bandwidth**2))
 
 
+def kernel_change(kind: str, bandwidth: float, d: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``K(s, z - shift) - K(s, z)`` as a function of ``d = s - z``, without cancellation.
+
+    ``"rbf"``: ``h² (e^a - e^b)`` with ``a = -(d + shift)²/(2h²)``, ``b = -d²/(2h²)``, written as
+    ``h² e^{max(a, b)} (±expm1(-|a - b|))`` with ``a - b = -shift (2d + shift)/(2h²)`` (exact
+    rewriting; no overflow, and small changes keep their relative precision).
+    ``"linear"``: ``-d shift``, the change of the linear kernel centred at the particle,
+    ``(s - z)(y - z)``; it differs from ``s (y - z)`` by ``z (y - z)``, constant in ``s``, which
+    ``Σ_s ∂p(s) = 0`` removes from :func:`mmd_gradient` (so the estimator is the same, ST exactly).
+    Written in ``d`` and ``shift``, neither form loses the small change ``shift`` against the size of
+    ``s`` and ``z`` (a Poisson atom and sample near ``1e6`` in float32), as ``K(s, z̃) - K(s, z)`` would.
+    """
+    if kind == "linear":
+        return -d * shift
+    h2 = bandwidth**2
+    b = -(d**2) / (2 * h2)
+    gap = -shift * (2 * d + shift) / (2 * h2)  # a - b
+    # e^a - e^b = e^b expm1(a - b) if a <= b, else -e^a expm1(b - a): every expm1 argument <= 0
+    return h2 * torch.where(gap <= 0, torch.exp(b) * torch.expm1(gap.clamp_max(0)),
+                            -torch.exp(b + gap) * torch.expm1((-gap).clamp_max(0)))
+
+
 def mmd_gradient(atoms: torch.Tensor, dpmf: torch.Tensor, z: torch.Tensor, g: torch.Tensor,
                  step: float, kind: str, bandwidth: float) -> torch.Tensor:
-    """``-(1/ε) Σ_s ∂p(s) [K(s, z - ε g) - K(s, z)]`` per element (``z``, ``g``: ``[...]``)."""
-    moved = (z - step * g).unsqueeze(-1)
-    here = z.unsqueeze(-1)
-    diff = kernel(kind, bandwidth, atoms, moved) - kernel(kind, bandwidth, atoms, here)
+    """``-(1/ε) Σ_s ∂p(s) [K(s, z - ε g) - K(s, z)]`` per element (``z``, ``g``: ``[...]``).
+
+    The kernel change comes from :func:`kernel_change` (in ``s - z``, no cancellation), so the
+    result keeps the precision of ``dpmf`` at any scale of the support.
+    """
+    d = atoms - z.unsqueeze(-1)
+    diff = kernel_change(kind, bandwidth, d, (step * g).unsqueeze(-1))
     return -(dpmf * diff).sum(-1) / step
 
 

@@ -103,6 +103,7 @@ family = register_family(
         support_fn=_support,
         mean_fn=lambda rate: rate,
         example=_example,
+        support_size_fn=lambda rate: upper_bound(float(rate.max()) if rate.numel() else 0.0) + 1,
     )
 )
 score_function.register_for("poisson")
@@ -126,16 +127,42 @@ def st(rate: torch.Tensor, *, generator: torch.Generator | None = None) -> torch
     return straight_through(hard, x).to(rate.dtype)
 
 
-def _pmf_derivative(rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-variable window of atoms and ``∂p_λ(s)/∂λ = p_λ(s-1) - p_λ(s)`` on it."""
+def _window_pmf(rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-variable window of atoms (module docstring) and the pmf on it, accurate at any rate.
+
+    ``log p(s) - log p(m)``, ``m = floor(λ)`` the mode, is summed from the ratios
+    ``log(p(s)/p(s-1)) = log(λ/s)`` outwards from the mode (``log1p((λ - s)/s)`` where ``λ/s`` is
+    near 1, so each term is exact to rounding of its own size), then normalised over the window
+    (which holds all but ``TAIL`` of the mass). ``z log λ - λ - log z!`` directly would cancel
+    terms of size ``λ log λ`` (``1.4e7`` at ``λ = 1e6``, where float32 rounds to 1).
+    """
     log_inv = math.log(2 / TAIL)
     lo = torch.floor((rate - torch.sqrt(2 * rate * log_inv)).clamp_min(0))
     hi = torch.ceil(_upper(rate, log_inv))
     width = int((hi - lo).max()) + 1 if rate.numel() else 1
-    atoms = lo.unsqueeze(-1) + torch.arange(width, dtype=rate.dtype, device=rate.device)
+    index = torch.arange(width, dtype=rate.dtype, device=rate.device)
+    atoms = lo.unsqueeze(-1) + index
     r = rate.unsqueeze(-1)
-    below = torch.where(atoms >= 1, log_pmf(r, (atoms - 1).clamp_min(0)).exp(), torch.zeros_like(atoms))
-    return atoms, below - log_pmf(r, atoms).exp()
+    mode = torch.floor(r)
+    s = atoms.clamp_min(1)
+    near = (r - s).abs() <= 0.5 * s
+    ratio = torch.where(near, torch.log1p((r - s) / s), torch.log(r / s))  # log p(s)/p(s-1), s >= 1
+    ratio = torch.where(index >= 1, ratio, torch.zeros_like(ratio))  # the window's first atom has none
+    above = torch.where(atoms > mode, ratio, torch.zeros_like(ratio)).cumsum(-1)  # Σ_{m < i <= s}
+    below_terms = torch.where(atoms <= mode, ratio, torch.zeros_like(ratio))
+    below = below_terms.flip(-1).cumsum(-1).flip(-1) - below_terms  # Σ_{s < i <= m}
+    return atoms, torch.softmax(above - below, -1)
+
+
+def _pmf_derivative(rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-variable window of atoms and ``∂p_λ(s)/∂λ = p_λ(s-1) - p_λ(s) = p_λ(s) (s - λ)/λ`` on it.
+
+    The product form has no cancellation (the difference of two nearly equal probabilities would
+    lose ``log10(λ/|s - λ|)`` digits).
+    """
+    atoms, pmf = _window_pmf(rate)
+    r = rate.unsqueeze(-1)
+    return atoms, pmf * (atoms - r) / r
 
 
 pwgf_mmd = register("pwgf_mmd", distribution="poisson", reference=_PWGF + ", Sec. 2.2 and 3.1")(
