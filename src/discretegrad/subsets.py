@@ -72,10 +72,8 @@ def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
 
 
 def check_k(k: object, n: int) -> int:
-    """``k`` must be an int in ``[1, n]``."""
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
-        raise ValueError(f"Expected k to be an int in [1, {n}] (the number of items), but got {k!r}")
-    return k
+    """``k`` must be an integer-like value in ``[1, n]`` (returned as an int)."""
+    return V.integer("k", k, 1, n, hint="the number of items")
 
 
 def _prepare(logits: object, k: object, tau: object, generator: object):
@@ -175,19 +173,47 @@ def softsub(logits: torch.Tensor, k: int, *, tau: float = 1.0,
     """SoftSub relaxed top-k: ``k`` successive softmaxes of perturbed keys with soft masking.
 
     Xie & Ermon 2019: ``a¹ = θ + G``; for ``j = 1..k``: ``p_j = softmax(a^j / t)``,
-    ``a^{j+1} = a^j + log(1 - p_j)``; ``X_t = Σ_j p_j``. Relaxed (sums to ``k``); as ``t → 0`` it tends
-    to the Gumbel-top-k sample. ``log(1 - p)`` is taken as ``log1p(-p)`` floored at the dtype's
-    smallest normal number, so saturated items get a finite, very negative key.
+    ``a^{j+1} = a^j + log(1 - p_j)``; ``X_t = Σ_j p_j``. Relaxed: ``X_t ≥ 0`` sums to ``k``; as
+    ``t → 0`` it tends to the Gumbel-top-k sample.
+
+    ``log(1 - p_j)`` is computed from the log-softmax, never as ``1 - p``: for the item with the
+    largest key it is the log of the other items' total probability,
+    ``logsumexp_{i ≠ m}(a_i/t) - logsumexp_i(a_i/t)`` (exact however close ``p`` is to 1, where
+    ``1 - p`` rounds to 0), and ``log1p(-p)`` for the others (``p ≤ 1/2`` there). So a saturated
+    item is masked by exactly as much as its probability says, and the next softmax picks another:
+    keys ``[0, 100]`` at ``t = 0.1`` give ``[1, 1]``, not ``[0, 2]``.
+
+    Values above 1 are a property of the method, not rounding: the soft mask removes an item only
+    partly, so it can be drawn again. At moderate ``t`` an entry exceeds 1 whenever it keeps a large
+    key after masking, e.g. keys ``[0, 1]``, ``k = 2``, ``t = 1``: ``p_1 = (0.269, 0.731)``, the masked
+    keys are equal, ``p_2 = (0.5, 0.5)``, so ``X_t = (0.769, 1.231)``. Each entry is at most ``k``;
+    the output is in the convex hull of the k-subsets only in the limit ``t → 0``.
     """
     x, k, tau, generator = _prepare(logits, k, tau, generator)
     a = x + gumbel_like(x, generator=generator)
-    tiny = torch.finfo(x.dtype).tiny
     out = torch.zeros_like(a)
     for _ in range(k):
-        p = torch.softmax(a / tau, -1)
-        out = out + p
-        a = a + torch.log((1 - p).clamp_min(tiny))
+        log_p = torch.log_softmax(a / tau, -1)
+        out = out + log_p.exp()
+        a = a + _log1m_softmax(log_p)
     return out.to(logits.dtype)
+
+
+def _log1m_softmax(log_p: torch.Tensor) -> torch.Tensor:
+    """``log(1 - p)`` for ``p = exp(log_p)`` a softmax over the last dim, accurate for every entry.
+
+    The largest entry (the only one that can exceed 1/2) gets ``log Σ_{i ≠ m} p_i`` by a logsumexp over
+    the others; the rest ``log1p(-p)``. A single item (``p = 1``) gets the finite ``log`` of the
+    smallest normal number.
+    """
+    n = log_p.shape[-1]
+    top = torch.nn.functional.one_hot(log_p.detach().argmax(-1), n).bool()
+    if n == 1:
+        return torch.full_like(log_p, math.log(torch.finfo(log_p.dtype).tiny)) + 0.0 * log_p
+    rest = torch.logsumexp(log_p.masked_fill(top, -math.inf), -1, keepdim=True)
+    # the other branch's input is masked too, so neither branch yields inf (or a NaN gradient)
+    small = torch.log1p(-log_p.masked_fill(top, -math.inf).exp())
+    return torch.where(top, rest, small)
 
 
 # ----------------------------------------------------------------------------- the Gumbel-top-k law
@@ -259,6 +285,7 @@ topk_family = register_family(
         options=(Option("k", lambda k, logits: check_k(k, logits.shape[-1])),),
         gibbs=_gibbs,
         example=_example,
+        support_size_fn=lambda logits, *, k: math.comb(logits.shape[-1], k),
     )
 )
 # The Gumbel-top-k law is Plackett-Luce, so the score-function estimators apply (MuProp is left
