@@ -68,10 +68,52 @@ def nonnegative_float(name: str, value: Any) -> float:
     return float(value)
 
 
+def as_int(value: Any) -> int | None:
+    """``value`` as a Python int if it is integer-like, else ``None``.
+
+    Integer-like: an ``int`` or any ``numbers.Integral`` (``numpy.int64``, ...), or a 0-dim tensor
+    or NumPy array of an integer dtype. Never a ``bool`` (or bool array/tensor), a float (``2.0``)
+    or a string: a count or an index given as one of those is a mistake, not a conversion.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, torch.Tensor):
+        ok = value.dim() == 0 and not value.is_floating_point() and not value.is_complex() \
+            and value.dtype != torch.bool and value.device.type != "meta"
+        return int(value.item()) if ok else None
+    dtype = getattr(value, "dtype", None)  # a 0-dim NumPy array (np.array(3)), without importing NumPy
+    if getattr(value, "shape", None) == () and getattr(dtype, "kind", None) in ("i", "u"):
+        return int(value)
+    return None
+
+
+def integer(name: str, value: Any, low: int | None = None, high: int | None = None, *, hint: str = "") -> int:
+    """An integer-like value (:func:`as_int`) in ``[low, high]`` (either bound optional), as an int.
+
+    The one integer check of the library: counts (``n_samples``, ``mc_samples``), options (``k``,
+    ``total_count``, ``root``) and limits all go through it, so each accepts the same values.
+    ``hint`` is added to the message in parentheses ("the number of items").
+    """
+    got = as_int(value)
+    if got is None or (low is not None and got < low) or (high is not None and got > high):
+        if low is not None and high is not None:
+            what = f"an int in [{low}, {high}]"
+        elif low is not None:
+            what = f"an int >= {low}"
+        elif high is not None:
+            what = f"an int <= {high}"
+        else:
+            what = "an int"
+        what = f"{what} ({hint})" if hint else what
+        raise ValueError(f"Expected {name} to be {what}, but got {value!r}")
+    return got
+
+
 def positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or int(value) < minimum:
-        raise ValueError(f"Expected {name} to be an int >= {minimum}, but got {value!r}")
-    return int(value)
+    """An integer-like value ``>= minimum`` (:func:`integer`)."""
+    return integer(name, value, low=minimum)
 
 
 def probability(name: str, value: Any) -> float:
@@ -98,6 +140,9 @@ def float_tensor(name: str, value: Any, *, min_ndim: int = 0) -> torch.Tensor:
         raise TypeError(f"Expected {name} to be a torch.Tensor, but got {type(value).__name__}")
     if not value.is_floating_point():
         raise TypeError(f"Expected {name} to be a floating-point tensor, but got dtype {value.dtype}")
+    if value.device.type == "meta":
+        raise ValueError(f"Expected {name} to be a tensor with data (on a CPU or accelerator device), "
+                         f"but got a tensor on the 'meta' device of shape {tuple(value.shape)}")
     if value.dim() < min_ndim:
         raise ValueError(
             f"Expected {name} to have at least {min_ndim} dimension(s), but got {_describe(value)}"

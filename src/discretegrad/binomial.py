@@ -30,10 +30,8 @@ def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
 
 
 def check_total_count(total_count: object, logits: object = None) -> int:
-    """``total_count`` must be an int ``>= 1``."""
-    if not isinstance(total_count, int) or isinstance(total_count, bool) or total_count < 1:
-        raise ValueError(f"Expected total_count to be an int >= 1 (the number of trials), but got {total_count!r}")
-    return total_count
+    """``total_count`` must be an integer-like value ``>= 1`` (returned as an int)."""
+    return V.integer("total_count", total_count, 1, hint="the number of trials")
 
 
 def log_pmf(logits: torch.Tensor, z: torch.Tensor, total_count: int) -> torch.Tensor:
@@ -90,6 +88,7 @@ family = register_family(
         mean_fn=_mean,
         options=(Option("total_count", check_total_count),),
         example=_example,
+        support_size_fn=lambda logits, *, total_count: total_count + 1,
     )
 )
 score_function.register_for("binomial")

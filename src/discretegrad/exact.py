@@ -77,21 +77,28 @@ def expectation(
     options = family.check_options(options, params)
     max_configs = V.positive_int("max_configs", max_configs)
     var_shape = tuple(family.var_shape(params))
+    size = family.support_size(family.map(torch.Tensor.detach, params), **options)
+    if size is not None and size > max_configs:  # refuse before building (or even sizing) the support
+        raise ValueError(
+            f"Expected at most max_configs={max_configs} joint configurations per batch element, but got "
+            f"a support of {size} points per variable; raise max_configs or use a smaller problem"
+        )
     if batch_ndim is None:
         batch_ndim = _infer_batch_ndim(f, params, family, options)
-    elif not isinstance(batch_ndim, int) or not 0 <= batch_ndim <= len(var_shape):
-        raise ValueError(f"Expected batch_ndim to be an int in [0, {len(var_shape)}], but got {batch_ndim!r}")
+    else:
+        batch_ndim = V.integer("batch_ndim", batch_ndim, 0, len(var_shape))
     batch, rest = var_shape[:batch_ndim], var_shape[batch_ndim:]
     atoms, log_table = family.support(params, **options)
     n_atoms, event = atoms.shape[0], tuple(atoms.shape[1:])
     n_vars = math.prod(rest)
-    n_configs = n_atoms**n_vars
-    if n_configs > max_configs:
+    if n_vars * math.log2(max(n_atoms, 1)) > 64 or n_atoms**n_vars > max_configs:  # no huge power computed
+        shown = f" = {n_atoms**n_vars}" if n_vars * math.log2(max(n_atoms, 1)) <= 64 else ""
         raise ValueError(
             f"Expected at most max_configs={max_configs} joint configurations per batch element, but got "
-            f"{n_atoms}^{n_vars} = {n_configs} ({n_vars} variables with {n_atoms} support points); "
+            f"{n_atoms}^{n_vars}{shown} ({n_vars} variables with {n_atoms} support points); "
             f"raise max_configs or use fewer variables"
         )
+    n_configs = n_atoms**n_vars
     table = log_table.reshape(*batch, n_vars, n_atoms)
     ones = (1,) * len(batch)
     chunk = max(1, (1 << 22) // max(1, math.prod(var_shape) * max(1, math.prod(event))))

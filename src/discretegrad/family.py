@@ -19,8 +19,10 @@ A :class:`Family` declares
   A family whose law has no closed form passes functions that raise with the reason.
 * optional hooks: ``relaxation`` (the reparameterised draws REBAR/RELAX need),
   ``gibbs`` (atoms and scores of the Gibbs distribution over structures, for
-  :func:`discretegrad.exact.marginals`) and ``example`` (a small problem with an enumerable
-  exact gradient, which ``discretegrad demo`` runs).
+  :func:`discretegrad.exact.marginals`), ``example`` (a small problem with an enumerable
+  exact gradient, which ``discretegrad demo`` runs) and ``support_size_fn`` (the number of atoms
+  ``support`` would build, so :func:`discretegrad.exact.expectation` can refuse a support too large
+  to enumerate before allocating it: a Poisson rate of 1e12, ``C(100, 50)`` subsets).
 
 The methods check the options (names, defaults, values) once and call the functions.
 """
@@ -110,6 +112,7 @@ class Family:
     relaxation: Relaxation | None = None
     gibbs: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
     example: Callable[[], Example] | None = None
+    support_size_fn: Callable[..., int] | None = None
 
     def __post_init__(self) -> None:
         if not self.params:
@@ -224,6 +227,13 @@ class Family:
     def support(self, params: Params, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """``(atoms [S, *event_shape], log_table [*var_shape, S])`` for exact enumeration."""
         return self.support_fn(params, **self.check_options(options, params))
+
+    def support_size(self, params: Params, **options: Any) -> int | None:
+        """The number of atoms :meth:`support` would enumerate, computed without enumerating them
+        (``None`` when the family does not say; its support is then small enough to build)."""
+        if self.support_size_fn is None:
+            return None
+        return int(self.support_size_fn(params, **self.check_options(options, params)))
 
     def mean(self, params: Params, **options: Any) -> torch.Tensor:
         """``E[z]``, differentiable in the parameters."""

@@ -85,9 +85,8 @@ def check_edge_logits(edge_logits: object, *, symmetric: bool = False, name: str
 
 
 def check_root(root: object, n: int) -> int:
-    if not isinstance(root, int) or isinstance(root, bool) or not 0 <= root < n:
-        raise ValueError(f"Expected root to be an int in [0, {n - 1}], but got {root!r}")
-    return root
+    """``root`` must be an integer-like vertex index in ``[0, n - 1]`` (returned as an int)."""
+    return V.integer("root", root, 0, n - 1)
 
 
 def _common(edge_logits: object, tau: object, hard: object, generator: object, symmetric: bool):
