@@ -27,6 +27,10 @@ Every registered distribution needs a module ``tests/problems/<distribution>.py`
 
 Every biased estimator needs an entry in ``references`` or ``covered_by``; every unbiased one is
 checked against ``discretegrad.exact`` automatically.
+
+* ``soak``: a :class:`Soak`, what the property-based soak (``tests/test_soak.py``) needs to draw
+  random valid problems of the family and to check relaxed outputs; ``is_valid`` takes the
+  family's options as keywords (``is_valid(z, k=3)``), defaulting to ``test_hparams``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,42 @@ class Problem:
     f: Callable[[torch.Tensor], torch.Tensor]
 
 
+def _no_refusal(spec: object, size: int, options: dict) -> str | None:
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Soak:
+    """Random valid problems of a family, for the property-based soak.
+
+    * ``sizes``: the range ``(lo, hi)`` of the event size (items, classes, vertices; ``(1, 1)`` for
+      scalar events) and ``event_shape(size)`` the parameter's event shape;
+    * ``to_params(x)``: float64 reals (logits up to 1e4 in magnitude, with ties) to valid parameters
+      of the same shape (Poisson rates, symmetric spanning-tree logits);
+    * ``options(size)``: every valid setting of the family's options at that size (every ``k``,
+      every ``root``), as keyword dicts;
+    * ``in_hull(z, tol, **options)``: whether a relaxed output lies in the convex hull of the support
+      (within ``tol`` per constraint); ``outside_hull``: relaxed estimators documented not to lie in
+      it, each with the weaker set it does lie in (same signature);
+    * ``refused(spec, size, options)``: the documented limit (a message) under which the estimator
+      must refuse the call with a ``ValueError`` (the Gumbel-top-k law's ``k! <= 5040``), else None.
+    """
+
+    sizes: tuple[int, int]
+    event_shape: Callable[[int], tuple[int, ...]]
+    in_hull: Callable[..., bool] | None = None
+    to_params: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+    options: Callable[[int], list[dict]] = lambda size: [{}]
+    outside_hull: dict[str, Callable[..., bool]] = dataclasses.field(default_factory=dict)
+    refused: Callable[[object, int, dict], str | None] = _no_refusal
+
+
+def bounded(z: torch.Tensor, tol: float, low: float = 0.0, high: float = 1.0) -> bool:
+    """Every entry in ``[low - tol, high + tol]`` (and finite)."""
+    z = z.double()
+    return bool(torch.isfinite(z).all() and (z >= low - tol).all() and (z <= high + tol).all())
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     distribution: str
@@ -63,6 +103,7 @@ class Case:
     reference_grid: dict[str, list[object]] = dataclasses.field(default_factory=dict)
     reference_atol: float = 1e-12
     covered_by: dict[str, str] = dataclasses.field(default_factory=dict)
+    soak: Soak | None = None
 
 
 def case_for(distribution: str) -> Case | None:

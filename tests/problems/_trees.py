@@ -139,3 +139,44 @@ def ref_arborescence(theta, out, v, generator, tau=1.0, root=0, hard=True):
     u = theta + replay_gumbel(theta.shape, theta.dtype, generator)
     atoms = arborescences(theta.shape[-1], root)
     return _gibbs_vjp(lambda a: u.flatten(-2) @ a.flatten(1).T, atoms, v, tau, out, hard)
+
+
+# ----------------------------------------------------------------------------- the polytopes (soak)
+
+def _vertex_subsets(n: int) -> torch.Tensor:
+    """Indicator rows of every vertex subset with at least two vertices: ``[2^n - n - 1, n]``."""
+    rows = [[1.0 if i in s else 0.0 for i in range(n)]
+            for r in range(2, n + 1) for s in itertools.combinations(range(n), r)]
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def in_tree_polytope(z: torch.Tensor, tol: float, *, directed: bool, root: int = 0) -> bool:
+    """Whether edge weights ``z [..., n, n]`` lie in the convex hull of the spanning trees (undirected,
+    symmetric) or of the arborescences rooted at ``root`` (directed), within ``tol`` per entry.
+
+    Edmonds' descriptions: ``0 <= x <= 1``, zero diagonal, ``x(E(S)) <= |S| - 1`` for every vertex set
+    ``S`` with ``|S| >= 2`` (``E(S)``: the edges inside ``S``) and, undirected, ``x(E) = n - 1``;
+    directed, every non-root vertex has in-weight 1 and the root 0 (which gives ``x(E) = n - 1``).
+    Equalities and subset sums are allowed ``tol`` per summed entry.
+    """
+    z = z.double()
+    n = z.shape[-1]
+    if not bool(torch.isfinite(z).all() and (z >= -tol).all() and (z <= 1 + tol).all()):
+        return False
+    if not bool((torch.diagonal(z, dim1=-2, dim2=-1).abs() <= tol).all()):
+        return False
+    off = z * (1 - torch.eye(n, dtype=z.dtype))
+    if directed:
+        indeg = off.sum(-2)
+        target = (torch.arange(n) != root).double()
+        if not bool(((indeg - target).abs() <= tol * n).all()):
+            return False
+        inside = torch.einsum("si,...ij,sj->...s", _vertex_subsets(n), off, _vertex_subsets(n))
+    else:
+        if not bool(((z - z.transpose(-1, -2)).abs() <= tol).all()):
+            return False
+        if not bool(((torch.triu(off, 1).sum((-2, -1)) - (n - 1)).abs() <= tol * n * n).all()):
+            return False
+        inside = torch.einsum("si,...ij,sj->...s", _vertex_subsets(n), torch.triu(off, 1), _vertex_subsets(n))
+    size = _vertex_subsets(n).sum(-1)
+    return bool((inside <= size - 1 + tol * size * size).all())

@@ -12,7 +12,7 @@ import dataclasses
 
 import torch
 
-from problems import Case, Problem
+from problems import Case, Problem, Soak
 from problems import _trees as T
 
 N = 4
@@ -37,12 +37,13 @@ def _law_pvalue(params: torch.Tensor, samples: torch.Tensor) -> float:
     return T.law_pvalue(params, samples, ATOMS, ATOMS, symmetric_noise=False)
 
 
-def _is_valid(z: torch.Tensor) -> bool:
+def _is_valid(z: torch.Tensor, root: int = 0) -> bool:
     binary = bool(((z == 0) | (z == 1)).all())
     indeg = z.sum(-2)
-    one_parent = bool((indeg[..., 1:] == 1).all() and (indeg[..., 0] == 0).all())
+    others = torch.arange(z.shape[-1]) != root
+    one_parent = bool((indeg[..., others] == 1).all() and (indeg[..., root] == 0).all())
     diag = bool((torch.diagonal(z, dim1=-2, dim2=-1) == 0).all())
-    return binary and one_parent and diag and bool(T.reach_all(z, 0).all())
+    return binary and one_parent and diag and bool(T.reach_all(z, root).all())
 
 
 def _extreme(dtype: torch.dtype) -> list[torch.Tensor]:
@@ -76,6 +77,13 @@ CASE = Case(
     bad_hparams={"tau": [0.0, -1.0, float("nan"), float("inf"), "1", True],
                  "root": [-1, 4, 1.0, True, None]},
 )
+
+CASE = dataclasses.replace(CASE, soak=Soak(
+    sizes=(2, 7),
+    event_shape=lambda n: (n, n),
+    options=lambda n: [{"root": r} for r in range(n)],
+    in_hull=lambda z, tol, root: T.in_tree_polytope(z, tol, directed=True, root=root),
+))
 
 CASE = dataclasses.replace(
     CASE,

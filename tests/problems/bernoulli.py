@@ -7,7 +7,7 @@ import dataclasses
 import torch
 from scipy import stats
 
-from problems import Case, Problem
+from problems import Case, Problem, Soak, bounded
 
 
 def _problems() -> list[Problem]:
@@ -75,6 +75,8 @@ CASE = Case(
                  "control_variate": [1.0, "net"],
                  "eta": [float("nan"), float("inf"), "1", True]},
 )
+
+CASE = dataclasses.replace(CASE, soak=Soak(sizes=(1, 1), event_shape=lambda n: (), in_hull=bounded))  # [0, 1]
 
 
 # ----------------------------------------------------------------------------- gradient references

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from scipy import stats
 
-from problems import Case, Problem
+from problems import Case, Problem, Soak
 
 N = 3  # trials
 
@@ -41,8 +43,8 @@ def _law_pvalue(params: torch.Tensor, samples: torch.Tensor) -> float:
     return float(stats.chi2.sf(stat, dof))
 
 
-def _is_valid(z: torch.Tensor) -> bool:
-    return bool(((z >= 0) & (z <= N) & (z == torch.round(z))).all())
+def _is_valid(z: torch.Tensor, total_count: int = N) -> bool:
+    return bool(((z >= 0) & (z <= total_count) & (z == torch.round(z))).all())
 
 
 def _extreme(dtype: torch.dtype) -> list[torch.Tensor]:
@@ -82,3 +84,6 @@ CASE = Case(
     reference_params=lambda g: torch.randn(6, 4, generator=g, dtype=torch.float64) * 2,
     reference_grid={"total_count": [1, 3, 10]},
 )
+
+CASE = dataclasses.replace(CASE, soak=Soak(sizes=(1, 1), event_shape=lambda n: (),
+                                           options=lambda n: [{"total_count": t} for t in (1, 2, 7, 100, 10_000)]))

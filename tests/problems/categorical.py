@@ -7,7 +7,7 @@ import dataclasses
 import torch
 from scipy import stats
 
-from problems import Case, Problem
+from problems import Case, Problem, Soak, bounded
 
 
 def _problems() -> list[Problem]:
@@ -69,6 +69,13 @@ CASE = Case(
                  "control_variate": [1.0, "net"],
                  "eta": [float("nan"), float("inf"), "1", True]},
 )
+
+CASE = dataclasses.replace(CASE, soak=Soak(
+    sizes=(1, 10),
+    event_shape=lambda n: (n,),
+    # the probability simplex is the convex hull of the one-hot vectors
+    in_hull=lambda z, tol: bounded(z, tol) and bool(((z.double().sum(-1) - 1).abs() <= tol * z.shape[-1]).all()),
+))
 
 
 # ----------------------------------------------------------------------------- gradient references

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from problems import Case, Problem
+from problems import Case, Problem, Soak
 
 
 def _problems() -> list[Problem]:
@@ -83,6 +83,10 @@ CASE = Case(
                  "kernel": ["gaussian", None, 1],
                  "baseline": ["b", True, float("nan"), torch.zeros(13, 17)]},
 )
+
+# rates 10^(x / 2500): logits in [-1e4, 1e4] give rates in [1e-4, 1e4], ties kept
+CASE = dataclasses.replace(CASE, soak=Soak(sizes=(1, 1), event_shape=lambda n: (),
+                                           to_params=lambda x: 10.0 ** (x.clamp(-1e4, 1e4) / 2500)))
 
 # ----------------------------------------------------------------------------- gradient references
 # Written from the papers' formulas, independently of the library.

@@ -12,7 +12,7 @@ import dataclasses
 
 import torch
 
-from problems import Case, Problem
+from problems import Case, Problem, Soak
 from problems import _trees as T
 
 N = 4
@@ -83,6 +83,13 @@ CASE = Case(
     bad_params=_bad_params,
     bad_hparams={"tau": [0.0, -1.0, float("nan"), float("inf"), "1", True]},
 )
+
+CASE = dataclasses.replace(CASE, soak=Soak(
+    sizes=(2, 7),
+    event_shape=lambda n: (n, n),
+    to_params=_sym,
+    in_hull=lambda z, tol: T.in_tree_polytope(z, tol, directed=False),
+))
 
 CASE = dataclasses.replace(
     CASE,

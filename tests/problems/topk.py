@@ -15,7 +15,7 @@ import math
 import torch
 from scipy import stats
 
-from problems import Case, Problem
+from problems import Case, Problem, Soak, bounded
 
 K = 2
 
@@ -69,8 +69,8 @@ def _law_pvalue(params: torch.Tensor, samples: torch.Tensor) -> float:
     return float(stats.chisquare(counts.numpy(), expected.numpy()).pvalue)
 
 
-def _is_valid(z: torch.Tensor) -> bool:
-    return bool(((z == 0) | (z == 1)).all() and (z.sum(-1) == K).all())
+def _is_valid(z: torch.Tensor, k: int = K) -> bool:
+    return bool(((z == 0) | (z == 1)).all() and (z.sum(-1) == k).all())
 
 
 def _extreme(dtype: torch.dtype) -> list[torch.Tensor]:
@@ -106,6 +106,34 @@ CASE = Case(
                  "baseline": ["b", True, float("nan"), torch.zeros(13, 17)]},
     test_hparams={"k": K},
 )
+
+
+def _sums_to(z: torch.Tensor, total: float, tol: float) -> bool:
+    return bool(((z.double().sum(-1) - total).abs() <= tol * z.shape[-1]).all())
+
+
+def _refused(spec, size: int, options: dict) -> str | None:
+    # the score-function estimators need the Gumbel-top-k law, which sums over the k! orderings
+    if spec.kind == "surrogate" and math.factorial(options["k"]) > 5040:
+        return f"k! > MAX_LAW_ORDERINGS = 5040 (k = {options['k']})"
+    return None
+
+
+CASE = dataclasses.replace(CASE, soak=Soak(
+    sizes=(1, 10),
+    event_shape=lambda n: (n,),
+    options=lambda n: [{"k": k} for k in range(1, n + 1)],
+    # the hypersimplex {0 <= x <= 1, Σ x = k} is the convex hull of the k-hot vectors
+    in_hull=lambda z, tol, k: bounded(z, tol) and _sums_to(z, k, tol),
+    outside_hull={
+        # L2X: the union of k draws with replacement, so Σ x lies in [1, k] (SST paper, L2X)
+        "l2x": lambda z, tol, k: bounded(z, tol) and bool(((z.double().sum(-1) >= 1 - tol * z.shape[-1])
+                                                           & (z.double().sum(-1) <= k + tol * z.shape[-1])).all()),
+        # SoftSub: Σ x = k, but an entry can exceed 1 at moderate tau (docstring): 0 <= x <= k
+        "softsub": lambda z, tol, k: bounded(z, tol, 0.0, float(k)) and _sums_to(z, k, tol),
+    },
+    refused=_refused,
+))
 
 
 # ----------------------------------------------------------------------------- gradient references
