@@ -105,8 +105,8 @@ STRUCTURES = {
     "topk": (_topk, _ref_topk, (4, N_ITEMS), K, (-1,)),
     "lml": (_lml, lambda w: _lml_reference(w, K), (4, N_ITEMS), K, (-1,)),
     "corr": (_corr, _ref_corr, (4, 2 * N_ITEMS - 1), K, None),
-    "spanning_tree": (_tree, _ref_tree, (3, N_VERTICES, N_VERTICES), N_VERTICES - 1, "upper"),
-    "arborescence": (_arb, _ref_arb, (3, N_VERTICES, N_VERTICES), N_VERTICES - 1, (-2, -1)),
+    "spanning_tree": (_tree, _ref_tree, (20, N_VERTICES, N_VERTICES), N_VERTICES - 1, "upper"),
+    "arborescence": (_arb, _ref_arb, (20, N_VERTICES, N_VERTICES), N_VERTICES - 1, (-2, -1)),
 }
 
 
@@ -127,8 +127,8 @@ def _pattern(name: str, pattern: str, scale: float, gen: torch.Generator) -> tor
         w = scale + base
     elif pattern == "spread":  # O(scale) differences
         w = scale * base
-    elif pattern == "ties":  # five tied levels -2..2 times the scale
-        w = scale * torch.randint(-2, 3, shape, generator=gen).double()
+    elif pattern == "ties":  # five tied levels -1, -0.5, 0, 0.5, 1 times the scale
+        w = scale * torch.randint(-2, 3, shape, generator=gen).double() / 2
     elif pattern == "one_huge":  # one entry far above the others
         w = base.clone()
         w.view(-1, *shape[1:])[..., 0] += scale
@@ -172,7 +172,9 @@ PATTERNS = ["offset", "spread", "ties", "one_huge", "all_equal"]
 def test_float32_marginals_sum_to_the_structure_size(name, pattern, scale):
     """Every pattern and scale up to 1e7: finite marginals in [0, 1] summing to k (n - 1 for trees)
     to 1e-4 relative. Before the fix the LML sums were off by up to 23 % and the tree sums by
-    up to 13 % at a 1e7 offset."""
+    up to 13 % at a 1e7 offset; centring the tree columns once, not at every elimination step,
+    still left the spanning-tree sums 4.4e-3 off for ties at 1e7 (a pivot far below 0 whose
+    logsumexp backward, exp(x - out), is no longer normalised once out is rounded)."""
     op, _, _, size, _ = STRUCTURES[name]
     w = _pattern(name, pattern, scale, torch.Generator().manual_seed(3)).float()
     mu = op(w)

@@ -20,10 +20,13 @@ formula exists and the exact oracle refuses ``"arborescence"``; :func:`discreteg
 and :func:`discretegrad.exact.log_partition` give the Gibbs ground truth for both.
 
 Numerics: ``log Z`` is a determinant computed by subtraction-free Gaussian elimination in log
-space (see :func:`discretegrad.structures.matrix_tree.tree_log_partition`), so neither the max-shift nor
-the clipping range that matrix-inversion implementations need is required: marginals stay
-exact (to rounding) for any scale of ``U/t`` and converge to the hard tree as ``t → 0``.
-Half precision is computed in float32; pass float64 logits for float64 throughout.
+space, each column centred by its best in-edge (see
+:func:`discretegrad.structures.matrix_tree.tree_log_partition`), so no clipping range is needed:
+the marginals lie in ``[0, 1]`` with the structure's sums for any scale of ``U/t``, a common offset
+costs no precision, and they converge to the hard tree as ``t → 0``. Rounding is relative to the
+spread of each vertex's in-weights (near-ties at spreads of ``1e6`` and more are not resolved in
+float32; ``docs/structured.md``, "Precision"). Half precision is computed in float32; pass float64
+logits for float64 throughout.
 
 Graph baselines of the SST paper (NRI), one line each with ``i, j = torch.triu_indices(n, n, 1)``:
 

@@ -6,8 +6,6 @@ Its own module: a determinant by log-space Gaussian elimination, unrelated to th
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from discretegrad._autograd import compute_dtype
@@ -27,10 +25,11 @@ def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> tor
     which equals the Schur-complement diagonal) and updates ``A_ij += A_iv A_vj / d_v`` (paths
     through ``v``); ``log Z = Σ_v log d_v``. Everything runs in log space (``logsumexp`` and
     ``logaddexp``), so there is no overflow, underflow or cancellation, and no clipping; ``tau → 0``
-    stays accurate. Each column is first centred by its largest entry (exact: every arborescence
-    has one in-edge per non-root vertex, so ``log Z`` shifts by the sum of the centres, added back),
-    so a common offset of the weights costs no precision: rounding is relative to the spread of
-    each vertex's in-weights. ``O(n^3)`` in ``n - 1`` vectorised steps. Undirected trees are
+    stays accurate. Before each step every column is centred by its largest entry (exact: every
+    arborescence of the remaining graph has one in-edge per non-root vertex, so ``log Z`` shifts by
+    the sum of the centres, added back), so the pivots ``log d_v`` stay in ``[0, log n]`` and a common
+    offset of the weights costs no precision: rounding is relative to the spread of each vertex's
+    in-weights. ``O(n^3)`` in ``n - 1`` vectorised steps. Undirected trees are
     arborescences of the symmetric graph rooted anywhere; their ``w`` is symmetrised as
     ``(w + wᵀ)/2``. Half precision is computed and returned in float32.
     """
@@ -43,18 +42,19 @@ def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> tor
         root = 0
     valid = ~eye
     valid[:, root] = False
-    # centring: every arborescence has exactly one in-edge per non-root vertex j, so subtracting c_j
-    # from column j divides every tree's weight, hence Z, by exp(c_j); c_j = the best in-edge of j
-    # (detached) makes every column's best entry 0, and rounding is relative to the spread within
-    # columns instead of to the magnitude of w
-    centre = w.detach().masked_fill(~valid, -math.inf).amax(-2)
-    centre = centre.masked_fill(~valid.any(-2), 0.0)  # the root's column holds no edge
-    w = w - centre.unsqueeze(-2)
     # root last; each step eliminates the first remaining vertex and drops its row and column
     order = torch.tensor([v for v in range(n) if v != root] + [root], device=w.device)
     logw = w.masked_fill(~valid, neg).index_select(-2, order).index_select(-1, order)
-    log_z = centre.sum(-1)
+    log_z = w.new_zeros(w.shape[:-2])
     for m in range(n, 1, -1):
+        # centring: every arborescence of the remaining graph has one in-edge per non-root vertex, so
+        # subtracting c_j from column j divides Z by exp(c_j); c_j = the column's largest entry
+        # (detached; the root's column, the last, holds no edge) keeps every column's best entry at 0,
+        # at every step, so rounding is relative to the spread within columns, not to their magnitude
+        centre = logw.detach().amax(-2)
+        centre = torch.cat([centre[..., :-1], torch.zeros_like(centre[..., -1:])], -1)
+        logw = logw - centre.unsqueeze(-2)
+        log_z = log_z + centre.sum(-1)
         into_v = logw[..., 1:, 0]  # in-weights of the eliminated vertex from the m - 1 others
         log_d = torch.logsumexp(into_v, -1)
         log_z = log_z + log_d
