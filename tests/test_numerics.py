@@ -3,8 +3,8 @@ oracle's support limit and the integer-like options (issue 9: each test reproduc
 the code before the fix).
 
 References are computed independently of the code under test: brute-force enumeration in
-float64 (``dg.exact.marginals``, a local enumeration for correlated top-k, a 200-step float64
-bisection for the LML projection), or the float64 path when the claim is "float32 equals float64".
+float64 (``dg.exact.marginals``, a local enumeration for correlated top-k, the topk fixture's
+200-step float64 bisection for the LML projection), or the float64 path when the claim is "float32 equals float64".
 Inputs are rounded to float32 first and the reference is computed from the rounded values, so
 the comparison measures the algorithm's rounding, not the input's.
 """
@@ -21,6 +21,7 @@ import torch
 import discretegrad as dg
 from discretegrad import structures as S
 from discretegrad.distributions import get_distribution
+from problems.topk import _lml_bisect  # the fixture's float64 reference (200 bisection steps)
 
 SCALES = [1e0, 1e2, 1e4, 1e6, 1e7]
 HALF = [torch.float16, torch.bfloat16]
@@ -45,18 +46,6 @@ def _corr_brute_cov(u: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
     p = torch.softmax(score, -1)
     mean = p @ atoms
     return torch.einsum("...s,si,sj->...ij", p, atoms, atoms) - mean.unsqueeze(-1) * mean.unsqueeze(-2)
-
-
-def _lml_reference(w: torch.Tensor, k: int) -> torch.Tensor:
-    """σ(w + ν), Σ = k, by 200 bisection steps in float64 on the centred input."""
-    w = w.double()
-    w = w - w.amax(-1, keepdim=True)
-    lo, hi = torch.full_like(w[..., :1], -1e9), torch.full_like(w[..., :1], 1e9)
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        big = torch.sigmoid(w + mid).sum(-1, keepdim=True) > k
-        lo, hi = torch.where(big, lo, mid), torch.where(big, mid, hi)
-    return torch.sigmoid(w + (lo + hi) / 2)
 
 
 # ----------------------------------------------------------------------------- the structures under test
@@ -103,7 +92,7 @@ def _ref_arb(w):
 # name -> (op, reference, input shape, size of a structure, sum of the marginals over)
 STRUCTURES = {
     "topk": (_topk, _ref_topk, (4, N_ITEMS), K, (-1,)),
-    "lml": (_lml, lambda w: _lml_reference(w, K), (4, N_ITEMS), K, (-1,)),
+    "lml": (_lml, lambda w: _lml_bisect(w.double(), K), (4, N_ITEMS), K, (-1,)),
     "corr": (_corr, _ref_corr, (4, 2 * N_ITEMS - 1), K, None),
     "spanning_tree": (_tree, _ref_tree, (20, N_VERTICES, N_VERTICES), N_VERTICES - 1, "upper"),
     "arborescence": (_arb, _ref_arb, (20, N_VERTICES, N_VERTICES), N_VERTICES - 1, (-2, -1)),
