@@ -146,7 +146,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
         metrics = {"train_loss": float(gen_loss) / p.steps_per_epoch, "rate": lam,
                    "abs_error": abs(lam - p.true_rate)}
         ctx.log_epoch(epoch, metrics)
-        ctx.progress(epoch, p.epochs, lam)
+        ctx.progress(epoch, p.epochs, lam, name="rate")
         if not all(math.isfinite(v) for v in metrics.values()):
             raise Diverged(f"non-finite metrics {metrics} at epoch {epoch}")
         final = {"final_rate": lam, "abs_error": metrics["abs_error"],

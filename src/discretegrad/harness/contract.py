@@ -115,8 +115,10 @@ class RunContext(Protocol):
         """Record one epoch's metrics (floats). Raises :class:`Diverged` on a non-finite value of
         ``metrics[experiment.divergence_metric]``."""
 
-    def progress(self, epoch: int, total_epochs: int, metric: float | None = None) -> None:
-        """Report progress within the run (for the progress bar); cheap, may be called often."""
+    def progress(self, epoch: int, total_epochs: int, metric: float | None = None, *,
+                 name: str | None = None) -> None:
+        """Report progress within the run (for the progress bar, which shows ``metric`` under
+        ``name``); cheap, may be called often."""
 
     def log_artifact(self, name: str, data: Mapping[str, Any]) -> None:
         """Store a JSON-serialisable record with the run (e.g. the efficiency measurement)."""

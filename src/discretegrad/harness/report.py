@@ -327,8 +327,10 @@ def _environment_md(store: Store) -> str:
 
 def write_report(directory: str | os.PathLike[str]) -> Path:
     """Write ``DIR/report/report.md`` and its PNG plots from the store in ``DIR``; return the path."""
+    from discretegrad._extras import require
     from discretegrad.harness import plots
 
+    require("matplotlib", plots.PURPOSE)  # one message before anything is written if the extra is missing
     d = Path(directory)
     with Store(d) as store:
         groups, info = load_groups(store)

@@ -173,7 +173,8 @@ def run_sweep(
         plan: what :func:`plan_sweep` validated and expanded.
         workers: local processes when no ``backend`` is given (1 = in this process).
         backend: an execution backend (:mod:`discretegrad.harness.backends`).
-        progress: show the progress bar (default: when stderr is a terminal).
+        progress: ``None`` (default): a progress bar when stderr is a terminal, else one line per
+            finished run; ``True``: the bar; ``False``: nothing.
         command: the command line recorded with the sweep (default: ``sys.argv``).
     """
     if not isinstance(plan, SweepPlan):
@@ -192,7 +193,7 @@ def run_sweep(
                            len(todo))
         by_id = {c.run_id: c for c in todo}
         labels = {c.run_id: f"{c.estimator.label} seed={c.seed}" for c in todo}
-        bar = SweepProgress(len(todo), labels, enabled=progress)
+        bar = SweepProgress(len(todo), labels, enabled=progress, metric=next(iter(exp.metrics), None))
         tasks = [Task(c, plan.device, plan.plugins, git) for c in todo]
         try:
             for result in backend.map(tasks, bar.on_event):

@@ -137,7 +137,8 @@ def train(
         for hook in hooks:
             metrics.update(hook(epoch, dict(metrics)) or {})
         ctx.log_epoch(epoch, metrics)
-        ctx.progress(epoch, epochs, metrics.get(progress_metric or "train_loss"))
+        shown = progress_metric or "train_loss"
+        ctx.progress(epoch, epochs, metrics.get(shown), name=shown)
         final = dict(metrics)
         if best is not None:
             value = metrics[best.metric]
