@@ -1,5 +1,5 @@
 """``bernoulli-vae``: the Bernoulli VAE of pWGF (Cheng et al. 2019) App. E, Table 2, in the ARM
-settings (Yin and Zhou 2019; FACTS.md §4).
+settings (Yin and Zhou 2019).
 
 Data: MNIST thresholded at 0.5; as in ARM (TensorFlow's ``read_data_sets``), the first 5,000
 training images are held out as validation and the remaining 55,000 are trained on; the test

@@ -1,6 +1,6 @@
 """``categorical-vae``: the MNIST-VAE of GST (Fan et al. 2022), Sec. 5.1, Tables 2, 3, 4, 5 and 7.
 
-Protocol (the paper's and its released code's, FACTS.md §1.2):
+Protocol (the paper's and its released code's):
 
 * data: MNIST grey levels in [0, 1] (not binarised), 60k train, 10k test; BCE with continuous
   targets;
@@ -220,7 +220,7 @@ def _choices() -> tuple[EstimatorChoice, ...]:
 
 
 def _paper_results() -> dict:
-    """GST Tables 2, 3, 4 and 7 (FACTS.md §7): ``test_neg_elbo`` mean and std over seeds."""
+    """GST Tables 2, 3, 4 and 7: ``test_neg_elbo`` mean and std over seeds."""
     lab = {"stgs": EstimatorChoice("stgs").label, "gr": EstimatorChoice("gumbel_rao", {"mc_samples": 100}).label,
            "st": EstimatorChoice("st").label}
     gst = {g: EstimatorChoice("gst", {"gap": g}).label for g in (0.0, 0.8, 1.0, 1.2, "pi")}

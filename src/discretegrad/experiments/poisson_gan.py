@@ -10,7 +10,7 @@ discrete sample: ``dg.surrogate(lambda z: -w(z), rate, distribution="poisson", e
 so every registered Poisson estimator (st, pwgf_mmd, reinforce, rloo, muprop) plugs in.
 
 The paper gives no discriminator, optimiser or schedule. Our choices, identical for every
-estimator (FACTS.md §4 records an independent study with similar choices):
+estimator (an independent reimplementation of pWGF made similar choices):
 
 * generator: ``λ = exp(θ)``, ``θ`` initialised at 0 (``λ = 1``);
 * discriminator: MLP ``1 → 32 → 32 → 1`` with LeakyReLU(0.2), sigmoid output, input ``z / 10``
