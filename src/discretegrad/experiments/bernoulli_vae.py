@@ -86,7 +86,8 @@ class Settings:
 
     arch: str = setting("linear", "architecture (the grid)", choices=ARCHS)
     dataset: str = setting("mnist", "data set", choices=tuple(DATASETS))
-    data_root: str | None = setting(None, "directory of the four IDX files (none: the cache or package)")
+    data_root: str | None = setting(None, "directory of the four IDX files (none: the cache or package)",
+                                     protocol=False)
     valid_size: int = setting(5000, "first training images held out (not trained on)", ge=0)
     batch_size: int = setting(25, "mini-batch size", ge=1)
     lr: float = setting(1e-4, "Adam learning rate", gt=0)

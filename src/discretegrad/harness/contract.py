@@ -211,6 +211,11 @@ class Experiment:
         """Every setting's default (from the settings dataclass)."""
         return _settings.defaults(self.settings)
 
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """The paper's protocol: the defaults of the settings that are part of it."""
+        return _settings.protocol_defaults(self.settings)
+
     def validate(self) -> None:
         """Check the declaration: the settings dataclass, and ``quick`` / grid values against it."""
         _settings.fields(self.settings)

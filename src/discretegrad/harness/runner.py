@@ -113,6 +113,7 @@ def experiment_info(exp: Experiment) -> dict[str, Any]:
         "metrics": dict(exp.metrics),
         "divergence_metric": exp.divergence_metric,
         "grid_keys": list(grid_keys(exp)),
+        "protocol": exp.protocol,  # the paper's protocol: reports name the settings of a run that differ
         "artifacts": [a.to_json() for a in exp.artifacts],
         "paper_results": [{"estimator": label, "grid": dict(point), "metrics": {m: list(v) for m, v in res.items()}}
                           for (label, point), res in exp.paper_results.items()],
