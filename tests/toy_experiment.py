@@ -80,7 +80,7 @@ def _run(config, ctx):
             train_loss = float("nan")
         time.sleep(p.sleep)
         seconds.append(time.perf_counter() - t0)
-        ctx.progress(epoch, p.epochs, train_loss)
+        ctx.progress(epoch, p.epochs, train_loss, name="train_loss")
         ctx.log_epoch(epoch, {"train_loss": train_loss, "prob_target": float(pi_t.mean()), "grad_variance": grad_var})
     ctx.log_artifact("efficiency", {"seconds_per_epoch": sum(seconds) / len(seconds),
                                     "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})

@@ -1,6 +1,7 @@
 """The ``discretegrad`` command: a thin layer over the Python API.
 
-Bad input prints one message to stderr and exits with status 2 (no traceback). ``run`` exits
+Bad input, or a missing optional extra (matplotlib for ``demo``/``report``), prints one message
+to stderr and exits with status 2 (no traceback). ``run`` exits
 with status 1 when some run failed (the others are stored), 130 when interrupted.
 """
 
@@ -12,6 +13,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
+
+from discretegrad._extras import MissingExtraError
 
 __all__ = ["main"]
 
@@ -91,7 +94,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from discretegrad import __version__
+
     p = _Parser(prog="discretegrad", description="Gradient estimators for discrete random variables.")
+    p.add_argument("--version", action="version", version=f"discretegrad {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     d = sub.add_parser("demo", help="exact-gradient diagnostics of every registered estimator")
     d.add_argument("--out", default="results/demo", help="output directory (default: results/demo)")
@@ -118,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1, in-process)")
     r.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/EXPERIMENT)")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--quiet", action="store_true", help="no progress output (bar or per-run lines)")
     r.add_argument("--dry-run", action="store_true", help="validate and list the runs (stored or to run); create nothing")
     r.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
     r.set_defaults(func=_cmd_run)
@@ -136,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OSError, MissingExtraError) as e:
         print(f"discretegrad: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

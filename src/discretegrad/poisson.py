@@ -149,6 +149,6 @@ pwgf_mmd = register("pwgf_mmd", distribution="poisson", reference=_PWGF + ", Sec
     the sum over the window of the module docstring (mass outside it below ``1e-10``).
     ``kernel="rbf"`` is ``h² exp(-(s-y)²/(2h²))`` with ``h = bandwidth``; ``kernel="linear"``
     gives ST exactly (up to the truncated mass). Biased like ST, plus an ``O(ε)`` bias; an
-    independent study (FACTS.md §4) found it keeps ST's fixed point on ``E[(z-7)²]``. Defaults:
+    independent study of pWGF found it keeps ST's fixed point on ``E[(z-7)²]``. Defaults:
     see ``results/pwgf_defaults/``.
     """))
