@@ -52,6 +52,35 @@ def get_distribution(name: str) -> Family:
 
 # ----------------------------------------------------------------------------- categorical, Bernoulli
 
+class _Logits:
+    """``logits``: the parameter as given."""
+
+    _param: torch.Tensor
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self._param
+
+
+class _BinaryLogits(_Logits):
+    """Log-odds parameters (Bernoulli, binomial): ``probs = σ(logits)``, ``p(1-p)`` in log space."""
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return torch.sigmoid(self._param)
+
+    def _pq(self) -> torch.Tensor:
+        return torch.exp(F.logsigmoid(self._param) + F.logsigmoid(-self._param))
+
+
+def _binary_logits(probs: object, logits: object, validate_args: object) -> object:
+    """The log-odds from exactly one of ``probs`` (checked, clamped to ``[eps, 1 - eps]``) or ``logits``."""
+    one_of(probs, logits)
+    if probs is None:
+        return logits
+    return probs_to_logits(check_probs(probs, simplex=False, validate=_validate(validate_args)), is_binary=True)
+
+
 class Categorical(DiscreteDistribution):
     """Categorical over ``N`` classes (last dim) with one-hot samples; ``-inf`` logits mask classes.
 
@@ -94,7 +123,7 @@ class Categorical(DiscreteDistribution):
         return -xlogy_logspace(self.logits).sum(-1)
 
 
-class Bernoulli(DiscreteDistribution):
+class Bernoulli(_BinaryLogits, DiscreteDistribution):
     """Bernoulli with samples in {0, 1}; ``Bernoulli(probs=None, logits=None, *, estimator="stgs", ...)``.
 
     ``probs`` are clamped to ``[eps, 1 - eps]`` when turned into logits (as ``torch.distributions``).
@@ -107,18 +136,8 @@ class Bernoulli(DiscreteDistribution):
 
     def __init__(self, probs: torch.Tensor | None = None, logits: torch.Tensor | None = None, *,
                  estimator: str = "stgs", validate_args: bool | None = None, **hparams: object) -> None:
-        one_of(probs, logits)
-        if probs is not None:
-            logits = probs_to_logits(check_probs(probs, simplex=False, validate=_validate(validate_args)), is_binary=True)
+        logits = _binary_logits(probs, logits, validate_args)
         super().__init__(logits, estimator=estimator, options={}, hparams=hparams, validate_args=validate_args)
-
-    @property
-    def logits(self) -> torch.Tensor:
-        return self._param
-
-    @property
-    def probs(self) -> torch.Tensor:
-        return torch.sigmoid(self._param)
 
     @property
     def mode(self) -> torch.Tensor:
@@ -127,7 +146,7 @@ class Bernoulli(DiscreteDistribution):
 
     @property
     def variance(self) -> torch.Tensor:
-        return torch.exp(F.logsigmoid(self._param) + F.logsigmoid(-self._param))
+        return self._pq()
 
     def entropy(self) -> torch.Tensor:
         log_p, log_q = F.logsigmoid(self._param), F.logsigmoid(-self._param)
@@ -168,7 +187,7 @@ class Poisson(DiscreteDistribution):
         return upper_bound(float(self._param.detach().max())) + 1 if self._param.numel() else 1
 
 
-class Binomial(DiscreteDistribution):
+class Binomial(_BinaryLogits, DiscreteDistribution):
     """Binomial with ``total_count`` trials: ``Binomial(total_count, probs=None, logits=None, *, estimator="st", ...)``."""
 
     family_name = "binomial"
@@ -177,9 +196,7 @@ class Binomial(DiscreteDistribution):
 
     def __init__(self, total_count: int, probs: torch.Tensor | None = None, logits: torch.Tensor | None = None, *,
                  estimator: str = "st", validate_args: bool | None = None, **hparams: object) -> None:
-        one_of(probs, logits)
-        if probs is not None:
-            logits = probs_to_logits(check_probs(probs, simplex=False, validate=_validate(validate_args)), is_binary=True)
+        logits = _binary_logits(probs, logits, validate_args)
         super().__init__(logits, estimator=estimator, options={"total_count": total_count}, hparams=hparams,
                          validate_args=validate_args)
 
@@ -192,20 +209,12 @@ class Binomial(DiscreteDistribution):
         return constraints.integer_interval(0, self.total_count)
 
     @property
-    def logits(self) -> torch.Tensor:
-        return self._param
-
-    @property
-    def probs(self) -> torch.Tensor:
-        return torch.sigmoid(self._param)
-
-    @property
     def mode(self) -> torch.Tensor:
         return ((self.total_count + 1) * self.probs).floor().clamp(max=self.total_count)
 
     @property
     def variance(self) -> torch.Tensor:
-        return self.total_count * torch.exp(F.logsigmoid(self._param) + F.logsigmoid(-self._param))
+        return self.total_count * self._pq()
 
     def _support_size(self) -> int:
         return self.total_count + 1
@@ -213,7 +222,7 @@ class Binomial(DiscreteDistribution):
 
 # ----------------------------------------------------------------------------- structures
 
-class TopK(DiscreteDistribution):
+class TopK(_Logits, DiscreteDistribution):
     """k-subsets of ``n`` items under the Gumbel-top-k law (sampling ``k`` without replacement from
     ``softmax(logits)``), k-hot samples. ``TopK(k, probs=None, logits=None, *, estimator="entropy", ...)``.
 
@@ -243,10 +252,6 @@ class TopK(DiscreteDistribution):
         return KHot(self.k)
 
     @property
-    def logits(self) -> torch.Tensor:
-        return self._param
-
-    @property
     def probs(self) -> torch.Tensor:
         return torch.softmax(self._param, -1)
 
@@ -258,7 +263,7 @@ class TopK(DiscreteDistribution):
         return math.comb(self._param.shape[-1], self.k)
 
 
-class SpanningTree(DiscreteDistribution):
+class SpanningTree(_Logits, DiscreteDistribution):
     """Undirected spanning trees of ``K_n`` sampled by perturb-and-Kruskal (symmetric ``logits [..., n, n]``).
 
     ``SpanningTree(logits, *, estimator="entropy", validate_args=None, **hparams)``. ``log_prob``,
@@ -278,16 +283,12 @@ class SpanningTree(DiscreteDistribution):
         super().__init__(logits, estimator=estimator, options={}, hparams=hparams, validate_args=validate_args)
 
     @property
-    def logits(self) -> torch.Tensor:
-        return self._param
-
-    @property
     def mode(self) -> torch.Tensor:
         x = self._param.detach()
         return S.kruskal(0.5 * (x + x.transpose(-1, -2)))
 
 
-class Arborescence(DiscreteDistribution):
+class Arborescence(_Logits, DiscreteDistribution):
     """Arborescences rooted at ``root`` sampled by perturb-and-Chu-Liu/Edmonds (``logits [..., n, n]``, entry
     ``[i, j]`` = edge ``i -> j``). ``Arborescence(logits, *, root=0, estimator="entropy", ...)``.
 
@@ -307,10 +308,6 @@ class Arborescence(DiscreteDistribution):
     @property
     def support(self) -> constraints.Constraint:  # type: ignore[override]
         return Trees(self._options["root"])
-
-    @property
-    def logits(self) -> torch.Tensor:
-        return self._param
 
     @property
     def mode(self) -> torch.Tensor:
