@@ -175,3 +175,16 @@ def test_value_checks_skipped_under_vmap_but_run_eagerly():
                           randomness="same")(bad)
     assert out.shape == bad.shape
     assert dg.get_default_validate_args()
+
+
+def test_value_checks_skipped_under_torch_compile():
+    """The data-dependent checks would break a full graph; under dynamo tracing they are skipped."""
+    x = torch.tensor([[0.0, -float("inf"), 1.0]])
+
+    def checked(t):
+        return dg.categorical.check_logits(t).softmax(-1) + dg.poisson.check_rate(t.exp() + 1).sum()
+
+    out = torch.compile(checked, backend="eager", fullgraph=True)(x)
+    torch.testing.assert_close(out, checked(x))
+    with pytest.raises(ValueError, match="logits"):
+        checked(torch.tensor([[0.0, float("nan")]]))  # eagerly, the check runs
