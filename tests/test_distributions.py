@@ -186,6 +186,10 @@ def test_probs_are_validated_and_converted():
     assert torch.isneginf(q.logits[1, 0])  # a zero probability is a masked class
     z = q.rsample((100,), generator=torch.Generator().manual_seed(0))
     assert (z[:, 1] == torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)).all()
+    torch.testing.assert_close(q.entropy(), td.OneHotCategorical(probs=p).entropy())  # masked classes: 0 log 0 = 0
+    leaf = p.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(dg.Categorical(probs=leaf).entropy().sum(), leaf)
+    assert torch.isfinite(grad[0]).all()
     for bad, match in [(torch.tensor([0.5, 0.6]), "sum to 1"), (torch.tensor([1.5, -0.5]), r"in \[0, 1\]")]:
         with pytest.raises(ValueError, match=match):
             dg.Categorical(probs=bad)
