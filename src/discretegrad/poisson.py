@@ -46,7 +46,7 @@ _PWGF = "Cheng et al. 2019, Straight-through estimator as projected Wasserstein 
 def check_rate(rate: object, name: str = "rate") -> torch.Tensor:
     """Poisson rates: a float tensor of any shape, finite and ``> 0`` when validating."""
     t = V.float_tensor(name, rate)
-    if V.get_default_validate_args() and not bool((torch.isfinite(t.detach()) & (t.detach() > 0)).all()):
+    if V.checking() and not bool((torch.isfinite(t.detach()) & (t.detach() > 0)).all()):
         raise ValueError(
             f"Expected {name} (Tensor of shape {tuple(t.shape)}) to be finite and > 0, but found invalid values")
     return t

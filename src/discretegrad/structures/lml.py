@@ -18,8 +18,10 @@ class _LML(torch.autograd.Function):
     theorem): with ``h = y(1-y)``, ``∂ν/∂w = -h/Σh`` and ``grad_w = h ⊙ (g - <h, g>/Σh)``.
     """
 
+    generate_vmap_rule = True  # forward and backward are plain batched tensor code (a fixed-length bisection)
+
     @staticmethod
-    def forward(ctx, w: torch.Tensor, k: int, iters: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(w: torch.Tensor, k: int, iters: int) -> torch.Tensor:  # type: ignore[override]
         lo = -w.amax(-1, keepdim=True) - 40.0
         hi = -w.amin(-1, keepdim=True) + 40.0
         for _ in range(iters):
@@ -27,9 +29,11 @@ class _LML(torch.autograd.Function):
             too_big = torch.sigmoid(w + mid).sum(-1, keepdim=True) > k
             hi = torch.where(too_big, mid, hi)
             lo = torch.where(too_big, lo, mid)
-        y = torch.sigmoid(w + 0.5 * (lo + hi))
-        ctx.save_for_backward(y)
-        return y
+        return torch.sigmoid(w + 0.5 * (lo + hi))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
