@@ -13,7 +13,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_PIN)"
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[experiments,dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[experiments,ray,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
