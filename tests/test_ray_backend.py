@@ -207,9 +207,8 @@ def test_driver_sigkill_then_resume(cluster, tmp_path):
     starts = attempts.read_text().split()
     assert all(starts.count(v["key"]) == 1 for v in before.values())
     assert sorted(set(starts)) == sorted(v["key"] for v in after.values()) and len(starts) <= 6 + 2
-    local = tmp_path / "local"
-    r = cli("run", *TOY, "--seeds", "0-2", "--set", "sleep=0.3", "--set", f"attempt_log={tmp_path / 'l.txt'}",
-            "--out", str(local), "--workers", "2", timeout=300)
+    local = tmp_path / "local"  # the same sweep on the local backend: the same run ids and metrics
+    r = cli(*args[:args.index("--out")], "--out", str(local), "--workers", "2", timeout=300)
     assert r.returncode == 0, r.stderr
     _assert_same_metrics(after, _runs(local))
 
