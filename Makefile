@@ -22,11 +22,11 @@ demo: install
 	$(BIN)/discretegrad demo --out results/demo
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 # the inner loop: everything but the tests marked slow (real CLI processes, kill/resume, longer runs)
 test-quick: install
-	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

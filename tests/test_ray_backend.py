@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,9 +50,12 @@ def cluster(tmp_path_factory):
     env = {k: v for k, v in cli_env(**auth).items() if k not in ("PYTHONPATH", "DISCRETEGRAD_PLUGINS")}
     ports = {f"--{name}": str(_free_port()) for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                          "metrics-export-port", "runtime-env-agent-port")}
+    # its own temp dir (short: Ray puts sockets there), so that no other Ray user on this machine
+    # finds this cluster in /tmp/ray/ray_current_cluster
+    temp_dir = tempfile.mkdtemp(prefix="dgray")
     log = open(tmp / "head.log", "w")
     cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
-           "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+           "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
            *(f"{k}={v}" for k, v in ports.items())]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
     address = f"127.0.0.1:{port}"
@@ -79,6 +84,7 @@ def cluster(tmp_path_factory):
             pass
         proc.wait()
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _runs(out: Path) -> dict[str, dict]:

@@ -190,7 +190,8 @@ class RayBackend:
             env["py_modules"] = [*env.get("py_modules", []), *modules]
         kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "warning",
                   **self.init_kwargs}
-        ray.init(address=self.address, runtime_env=env or None, **kwargs)
+        # "local": a new instance even where /tmp/ray names another (possibly dead) cluster
+        ray.init(address=self.address or "local", runtime_env=env or None, **kwargs)
         return True
 
     def _check_feasible(self) -> None:
