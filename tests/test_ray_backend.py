@@ -5,7 +5,8 @@ recorded failed, and a driver killed mid-sweep resumes without losing or repeati
 The cluster is started with ``ray start --head --block`` in a subprocess (its own process group,
 ended at teardown) whose environment does *not* have tests/ on the path: the toy plugin reaches
 the workers only the way it reaches a real cluster's, through the job's ``runtime_env``. Without
-the ray extra these tests are skipped (the CLI checks at the end run anyway).
+the ray extra these tests are skipped (the CLI checks at the end run anyway). The cluster tests are
+``slow`` (``make test`` runs them, ``make test-quick`` does not).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def _assert_same_metrics(a: dict[str, dict], b: dict[str, dict]) -> None:
             assert ma[k] == pytest.approx(mb[k], rel=1e-9, abs=1e-12), (run_id, k)
 
 
+@pytest.mark.slow  # a Ray cluster and real CLI processes: seconds each
 @pytest.mark.xdist_group("ray")
 def test_ray_sweep_matches_local_backend(cluster, tmp_path):
     head, auth = cluster
@@ -140,6 +142,7 @@ print(json.dumps({"order": order, "ids": [c.run_id for c in plan.configs], "conn
 """
 
 
+@pytest.mark.slow  # a Ray cluster and real CLI processes: seconds each
 @pytest.mark.xdist_group("ray")
 def test_progress_events_stream_back(cluster, tmp_path):
     """Through the Python API: every run's epoch events reach ``on_event``, before its result."""
@@ -159,6 +162,7 @@ def test_progress_events_stream_back(cluster, tmp_path):
         assert order[mine[-1]] == ["result", run_id, "finished", None]  # no event after the result
 
 
+@pytest.mark.slow  # a Ray cluster and real CLI processes: seconds each
 @pytest.mark.xdist_group("ray")
 def test_dying_worker_is_retried_then_recorded_failed(cluster, tmp_path):
     head, auth = cluster
@@ -176,7 +180,7 @@ def test_dying_worker_is_retried_then_recorded_failed(cluster, tmp_path):
     assert "1 run(s) failed" in r.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a Ray cluster and real CLI processes: seconds each
 @pytest.mark.xdist_group("ray")
 def test_driver_sigkill_then_resume(cluster, tmp_path):
     head, auth = cluster
@@ -219,6 +223,7 @@ def test_driver_sigkill_then_resume(cluster, tmp_path):
     _assert_same_metrics(after, _runs(local))
 
 
+@pytest.mark.slow  # a Ray cluster and real CLI processes: seconds each
 @pytest.mark.xdist_group("ray")
 def test_infeasible_resources_are_one_message(cluster, tmp_path):
     head, auth = cluster
