@@ -13,7 +13,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_PIN)"
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[experiments,dev,docs]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[experiments,ray,dev,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,11 +22,11 @@ demo: install
 	$(BIN)/discretegrad demo --out results/demo
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 # the inner loop: everything but the tests marked slow (real CLI processes, kill/resume, longer runs)
 test-quick: install
-	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" tests
 
 # the documentation site (MkDocs + mkdocstrings), offline; warnings are errors (a broken docstring reference fails)
 docs: install
