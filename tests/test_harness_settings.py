@@ -227,7 +227,7 @@ class _Ctx:
     def log_epoch(self, epoch, metrics):
         self.epochs.append((epoch, dict(metrics)))
 
-    def progress(self, epoch, total, metric=None):
+    def progress(self, epoch, total, metric=None, *, name=None):
         pass
 
     def log_artifact(self, name, data):

@@ -6,8 +6,8 @@ variables, SGD on the logits with the chosen estimator through :func:`discretegr
 The exact expected cost is sum_v 2 (1 - pi_v[target]), logged as ``train_loss``. Switches:
 ``diverge_seed`` (that seed's run logs NaN at epoch 2, or raises Diverged with
 ``diverge_mode="raise"``), ``fail_seed`` (that seed's run raises RuntimeError at epoch 2) and
-``crash_seed`` (that seed's process exits at epoch 2: worker crash) and ``sleep`` (seconds per
-epoch, for the kill test).
+``crash_seed`` (that seed's process exits at epoch 2: worker crash), ``sleep`` (seconds per
+epoch, for the kill test) and ``attempt_log`` (a file every run start is appended to).
 """
 
 from __future__ import annotations
@@ -37,10 +37,14 @@ class ToySettings:
     diverge_mode: str = setting("nan", "how it diverges", choices=("nan", "raise"))
     fail_seed: int = setting(-1, "this seed's run raises at epoch 2")
     crash_seed: int = setting(-1, "this seed's process exits at epoch 2")
+    attempt_log: str = setting("", "a file each run appends estimator:seed to when it starts (counts retries)")
 
 
 def _run(config, ctx):
     p = config.settings
+    if p.attempt_log:
+        with open(p.attempt_log, "a") as log:
+            log.write(f"{config.estimator.name}:{config.seed}\n")
     gen = torch.Generator().manual_seed(config.seed)
     logits = torch.zeros(V, K, dtype=torch.float64, requires_grad=True)
     onehot = torch.zeros(V, K, dtype=torch.float64)
@@ -80,7 +84,7 @@ def _run(config, ctx):
             train_loss = float("nan")
         time.sleep(p.sleep)
         seconds.append(time.perf_counter() - t0)
-        ctx.progress(epoch, p.epochs, train_loss)
+        ctx.progress(epoch, p.epochs, train_loss, name="train_loss")
         ctx.log_epoch(epoch, {"train_loss": train_loss, "prob_target": float(pi_t.mean()), "grad_variance": grad_var})
     ctx.log_artifact("efficiency", {"seconds_per_epoch": sum(seconds) / len(seconds),
                                     "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})

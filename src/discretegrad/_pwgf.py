@@ -39,7 +39,7 @@ of a sum) changes its effective step.
 
 Because ``g`` is only known in the backward pass, the estimator is a custom
 ``torch.autograd.Function``: forward returns the hard sample, backward evaluates ``ĝ`` (first
-order only; no double backward).
+order only; no double backward). Both work under ``torch.func.grad`` and ``torch.func.vmap``.
 """
 
 from __future__ import annotations
@@ -105,19 +105,63 @@ def mmd_gradient(atoms: torch.Tensor, dpmf: torch.Tensor, z: torch.Tensor, g: to
 
 
 class _PWGF(torch.autograd.Function):
+    """Forward: the sample ``z``; backward: ``ĝ`` of :func:`mmd_gradient`.
+
+    ``setup_context`` (not a ``ctx`` argument of ``forward``) so that ``torch.func`` transforms
+    apply. The estimator is elementwise (every variable is its own particle), so its ``vmap`` rule
+    moves the vmapped dim into the tensors and applies the Function once; its backward, which
+    sums over a data-dependent window of atoms (Poisson), never runs under ``vmap`` itself.
+    """
+
     @staticmethod
-    def forward(ctx, params, z, derivative, step, kind, bandwidth):  # type: ignore[override]
+    def forward(params, z, derivative, step, kind, bandwidth):  # type: ignore[override]
+        return z.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        params, z, derivative, step, kind, bandwidth = inputs
         ctx.save_for_backward(params, z)
         ctx.derivative, ctx.step, ctx.kind, ctx.bandwidth = derivative, step, kind, bandwidth
-        return z.clone()
 
     @staticmethod
     def backward(ctx, grad_z):  # type: ignore[override]
         params, z = ctx.saved_tensors
+        return _PWGFGrad.apply(params, z, grad_z, ctx.derivative, ctx.step, ctx.kind, ctx.bandwidth), \
+            None, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, params, z, derivative, step, kind, bandwidth):  # type: ignore[override]
+        params, z = _batch_first(info.batch_size, in_dims[:2], params, z)
+        return _PWGF.apply(params, z, derivative, step, kind, bandwidth), 0
+
+
+class _PWGFGrad(torch.autograd.Function):
+    """The backward of :class:`_PWGF` (first order only: no gradient of its own), elementwise."""
+
+    @staticmethod
+    def forward(params, z, grad_z, derivative, step, kind, bandwidth):  # type: ignore[override]
         with torch.no_grad():
-            atoms, dpmf = ctx.derivative(params)
-            grad = mmd_gradient(atoms, dpmf, z, grad_z.to(z.dtype), ctx.step, ctx.kind, ctx.bandwidth)
-        return grad.to(params.dtype), None, None, None, None, None
+            atoms, dpmf = derivative(params)
+            grad = mmd_gradient(atoms, dpmf, z, grad_z.to(z.dtype), step, kind, bandwidth)
+        return grad.to(params.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        raise RuntimeError("pWGF-MMD's gradient is first order only (no double backward)")
+
+    @staticmethod
+    def vmap(info, in_dims, params, z, grad_z, derivative, step, kind, bandwidth):  # type: ignore[override]
+        params, z, grad_z = _batch_first(info.batch_size, in_dims[:3], params, z, grad_z)
+        return _PWGFGrad.apply(params, z, grad_z, derivative, step, kind, bandwidth), 0
+
+
+def _batch_first(size: int, in_dims, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` with the vmapped dim first (expanded where a tensor is not vmapped)."""
+    return tuple(t.movedim(d, 0) if d is not None else t.expand(size, *t.shape) for t, d in zip(tensors, in_dims))
 
 
 def pwgf_sample(params: torch.Tensor, z: torch.Tensor, derivative: PmfDerivative, *,

@@ -3,7 +3,9 @@
 Messages follow the form "Expected <argument> <what was expected>, but got <what was given>".
 Value checks on tensors (NaN/inf, ranges) cost a device sync, so like
 ``torch.distributions.Distribution.set_default_validate_args`` they can be switched off
-globally with :func:`set_default_validate_args` or locally with :func:`validate_args`.
+globally with :func:`set_default_validate_args` or locally with :func:`validate_args`. They are
+data-dependent (``bool(tensor)``), which ``torch.func.vmap`` and ``torch.compile`` cannot trace:
+under those transforms (:func:`tracing`) they are skipped, and run eagerly everywhere else.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "set_default_validate_args",
     "get_default_validate_args",
     "validate_args",
+    "tracing",
 ]
 
 _VALIDATE = True
@@ -36,6 +39,20 @@ def set_default_validate_args(value: bool) -> None:
 def get_default_validate_args() -> bool:
     """Whether tensor-value validation is currently on (default ``True``)."""
     return _VALIDATE
+
+
+def tracing() -> bool:
+    """Whether the code runs under ``torch.compile`` or a ``torch.func.vmap`` transform, where a
+    data-dependent check (``bool(tensor)``) cannot run; tensor-value checks are skipped there."""
+    if torch.compiler.is_compiling():
+        return True
+    stack = torch._C._functorch.get_interpreter_stack()
+    return bool(stack) and any(i.key() == torch._C._functorch.TransformType.Vmap for i in stack)
+
+
+def checking() -> bool:
+    """Whether tensor-value checks run now: validation on and not :func:`tracing`."""
+    return _VALIDATE and not tracing()
 
 
 @contextlib.contextmanager
@@ -159,13 +176,27 @@ def finite_float_tensor(name: str, value: Any, *, min_ndim: int = 0) -> torch.Te
 
 def finite(name: str, value: torch.Tensor) -> None:
     """Raise if ``value`` has NaN or inf entries (only when validation is on)."""
-    if _VALIDATE and not bool(torch.isfinite(value.detach()).all()):
+    if checking() and not bool(torch.isfinite(value.detach()).all()):
         raise ValueError(f"Expected {name} ({_describe(value)}) to be finite, but found NaN or inf values")
+
+
+def masked_logits(name: str, value: torch.Tensor, dim: int = -1) -> None:
+    """Logits where ``-inf`` masks a category: raise on NaN or ``+inf`` entries, or on a row (along
+    ``dim``) with no finite entry (only when validation is on)."""
+    if not checking():
+        return
+    v = value.detach()
+    if bool((torch.isnan(v) | (v == math.inf)).any()):
+        raise ValueError(f"Expected {name} ({_describe(value)}) to be finite or -inf (masked), "
+                         f"but found NaN or +inf values")
+    if v.shape[dim] > 0 and not bool(torch.isfinite(v).any(dim).all()):
+        raise ValueError(f"Expected {name} ({_describe(value)}) to have at least one finite entry per row "
+                         f"(-inf masks a category), but found a row with every entry -inf")
 
 
 def in_range(name: str, value: torch.Tensor, low: float | None, high: float | None, what: str) -> None:
     """Raise if entries are outside [low, high] or NaN (only when validation is on)."""
-    if not _VALIDATE:
+    if not checking():
         return
     value = value.detach()
     ok = ~torch.isnan(value)

@@ -1,15 +1,24 @@
 """Drop-in estimators for categorical variables: the straight-through family.
 
-Every function takes ``logits`` of shape ``[..., N]`` (categories on the last dim) and
-returns a tensor of the same shape and dtype. Hard estimators return an exact one-hot sample
+Every function takes ``logits`` of shape ``[..., N]`` (categories on the last dim, or on
+``dim`` as in ``torch.nn.functional.gumbel_softmax``) and returns a tensor of the same shape
+and dtype. Hard estimators return an exact one-hot sample
 ``D ~ Categorical(softmax(logits))`` in the forward pass: the *un-tempered* softmax, drawn
 by Gumbel-max with the given ``generator`` (so, for one generator state, every estimator
 draws the same ``D``). The temperature ``tau`` only shapes the backward pass. Half-precision
 inputs are computed in float32 and the result cast back (the forward value stays exactly
 one-hot). Notation below: ``π = softmax(θ)``, ``sg`` = stop-gradient.
+
+Masked logits: a ``-inf`` entry masks its category (padding, invalid actions): it is never
+sampled, has probability 0 and gets a zero gradient; every row needs one finite entry (an
+all-``-inf`` row is a ``ValueError`` when validating; NaN and ``+inf`` are refused). Inside the
+ops a masked logit is replaced by the dtype's most negative finite number (``torch.where``, so
+its gradient is exactly zero) and the sample's argmax excludes it, so no ``inf - inf`` arises.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -31,19 +40,27 @@ _GST = "Fan et al. 2022, Training discrete deep generative models via gapped str
 # ----------------------------------------------------------------------------- the family
 
 def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
-    """Categorical logits ``[..., N]``: a float tensor with ``N >= 1``, finite when validating."""
+    """Categorical logits ``[..., N]``: a float tensor with ``N >= 1``; when validating, finite or
+    ``-inf`` (masked), with a finite entry in every row."""
     t = V.float_tensor(name, logits, min_ndim=1)
     if t.shape[-1] < 1:
         raise ValueError(
             f"Expected {name} to have at least one category (last dim >= 1), but got shape {tuple(t.shape)}"
         )
-    V.finite(name, t)
+    V.masked_logits(name, t)
     return t
+
+
+def unmask(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x with -inf replaced by the most negative finite number, the mask)``; zero gradient to masked entries."""
+    mask = torch.isneginf(x)
+    return torch.where(mask, torch.finfo(x.dtype).min, x), mask
 
 
 def one_hot_like(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """One-hot of ``index`` (shape ``like.shape[:-1]``) with ``like``'s shape, dtype and device."""
-    return torch.zeros_like(like).scatter_(-1, index.unsqueeze(-1), 1.0)
+    categories = torch.arange(like.shape[-1], device=like.device)
+    return (index.unsqueeze(-1) == categories).to(like.dtype)  # no in-place scatter: vmap has a rule for ==
 
 
 def _family_sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -53,7 +70,8 @@ def _family_sample(logits: torch.Tensor, generator: torch.Generator | None) -> t
 
 
 def _log_prob(logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    return (torch.log_softmax(logits, -1) * z).sum(-1)
+    log_p = torch.log_softmax(logits, -1)
+    return (torch.where(z != 0, log_p, 0.0) * z).sum(-1)  # 0 (not NaN) for masked categories not drawn
 
 
 def _support(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +81,9 @@ def _support(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _relaxed(x: torch.Tensor, generator: torch.Generator | None):
     """REBAR/RELAX draws: ``z = θ + G``, ``z̃ ~ p(z | argmax z = b)`` (reparameterised) and one-hot ``b``."""
+    x, mask = unmask(x)
     perturbed, index = gumbel_max(x, generator=generator)
+    index = perturbed.detach().masked_fill(mask, -math.inf).argmax(-1)
     tilde = conditional_gumbel(x, index, 1, generator=generator, reparameterized=True)[0]
     return perturbed, tilde, one_hot_like(index, x.detach())
 
@@ -103,55 +123,75 @@ relax.register_for("categorical")
 # ----------------------------------------------------------------------------- the straight-through family
 
 
-def _prepare(logits: torch.Tensor, tau: float, generator: torch.Generator | None):
-    check_logits(logits)
+def _check_dim(dim: object, logits: object) -> int:
+    ndim = V.float_tensor("logits", logits, min_ndim=1).dim()
+    if not isinstance(dim, int) or isinstance(dim, bool) or not -ndim <= dim < ndim:
+        raise ValueError(f"Expected dim to be an int in [{-ndim}, {ndim - 1}] (a dim of logits), but got {dim!r}")
+    return dim
+
+
+def _prepare(logits: torch.Tensor, tau: float, generator: torch.Generator | None, dim: int = -1):
+    """Checks; ``(x, mask, tau, generator)``: logits with ``dim`` moved last, in the compute dtype, masked
+    entries made finite (:func:`unmask`)."""
+    dim = _check_dim(dim, logits)
+    check_logits(logits.movedim(dim, -1))
     tau = V.positive_float("tau", tau)
     generator = V.generator_for("generator", generator, logits)
-    return logits.to(compute_dtype(logits.dtype)), tau, generator
+    x, mask = unmask(logits.movedim(dim, -1).to(compute_dtype(logits.dtype)))
+    return x, mask, tau, generator
 
 
-def _sample(x: torch.Tensor, generator: torch.Generator | None):
-    """Gumbel-max sample: (perturbed logits θ+G, index D, one-hot D)."""
-    perturbed, index = gumbel_max(x.detach(), generator=generator)
+def _finish(out: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """``out`` (categories last) in ``logits``' dtype with the categories moved back to ``dim``."""
+    return out.to(logits.dtype).movedim(-1, dim)
+
+
+def _sample(x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None):
+    """Gumbel-max sample: (perturbed logits θ+G, index D, one-hot D); masked categories never win."""
+    perturbed, _ = gumbel_max(x.detach(), generator=generator)
+    index = perturbed.masked_fill(mask, -math.inf).argmax(-1)
     return perturbed, index, one_hot_like(index, x.detach())
 
 
 @register("st", distribution="categorical", reference="Bengio et al. 2013; GST eq. 7")
-def st(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def st(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
+       generator: torch.Generator | None = None) -> torch.Tensor:
     """Straight-through: forward D, backward through p = softmax(θ/τ).
 
     ``D + p - sg(p)``. Biased; it is the expectation-difference projection of a Wasserstein
     gradient step (pWGF, Cheng et al. 2019) and the GST paper's "ST" ablation.
     """
-    x, tau, generator = _prepare(logits, tau, generator)
-    _, _, hard = _sample(x, generator)
-    return straight_through(hard, torch.softmax(x / tau, -1)).to(logits.dtype)
+    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
+    _, _, hard = _sample(x, mask, generator)
+    return _finish(straight_through(hard, torch.softmax(x / tau, -1)), logits, dim)
 
 
 @register("gumbel_softmax", distribution="categorical", relaxed=True,
           reference="Jang et al. 2017; Maddison et al. 2017")
-def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Relaxed Gumbel-softmax sample softmax((θ + G)/τ) (not discrete).
 
     Reparameterised and exact for the *relaxed* objective; biased for the discrete one.
     Its argmax is an exact categorical sample; as τ → 0 it approaches one-hot.
     """
-    x, tau, generator = _prepare(logits, tau, generator)
+    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
     perturbed = x + (gumbel_max(x.detach(), generator=generator)[0] - x.detach())
-    return torch.softmax(perturbed / tau, -1).to(logits.dtype)
+    return _finish(torch.softmax(perturbed / tau, -1), logits, dim)
 
 
 @register("stgs", distribution="categorical", reference="Jang et al. 2017; GST eq. 10")
-def stgs(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def stgs(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
+         generator: torch.Generator | None = None) -> torch.Tensor:
     """Straight-through Gumbel-softmax: forward argmax(θ+G), backward through softmax((θ+G)/τ).
 
     Same estimator as ``torch.nn.functional.gumbel_softmax(hard=True)``, with explicit
     generator, log-space noise and an exactly one-hot forward value in every dtype.
     """
-    x, tau, generator = _prepare(logits, tau, generator)
-    perturbed, _, hard = _sample(x, generator)
+    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
+    perturbed, _, hard = _sample(x, mask, generator)
     noisy = x + (perturbed - x.detach())  # θ + G with gradient through θ
-    return straight_through(hard, torch.softmax(noisy / tau, -1)).to(logits.dtype)
+    return _finish(straight_through(hard, torch.softmax(noisy / tau, -1)), logits, dim)
 
 
 def _rao_moments(x: torch.Tensor, index: torch.Tensor, mc_samples: int, tau: float, chunk: int,
@@ -176,6 +216,7 @@ def gumbel_rao(
     *,
     tau: float = 1.0,
     mc_samples: int = 100,
+    dim: int = -1,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """GR-MCK: STGS Rao-Blackwellised over Gumbel noise conditioned on the sample.
@@ -193,9 +234,9 @@ def gumbel_rao(
     pass; only ``ȳ`` and the ``N x N`` second moment (or the K draws when ``N > K``, whichever is
     smaller) are saved; the forward draws are processed in chunks of bounded memory.
     """
-    x, tau, generator = _prepare(logits, tau, generator)
+    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
     mc_samples = V.positive_int("mc_samples", mc_samples)
-    _, index, hard = _sample(x, generator)
+    _, index, hard = _sample(x, mask, generator)
     n = x.shape[-1]
     if n < mc_samples:
         chunk = max(1, (1 << 20) // max(1, x.numel()))  # about 1M numbers per chunk of draws
@@ -205,7 +246,7 @@ def gumbel_rao(
         z = conditional_gumbel(x, index, mc_samples, generator=generator)  # [K, ..., N], no grad
         y = torch.softmax(z / tau, -1)
         surrogate = (softmax_jacobian_surrogate(x.unsqueeze(0), y)).mean(0) / tau
-    return straight_through(hard, surrogate).to(logits.dtype)
+    return _finish(straight_through(hard, surrogate), logits, dim)
 
 
 def gap_pi(probs_of_sample: torch.Tensor) -> torch.Tensor:
@@ -242,18 +283,18 @@ def _gapped_logits(x: torch.Tensor, index: torch.Tensor, hard: torch.Tensor, gap
 
 
 def _gapped_straight_through(logits: torch.Tensor, tau: float, gap: float | str, generator: torch.Generator | None,
-                             *, detach: bool) -> torch.Tensor:
+                             dim: int, *, detach: bool) -> torch.Tensor:
     """``D + softmax(θ'/τ) - sg(softmax(θ'/τ))`` with the gapped logits ``θ'`` of :func:`_gapped_logits`,
     computed from ``sg(θ)`` and moved with identity Jacobian (``detach``, GST) or as a
     differentiable function of ``θ`` (NZ-GST)."""
     gap = _check_gap(gap)
-    x, tau, generator = _prepare(logits, tau, generator)
-    _, index, hard = _sample(x, generator)
+    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
+    _, index, hard = _sample(x, mask, generator)
     if detach:
         moved = x + (_gapped_logits(x.detach(), index, hard, gap) - x.detach())
     else:
         moved = _gapped_logits(x, index, hard, gap)
-    return straight_through(hard, torch.softmax(moved / tau, -1)).to(logits.dtype)
+    return _finish(straight_through(hard, torch.softmax(moved / tau, -1)), logits, dim)
 
 
 @register("gst", distribution="categorical", reference=_GST + ", eq. 17-19")
@@ -262,6 +303,7 @@ def gst(
     *,
     tau: float = 1.0,
     gap: float | str = 1.0,
+    dim: int = -1,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Gapped straight-through: ST through softmax of logits moved to a strict gap, no noise.
@@ -273,7 +315,7 @@ def gst(
     ``gap="pi"`` uses ``-log(1 - π_D)/π_D``, the expected gap of STGS. ``gap=0`` is the paper's
     GST-0.0 ablation. Biased, deterministic given D (no Gumbel noise in the backward pass).
     """
-    return _gapped_straight_through(logits, tau, gap, generator, detach=True)
+    return _gapped_straight_through(logits, tau, gap, generator, dim, detach=True)
 
 
 @register("nz_gst", distribution="categorical", reference=_GST + ", Table 1 (ablation)")
@@ -282,6 +324,7 @@ def nz_gst(
     *,
     tau: float = 1.0,
     gap: float | str = 1.0,
+    dim: int = -1,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """GST ablation: the same perturbation without detaching (gradient through max and clamp).
@@ -289,20 +332,21 @@ def nz_gst(
     ``θ'_D = max θ`` and ``θ'_j = min(θ_j, max θ - gap)`` as differentiable functions of θ (the
     gap itself, for ``gap="pi"``, is held fixed). The GST paper shows this breaks training.
     """
-    return _gapped_straight_through(logits, tau, gap, generator, detach=False)
+    return _gapped_straight_through(logits, tau, gap, generator, dim, detach=False)
 
 
 @register("reinmax", distribution="categorical",
           reference="Liu et al. 2023, Bridging discrete and backpropagation: straight-through and beyond, Alg. 2")
-def reinmax(logits: torch.Tensor, *, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
+            generator: torch.Generator | None = None) -> torch.Tensor:
     """ReinMax: second-order (Heun) straight-through.
 
     With ``π0 = softmax(θ)`` and ``π1 = (D + softmax(θ/τ))/2`` the backward pass is
     ``2 J(π1) - J(π0)/2``, where ``J(p) = diag(p) - ppᵀ`` is the softmax Jacobian at ``p``.
     ``J(π1)`` is applied as a fixed linear map (no ``log π1``, so no ``log 0`` for extreme logits).
     """
-    x, tau, generator = _prepare(logits, tau, generator)
-    _, _, hard = _sample(x, generator)
+    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
+    _, _, hard = _sample(x, mask, generator)
     pi1 = 0.5 * (hard + torch.softmax(x.detach() / tau, -1))
     soft = 2.0 * softmax_jacobian_surrogate(x, pi1) - 0.5 * torch.softmax(x, -1)
-    return straight_through(hard, soft).to(logits.dtype)
+    return _finish(straight_through(hard, soft), logits, dim)

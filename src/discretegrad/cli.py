@@ -1,17 +1,21 @@
 """The ``discretegrad`` command: a thin layer over the Python API.
 
-Bad input prints one message to stderr and exits with status 2 (no traceback). ``run`` exits
+Bad input, or a missing optional extra (matplotlib for ``demo``/``report``), prints one message
+to stderr and exits with status 2 (no traceback). ``run`` exits
 with status 1 when some run failed (the others are stored), 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
+
+from discretegrad._extras import MissingExtraError
 
 __all__ = ["main"]
 
@@ -51,11 +55,35 @@ def _sweep_args(args: argparse.Namespace) -> dict:
     )
 
 
+def _backend(args: argparse.Namespace) -> tuple[object, str]:
+    """``--backend``: (None for the local default, the device to check on this machine)."""
+    ray_opts = {"--address": args.address, "--cpus-per-run": args.cpus_per_run,
+                "--gpus-per-run": args.gpus_per_run, "--max-retries": args.max_retries}
+    if args.backend == "local":
+        given = [k for k, v in ray_opts.items() if v is not None]
+        if given:
+            raise ValueError(f"Expected --backend ray with {given[0]}, but got --backend local")
+        return None, args.device
+    if args.workers != 1:
+        raise ValueError(f"Expected no --workers with --backend ray (Ray schedules by --cpus-per-run), "
+                         f"but got --workers {args.workers}")
+    from discretegrad.harness.ray_backend import RayBackend, check_ray_device
+
+    check_ray_device(args.device, args.gpus_per_run or 0)
+    opts = {k: v for k, v in (("cpus_per_run", args.cpus_per_run), ("gpus_per_run", args.gpus_per_run),
+                              ("max_retries", args.max_retries)) if v is not None}
+    backend = None if args.dry_run else RayBackend(args.address, **opts)
+    return backend, "cpu" if args.device.startswith("cuda") else args.device
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from discretegrad.harness.grid import grid_point
     from discretegrad.harness.runner import plan_sweep, run_sweep, stored_statuses
 
-    plan = plan_sweep(args.experiment, **_sweep_args(args))
+    backend, device = _backend(args)
+    plan = plan_sweep(args.experiment, **{**_sweep_args(args), "device": device})
+    if device != args.device:  # the ray backend checks a GPU device against the tasks' resources
+        plan = dataclasses.replace(plan, device=args.device)
     if args.dry_run:
         stored = stored_statuses(plan)
         for c in plan.configs:
@@ -64,7 +92,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         todo = sum(stored.get(c.run_id) not in ("finished", "diverged") for c in plan.configs)
         print(f"{len(plan.configs)} runs, {todo} to run, into {plan.out}")
         return 0
-    summary = run_sweep(plan, workers=args.workers, progress=False if args.quiet else None,
+    summary = run_sweep(plan, workers=args.workers, backend=backend, progress=False if args.quiet else None,
                         command=shlex.join(["discretegrad", *args.argv]))
     print(summary.describe())
     print(f"tables and plots: discretegrad report {summary.out}")
@@ -91,7 +119,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from discretegrad import __version__
+
     p = _Parser(prog="discretegrad", description="Gradient estimators for discrete random variables.")
+    p.add_argument("--version", action="version", version=f"discretegrad {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     d = sub.add_parser("demo", help="exact-gradient diagnostics of every registered estimator")
     d.add_argument("--out", default="results/demo", help="output directory (default: results/demo)")
@@ -116,9 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a setting (repeatable); a grid key given here is fixed instead of swept")
     r.add_argument("--quick", action="store_true", help="the reduced protocol (fewer epochs and seeds)")
     r.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1, in-process)")
+    r.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local processes (default) or a Ray cluster (needs the ray extra)")
+    r.add_argument("--address", default=None, help="ray: the cluster's address (default: a local instance)")
+    r.add_argument("--cpus-per-run", type=float, default=None, metavar="C", help="ray: CPUs (threads) per run (default: 1)")
+    r.add_argument("--gpus-per-run", type=float, default=None, metavar="G", help="ray: GPUs per run (default: 0)")
+    r.add_argument("--max-retries", type=int, default=None, metavar="N",
+                   help="ray: retries of a run whose worker died (default: 3)")
     r.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/EXPERIMENT)")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--quiet", action="store_true", help="no progress output (bar or per-run lines)")
     r.add_argument("--dry-run", action="store_true", help="validate and list the runs (stored or to run); create nothing")
     r.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
     r.set_defaults(func=_cmd_run)
@@ -136,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OSError, MissingExtraError) as e:
         print(f"discretegrad: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import torch
 
+from discretegrad._extras import agg_figure, require
 from discretegrad.diagnostics import GradientReport, compare, format_table, to_markdown
 from discretegrad.registry import estimators, families, get_family
 
 __all__ = ["DemoProblem", "problems", "run_demo"]
+
+_PLOTS = "the demo's plots (discretegrad demo)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,32 +48,28 @@ def problems() -> list[DemoProblem]:
 
 
 def _plot(reports: list[GradientReport], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
+    ticker = require("matplotlib.ticker", _PLOTS)
     names = [r.estimator for r in reports]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 0.45 * len(names) + 1.6), sharey=True)
+    fig = agg_figure(_PLOTS, figsize=(12, 0.45 * len(names) + 1.6))
+    axes = fig.subplots(1, 3, sharey=True)
     for ax, key, label in zip(axes, ["relative_bias", "variance", "cosine"],
                               ["relative bias ‖E ĝ − g‖/‖g‖", "variance (trace)", "cos(E ĝ, g)"], strict=True):
         ax.barh(names, [getattr(r, key) for r in reports], color="tab:blue")
         ax.set_xlabel(label)
         if key == "variance":
             ax.set_xscale("log")
-            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.xaxis.set_major_locator(ticker.LogLocator(numticks=4))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     axes[0].invert_yaxis()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def run_demo(out_dir: str | os.PathLike[str] = "results/demo", *, draws: int = 1000, seed: int = 0,
              echo: Callable[[str], None] = print) -> dict[str, list[GradientReport]]:
     """Run the diagnostics on every demo problem; print and write tables and plots."""
+    require("matplotlib", _PLOTS)  # before any work: one message if the extra is missing
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()

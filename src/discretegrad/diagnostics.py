@@ -124,8 +124,10 @@ def compare(
     """Bias, variance, MSE and cosine of each estimator's gradient against the exact gradient.
 
     Args:
-        f, params, distribution: as in :func:`discretegrad.surrogate`; ``f`` must accept
-            relaxed samples if a relaxed estimator is compared.
+        f: the cost, as in :func:`discretegrad.surrogate`; it must accept relaxed samples if a
+            relaxed estimator is compared.
+        params: the distribution's parameters, as in :func:`discretegrad.surrogate`.
+        distribution: the family's name, as in :func:`discretegrad.surrogate`.
         estimators: names or ``(name, hparams)`` tuples; ``None`` = all registered for ``distribution``.
         draws: independent gradient estimates per estimator (each from ``n_samples`` samples).
         generator: ``torch.Generator`` for every draw (reproducible tables).

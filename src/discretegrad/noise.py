@@ -96,7 +96,7 @@ def conditional_gumbel(
     log_e = exponential(shape, dtype=logits.dtype, device=logits.device, generator=generator).log_()
     top = torch.logsumexp(logits, -1, keepdim=True) - log_e_top  # [K, ..., 1]
     others = -torch.logaddexp(-top, log_e - logits)
-    is_top = torch.nn.functional.one_hot(index, logits.shape[-1]).bool()
+    is_top = index.unsqueeze(-1) == torch.arange(logits.shape[-1], device=logits.device)  # one-hot, vmap-safe
     return torch.where(is_top, top, others)
 
 

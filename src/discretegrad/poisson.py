@@ -46,7 +46,7 @@ _PWGF = "Cheng et al. 2019, Straight-through estimator as projected Wasserstein 
 def check_rate(rate: object, name: str = "rate") -> torch.Tensor:
     """Poisson rates: a float tensor of any shape, finite and ``> 0`` when validating."""
     t = V.float_tensor(name, rate)
-    if V.get_default_validate_args() and not bool((torch.isfinite(t.detach()) & (t.detach() > 0)).all()):
+    if V.checking() and not bool((torch.isfinite(t.detach()) & (t.detach() > 0)).all()):
         raise ValueError(
             f"Expected {name} (Tensor of shape {tuple(t.shape)}) to be finite and > 0, but found invalid values")
     return t
@@ -176,6 +176,6 @@ pwgf_mmd = register("pwgf_mmd", distribution="poisson", reference=_PWGF + ", Sec
     the sum over the window of the module docstring (mass outside it below ``1e-10``).
     ``kernel="rbf"`` is ``h² exp(-(s-y)²/(2h²))`` with ``h = bandwidth``; ``kernel="linear"``
     gives ST exactly (up to the truncated mass). Biased like ST, plus an ``O(ε)`` bias; an
-    independent study (FACTS.md §4) found it keeps ST's fixed point on ``E[(z-7)²]``. Defaults:
+    independent study of pWGF found it keeps ST's fixed point on ``E[(z-7)²]``. Defaults:
     see ``results/pwgf_defaults/``.
     """))

@@ -20,7 +20,7 @@ Two estimator kinds exist:
     can be registered for several distributions (one ``register`` call each).
 
 Hyperparameters and their defaults are read from the function's keyword-only arguments
-(everything but ``distribution``, ``generator`` and ``n_samples``), so the signature is the single
+(everything but ``distribution``, ``generator``, ``n_samples`` and ``dim``), so the signature is the single
 source of truth; the function validates its own arguments. The family's *options* (the subset
 size ``k`` of ``"topk"``, the ``total_count`` of ``"binomial"``) are hyperparameters of every
 estimator of that family: an op names them in its signature (an option without a default, such
@@ -42,7 +42,10 @@ if TYPE_CHECKING:
 __all__ = ["EstimatorSpec", "register", "get", "estimators", "REQUIRED", "register_family", "get_family", "families"]
 
 Kind = Literal["op", "surrogate"]
-_RESERVED = {"generator", "n_samples", "distribution"}
+_RESERVED = {"generator", "n_samples", "distribution", "dim"}
+"""Keyword arguments that are not hyperparameters: ``dim`` (the categorical ops' category dim, as in
+``F.gumbel_softmax``) is a calling convention of the drop-in op, not part of the estimator (the
+surrogate API and the families put the event dims last), so it never enters run ids."""
 
 
 class _Required:

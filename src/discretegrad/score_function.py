@@ -121,7 +121,9 @@ def score_term(weights: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
 
 
 def param_term(coef: torch.Tensor, x: torch.Tensor, batch_ndim: int) -> torch.Tensor:
-    """Value 0, gradient ``coef`` with respect to ``x``: ``[*batch]``."""
+    """Value 0, gradient ``coef`` with respect to ``x``: ``[*batch]`` (zero, not ``inf - inf``, at a
+    masked ``-inf`` logit)."""
+    x = torch.where(torch.isinf(x.detach()), 0.0, x)
     return sum_to_batch(coef.detach() * (x - x.detach()), batch_ndim, 0)
 
 

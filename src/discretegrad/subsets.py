@@ -207,7 +207,7 @@ def _log1m_softmax(log_p: torch.Tensor) -> torch.Tensor:
     smallest normal number.
     """
     n = log_p.shape[-1]
-    top = torch.nn.functional.one_hot(log_p.detach().argmax(-1), n).bool()
+    top = torch.arange(n, device=log_p.device) == log_p.detach().argmax(-1, keepdim=True)  # one entry (vmap-safe)
     if n == 1:
         return torch.full_like(log_p, math.log(torch.finfo(log_p.dtype).tiny)) + 0.0 * log_p
     rest = torch.logsumexp(log_p.masked_fill(top, -math.inf), -1, keepdim=True)

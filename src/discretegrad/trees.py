@@ -79,7 +79,7 @@ def check_edge_logits(edge_logits: object, *, symmetric: bool = False, name: str
     if t.shape[-1] < 2:
         raise ValueError(f"Expected {name} to have n >= 2 vertices, but got shape {tuple(t.shape)}")
     V.finite(name, t)
-    if symmetric and V.get_default_validate_args():
+    if symmetric and V.checking():
         if not bool(torch.isclose(t, t.transpose(-1, -2), rtol=SYMMETRY_RTOL, atol=SYMMETRY_ATOL).all()):
             gap = float((t - t.transpose(-1, -2)).abs().max())
             raise ValueError(

@@ -21,6 +21,10 @@ Every registered distribution needs a module ``tests/problems/<distribution>.py`
 * ``reference_params(generator)``: the (valid) parameters the reference test uses, and
   ``reference_grid``: values per hyperparameter name; the test runs every combination of the
   values of the hyperparameters an estimator has (at least the empty combination);
+* ``masked_params(dtype)``: for families that accept masked (``-inf``) parameters (categorical),
+  inputs with masked entries (at least one finite per row); ``tests/test_conventions.py`` checks
+  that every estimator of the family never samples a masked entry and gives it a zero, finite
+  gradient (with validation on and off);
 * ``covered_by``: for biased estimators checked by a dedicated test instead,
   ``name -> "test_module::test_function"``; ``test_registry.py`` checks that the named test
   calls the estimator (its function or the public op it wraps).
@@ -103,6 +107,7 @@ class Case:
     reference_grid: dict[str, list[object]] = dataclasses.field(default_factory=dict)
     reference_atol: float = 1e-12
     covered_by: dict[str, str] = dataclasses.field(default_factory=dict)
+    masked_params: Callable[[torch.dtype], list[torch.Tensor]] | None = None
     soak: Soak | None = None
 
 

@@ -51,6 +51,17 @@ def _bad_params() -> list[tuple[object, type[Exception]]]:
         (torch.tensor([[0, 1, 2]]), TypeError),
         ([[0.0, 1.0]], TypeError),
         (torch.tensor(1.0), ValueError),
+        (torch.tensor([[0.0, 1.0], [-float("inf"), -float("inf")]]), ValueError),  # a row with every category masked
+    ]
+
+
+def _masked(dtype: torch.dtype) -> list[torch.Tensor]:
+    """Masked (-inf) categories, including a row with one category left and extreme finite logits."""
+    inf = float("inf")
+    return [
+        torch.tensor([[0.3, -inf, 1.2, -0.5, -inf], [-inf, -inf, 2.0, -inf, -inf], [1.0, 0.0, -inf, 0.5, 0.2]],
+                     dtype=dtype),
+        torch.tensor([[[1e4, -inf, -1e4], [-inf, -1e4, 0.0]]], dtype=dtype),
     ]
 
 
@@ -62,6 +73,7 @@ CASE = Case(
     is_valid=_is_valid,
     extreme_params=_extreme,
     bad_params=_bad_params,
+    masked_params=_masked,
     bad_hparams={"tau": [0.0, -1.0, float("nan"), float("inf"), "1", True],
                  "gap": [-0.5, "p", None, float("nan")],
                  "mc_samples": [0, -3, 2.5, True],

@@ -1,5 +1,5 @@
 """``bernoulli-vae``: the Bernoulli VAE of pWGF (Cheng et al. 2019) App. E, Table 2, in the ARM
-settings (Yin and Zhou 2019; FACTS.md §4).
+settings (Yin and Zhou 2019).
 
 Data: MNIST thresholded at 0.5; as in ARM (TensorFlow's ``read_data_sets``), the first 5,000
 training images are held out as validation and the remaining 55,000 are trained on; the test
@@ -86,7 +86,8 @@ class Settings:
 
     arch: str = setting("linear", "architecture (the grid)", choices=ARCHS)
     dataset: str = setting("mnist", "data set", choices=tuple(DATASETS))
-    data_root: str | None = setting(None, "directory of the four IDX files (none: the cache or package)")
+    data_root: str | None = setting(None, "directory of the four IDX files (none: the cache or package)",
+                                     protocol=False)
     valid_size: int = setting(5000, "first training images held out (not trained on)", ge=0)
     batch_size: int = setting(25, "mini-batch size", ge=1)
     lr: float = setting(1e-4, "Adam learning rate", gt=0)

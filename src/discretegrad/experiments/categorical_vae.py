@@ -1,6 +1,6 @@
 """``categorical-vae``: the MNIST-VAE of GST (Fan et al. 2022), Sec. 5.1, Tables 2, 3, 4, 5 and 7.
 
-Protocol (the paper's and its released code's, FACTS.md §1.2):
+Protocol (the paper's and its released code's):
 
 * data: MNIST grey levels in [0, 1] (not binarised), 60k train, 10k test; BCE with continuous
   targets;
@@ -89,7 +89,8 @@ class Settings:
                                      choices=("relu", "none"))
     pixels: str = setting("continuous", "grey levels, or a fresh binarisation per batch", choices=("continuous", "dynamic"))
     dataset: str = setting("mnist", "data set", choices=tuple(DATASETS))
-    data_root: str | None = setting(None, "directory of the four IDX files (none: the cache or package)")
+    data_root: str | None = setting(None, "directory of the four IDX files (none: the cache or package)",
+                                     protocol=False)
     train_size: int = setting(60000, "training images used (the first ones)", ge=1)
     batch_size: int = setting(100, "mini-batch size", ge=1)
     lr: float = setting(1e-3, "Adam learning rate", gt=0)
@@ -98,10 +99,12 @@ class Settings:
     mixed_temperature: bool = setting(False, "GST App. A.3 schedule: tau every mixed_m-th step, mid_tau otherwise")
     mixed_m: int = setting(20, "period M of the mixed-temperature schedule", ge=1)
     mid_tau: float = setting(0.5, "temperature between the schedule's tau steps", gt=0)
-    grad_variance: bool = setting(True, "log the encoder's gradient variance every epoch (Figure 3)")
-    grad_variance_repeats: int = setting(100, "gradient draws per probe", ge=2)
-    grad_variance_pool: int = setting(1000, "test images the probe batch is drawn from", ge=1)
-    efficiency: bool = setting(True, "log seconds per epoch and peak step memory (Table 5)")
+    grad_variance: bool = setting(True, "log the encoder's gradient variance every epoch (Figure 3)",
+                                  protocol=False)
+    grad_variance_repeats: int = setting(100, "gradient draws per probe", ge=2, protocol=False)
+    grad_variance_pool: int = setting(1000, "test images the probe batch is drawn from", ge=1,
+                                     protocol=False)
+    efficiency: bool = setting(True, "log seconds per epoch and peak step memory (Table 5)", protocol=False)
     preset: str = setting("paper", "paper: GST Table 3 setup; disarm: the 32 x 64 DisARM setup of Table 4",
                           choices=("paper", "disarm"))
 
@@ -220,7 +223,7 @@ def _choices() -> tuple[EstimatorChoice, ...]:
 
 
 def _paper_results() -> dict:
-    """GST Tables 2, 3, 4 and 7 (FACTS.md §7): ``test_neg_elbo`` mean and std over seeds."""
+    """GST Tables 2, 3, 4 and 7: ``test_neg_elbo`` mean and std over seeds."""
     lab = {"stgs": EstimatorChoice("stgs").label, "gr": EstimatorChoice("gumbel_rao", {"mc_samples": 100}).label,
            "st": EstimatorChoice("st").label}
     gst = {g: EstimatorChoice("gst", {"gap": g}).label for g in (0.0, 0.8, 1.0, 1.2, "pi")}

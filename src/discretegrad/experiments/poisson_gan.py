@@ -10,7 +10,7 @@ discrete sample: ``dg.surrogate(lambda z: -w(z), rate, distribution="poisson", e
 so every registered Poisson estimator (st, pwgf_mmd, reinforce, rloo, muprop) plugs in.
 
 The paper gives no discriminator, optimiser or schedule. Our choices, identical for every
-estimator (FACTS.md §4 records an independent study with similar choices):
+estimator (an independent reimplementation of pWGF made similar choices):
 
 * generator: ``λ = exp(θ)``, ``θ`` initialised at 0 (``λ = 1``);
 * discriminator: MLP ``1 → 32 → 32 → 1`` with LeakyReLU(0.2), sigmoid output, input ``z / 10``
@@ -146,7 +146,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
         metrics = {"train_loss": float(gen_loss) / p.steps_per_epoch, "rate": lam,
                    "abs_error": abs(lam - p.true_rate)}
         ctx.log_epoch(epoch, metrics)
-        ctx.progress(epoch, p.epochs, lam)
+        ctx.progress(epoch, p.epochs, lam, name="rate")
         if not all(math.isfinite(v) for v in metrics.values()):
             raise Diverged(f"non-finite metrics {metrics} at epoch {epoch}")
         final = {"final_rate": lam, "abs_error": metrics["abs_error"],

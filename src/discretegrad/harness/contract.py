@@ -115,8 +115,10 @@ class RunContext(Protocol):
         """Record one epoch's metrics (floats). Raises :class:`Diverged` on a non-finite value of
         ``metrics[experiment.divergence_metric]``."""
 
-    def progress(self, epoch: int, total_epochs: int, metric: float | None = None) -> None:
-        """Report progress within the run (for the progress bar); cheap, may be called often."""
+    def progress(self, epoch: int, total_epochs: int, metric: float | None = None, *,
+                 name: str | None = None) -> None:
+        """Report progress within the run (for the progress bar, which shows ``metric`` under
+        ``name``); cheap, may be called often."""
 
     def log_artifact(self, name: str, data: Mapping[str, Any]) -> None:
         """Store a JSON-serialisable record with the run (e.g. the efficiency measurement)."""
@@ -208,6 +210,11 @@ class Experiment:
     def defaults(self) -> dict[str, Any]:
         """Every setting's default (from the settings dataclass)."""
         return _settings.defaults(self.settings)
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """The paper's protocol: the defaults of the settings that are part of it."""
+        return _settings.protocol_defaults(self.settings)
 
     def validate(self) -> None:
         """Check the declaration: the settings dataclass, and ``quick`` / grid values against it."""

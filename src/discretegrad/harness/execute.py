@@ -119,11 +119,12 @@ class _Context:
         if value is not None and not math.isfinite(value):
             raise Diverged(f"{self._div} = {value} at epoch {epoch}")
 
-    def progress(self, epoch: int, total_epochs: int, metric: float | None = None) -> None:
+    def progress(self, epoch: int, total_epochs: int, metric: float | None = None, *,
+                 name: str | None = None) -> None:
         self._total = total_epochs
         new_epoch = epoch != self._last_epoch
         self._last_epoch = epoch
-        self._send(epoch, None if metric is None else float(metric), None, force=new_epoch)
+        self._send(epoch, None if metric is None else float(metric), name, force=new_epoch)
 
     def log_artifact(self, name: str, data: Mapping[str, Any]) -> None:
         if not isinstance(name, str) or not name:

@@ -1,6 +1,7 @@
 """PNG plots of stored per-epoch metrics: learning curves (mean ± std band over seeds, one line
 per estimator, one panel per metric) and, when runs logged ``grad_variance``, the
-gradient-variance curve on a log axis (like GST Figure 3)."""
+gradient-variance curve on a log axis (like GST Figure 3). Figures are drawn on their own Agg
+canvas (:func:`discretegrad._extras.agg_figure`): no ``matplotlib.use``, no ``pyplot``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from discretegrad._extras import agg_figure
 from discretegrad._format import mean_std
 
-__all__ = ["curve_stats", "plot_setting", "GRAD_VARIANCE"]
+__all__ = ["curve_stats", "plot_setting", "GRAD_VARIANCE", "PURPOSE"]
+
+PURPOSE = "the report's plots (discretegrad report)"
 
 GRAD_VARIANCE = "grad_variance"
 
@@ -64,39 +68,35 @@ def _panel(ax, curves: Curves, metric: str, log: bool) -> None:
     ax.grid(alpha=0.3)
 
 
-def _save(plt, fig, prefix: Path, suffix: str) -> Path:
+def _save(fig, prefix: Path, suffix: str) -> Path:
     fig.tight_layout()
     path = prefix.with_name(prefix.name + suffix)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def plot_setting(curves: Curves, title: str, prefix: Path) -> list[Path]:
     """Write ``<prefix>_curves.png`` (and ``<prefix>_grad_variance.png``); return the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     written = []
     metrics = _metrics(curves)
     plain = [m for m in metrics if m != GRAD_VARIANCE]
     if plain:
         cols = min(3, len(plain))
         rows = math.ceil(len(plain) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+        fig = agg_figure(PURPOSE, figsize=(4.2 * cols, 3.2 * rows))
+        axes = fig.subplots(rows, cols, squeeze=False)
         for ax, metric in zip(axes.flat, plain):
             _panel(ax, curves, metric, log=False)
         for ax in list(axes.flat)[len(plain):]:
             ax.set_visible(False)
         axes.flat[0].legend(fontsize=7)
         fig.suptitle(f"{title} (mean ± std over seeds)", fontsize=10)
-        written.append(_save(plt, fig, prefix, "_curves.png"))
+        written.append(_save(fig, prefix, "_curves.png"))
     if GRAD_VARIANCE in metrics:
-        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        fig = agg_figure(PURPOSE, figsize=(5.5, 3.8))
+        ax = fig.subplots()
         _panel(ax, curves, GRAD_VARIANCE, log=True)
         ax.legend(fontsize=7)
         ax.set_title(f"{title}: gradient variance", fontsize=10)
-        written.append(_save(plt, fig, prefix, "_grad_variance.png"))
+        written.append(_save(fig, prefix, "_grad_variance.png"))
     return written

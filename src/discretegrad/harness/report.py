@@ -6,13 +6,14 @@ named by its grid point plus every parameter that differs between the experiment
 settings. Per group and metric: mean and sample standard deviation (ddof=1) of the final metric
 over the finished runs (``n_seeds``), the number of diverged and failed runs, and the paper's
 number where ``Experiment.paper_results`` has one for that estimator label whose settings all
-hold in the group's parameters (the most specific such entry).
+hold in the group's parameters (the most specific such entry), with the settings in which the
+group's protocol differs from the paper's (the experiment's defaults), so that a paper number
+never stands next to a run of another protocol (``epochs=5``) without the row saying so.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import time
@@ -22,6 +23,8 @@ from typing import Any
 
 from discretegrad._format import format_mean_std, markdown_table, mean_std
 from discretegrad.harness.contract import EFFICIENCY, Artifact, get_experiment
+from discretegrad.harness.paper import clear_best, deviations, paper_cell, paper_number, protocol_of
+from discretegrad.harness.paper import json_key as _key
 from discretegrad.harness.store import Store, atomic_write_text, dumps
 
 __all__ = ["Group", "load_groups", "summarize", "declared_artifacts", "artifact_rows", "efficiency", "to_markdown",
@@ -47,10 +50,6 @@ class Group:
 
     def count(self, status: str) -> int:
         return sum(r["status"] == status for r in self.runs)
-
-
-def _key(x: Any) -> str:
-    return json.dumps(x, sort_keys=True, default=str)
 
 
 def setting_name(point: Mapping[str, Any]) -> str:
@@ -109,27 +108,6 @@ def _defaults_diff(mine: dict[str, Any] | None, variants: Sequence[dict[str, Any
     return ", ".join(f"{k}={mine.get(k)}" for k in keys) or "defaults as planned"
 
 
-def _same(a: Any, b: Any) -> bool:
-    num = (int, float)
-    if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
-        return float(a) == float(b)
-    return _key(a) == _key(b)
-
-
-def _paper(info: Mapping[str, Any], label: str, params: Mapping[str, Any], metric: str) -> tuple[Any, Any]:
-    """The paper's (mean, std) for ``label``: among the ``paper_results`` entries whose settings
-    all hold in ``params`` (grid keys or others, e.g. a preset), the most specific one."""
-    best, best_size = (None, None), -1
-    for entry in info.get("paper_results", []):
-        if entry["estimator"] != label or metric not in entry["metrics"]:
-            continue
-        grid = entry["grid"]
-        if all(k in params and _same(params[k], v) for k, v in grid.items()) and len(grid) > best_size:
-            value = list(entry["metrics"][metric]) + [None, None]
-            best, best_size = (value[0], value[1]), len(grid)
-    return best
-
-
 def _metrics_of(info: Mapping[str, Any], groups: Sequence[Group]) -> dict[str, bool | None]:
     """Metric -> lower_is_better: the experiment's declared metrics, else what the runs returned."""
     if info.get("metrics"):
@@ -149,11 +127,12 @@ def summarize(store: Store) -> list[dict[str, Any]]:
     for exp in dict.fromkeys(g.experiment for g in groups):
         exp_groups = [g for g in groups if g.experiment == exp]
         exp_info = info.get(exp, {})
+        protocol = protocol_of(exp, exp_info)
         for metric, lower in _metrics_of(exp_info, exp_groups).items():
             for g in exp_groups:
                 values = [r["metrics"][metric] for r in g.finished if r["metrics"].get(metric) is not None]
                 mean, std = mean_std(values)
-                paper_mean, paper_std = _paper(exp_info, g.choice_label or g.estimator, g.params, metric)
+                paper_mean, paper_std, fixed = paper_number(exp_info, g.choice_label or g.estimator, g.params, metric)
                 records.append({
                     "experiment": exp, "estimator": g.estimator, "estimator_name": g.estimator_name,
                     "hparams": g.hparams, "grid": g.point, "params": g.params, "metric": metric,
@@ -161,6 +140,7 @@ def summarize(store: Store) -> list[dict[str, Any]]:
                     "n_diverged": g.count("diverged"), "n_failed": g.count("failed"),
                     "seeds": sorted(r["seed"] for r in g.finished if r["metrics"].get(metric) is not None),
                     "paper_mean": paper_mean, "paper_std": paper_std,
+                    "protocol_deviations": deviations(protocol, g.params, fixed),
                 })
     return records
 
@@ -260,7 +240,10 @@ def to_markdown(records: Sequence[Mapping[str, Any]], info: Mapping[str, Mapping
         desc = ", ".join(f"`{m}`" + ("" if lower[m] is None else (" (lower is better)" if lower[m] else
                                                                   " (higher is better)")) for m in metrics)
         out.append(f"Metrics: {desc}. Cells: mean ± std (ddof=1) of the final value over the finished seeds; "
-                   "best mean in bold; X: every run diverged; n_seeds counts finished runs.")
+                   "best mean in bold only where it beats every other row by more than their combined standard "
+                   "error, sqrt(se₁² + se₂²) with se = std/√n_seeds; X: every run diverged; n_seeds counts "
+                   "finished runs. A paper number says where this run's protocol differs from the paper's "
+                   "(`setting=ours vs paper`).")
         for name in dict.fromkeys(setting_name(r["grid"]) for r in recs):
             srecs = [r for r in recs if setting_name(r["grid"]) == name]
             out.append(f"### {name}")
@@ -270,11 +253,8 @@ def to_markdown(records: Sequence[Mapping[str, Any]], info: Mapping[str, Mapping
                 if m in with_paper:
                     header.append(f"{m} (paper)")
             header += ["n_seeds", "n_diverged", "n_failed"]
-            best = {}
-            for m in metrics:
-                means = [r["mean"] for r in srecs if r["metric"] == m and r["mean"] is not None]
-                if means and lower[m] is not None and len(means) > 1:
-                    best[m] = min(means) if lower[m] else max(means)
+            best = {m: clear_best([r for r in srecs if r["metric"] == m], lower[m]) for m in metrics
+                    if lower[m] is not None}
             rows = []
             for est in dict.fromkeys(r["estimator"] for r in srecs):
                 erecs = {r["metric"]: r for r in srecs if r["estimator"] == est}
@@ -288,9 +268,9 @@ def to_markdown(records: Sequence[Mapping[str, Any]], info: Mapping[str, Mapping
                         row.append("X")
                     else:
                         cell = format_mean_std(r["mean"], r["std"])
-                        row.append(f"**{cell}**" if m in best and r["mean"] == best[m] else cell)
+                        row.append(f"**{cell}**" if best.get(m) is r else cell)
                     if m in with_paper:
-                        row.append(format_mean_std(r["paper_mean"], r["paper_std"]) if r else "–")
+                        row.append(paper_cell(r) if r else "–")
                 row += [str(max(r["n_seeds"] for r in erecs.values())), str(first["n_diverged"]),
                         str(first["n_failed"])]
                 rows.append(row)
@@ -327,8 +307,10 @@ def _environment_md(store: Store) -> str:
 
 def write_report(directory: str | os.PathLike[str]) -> Path:
     """Write ``DIR/report/report.md`` and its PNG plots from the store in ``DIR``; return the path."""
+    from discretegrad._extras import require
     from discretegrad.harness import plots
 
+    require("matplotlib", plots.PURPOSE)  # one message before anything is written if the extra is missing
     d = Path(directory)
     with Store(d) as store:
         groups, info = load_groups(store)

@@ -113,6 +113,7 @@ def experiment_info(exp: Experiment) -> dict[str, Any]:
         "metrics": dict(exp.metrics),
         "divergence_metric": exp.divergence_metric,
         "grid_keys": list(grid_keys(exp)),
+        "protocol": exp.protocol,  # the paper's protocol: reports name the settings of a run that differ
         "artifacts": [a.to_json() for a in exp.artifacts],
         "paper_results": [{"estimator": label, "grid": dict(point), "metrics": {m: list(v) for m, v in res.items()}}
                           for (label, point), res in exp.paper_results.items()],
@@ -173,7 +174,8 @@ def run_sweep(
         plan: what :func:`plan_sweep` validated and expanded.
         workers: local processes when no ``backend`` is given (1 = in this process).
         backend: an execution backend (:mod:`discretegrad.harness.backends`).
-        progress: show the progress bar (default: when stderr is a terminal).
+        progress: ``None`` (default): a progress bar when stderr is a terminal, else one line per
+            finished run; ``True``: the bar; ``False``: nothing.
         command: the command line recorded with the sweep (default: ``sys.argv``).
     """
     if not isinstance(plan, SweepPlan):
@@ -192,7 +194,7 @@ def run_sweep(
                            len(todo))
         by_id = {c.run_id: c for c in todo}
         labels = {c.run_id: f"{c.estimator.label} seed={c.seed}" for c in todo}
-        bar = SweepProgress(len(todo), labels, enabled=progress)
+        bar = SweepProgress(len(todo), labels, enabled=progress, metric=next(iter(exp.metrics), None))
         tasks = [Task(c, plan.device, plan.plugins, git) for c in todo]
         try:
             for result in backend.map(tasks, bar.on_event):

@@ -34,12 +34,15 @@ _META = "discretegrad.setting"
 
 
 def setting(default: Any, help: str, *, choices: Sequence[Any] | None = None, ge: float | None = None,
-            gt: float | None = None) -> Any:
+            gt: float | None = None, protocol: bool = True) -> Any:
     """A dataclass field for a setting: ``default``, one line of ``help``, optional allowed
-    ``choices`` and bounds ``ge`` (>=) / ``gt`` (>) for numbers."""
+    ``choices`` and bounds ``ge`` (>=) / ``gt`` (>) for numbers. ``protocol=False`` marks a
+    setting that only changes what is measured (a probe, a timer), not the paper's protocol:
+    reports do not flag a run that changes it."""
     if isinstance(default, (list, dict, set)):
         raise TypeError(f"Expected setting default to be immutable, but got {default!r}")
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "ge": ge, "gt": gt}
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "ge": ge, "gt": gt,
+            "protocol": bool(protocol)}
     return dataclasses.field(default=default, metadata={_META: meta})
 
 
@@ -99,6 +102,12 @@ def fields(cls: type) -> tuple[SettingInfo, ...]:
 
 def defaults(cls: type) -> dict[str, Any]:
     return {f.name: f.default for f in fields(cls)}
+
+
+def protocol_defaults(cls: type) -> dict[str, Any]:
+    """The defaults of the settings that make the protocol (not those marked ``protocol=False``)."""
+    fields(cls)  # checks the declaration
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.metadata[_META].get("protocol", True)}
 
 
 def _kind(value: Any) -> str | None:

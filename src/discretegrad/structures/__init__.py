@@ -15,6 +15,8 @@ per algorithm:
 * :mod:`.lml`: the limited multilabel projection :func:`lml` (bisection, implicit backward);
 * :mod:`.kruskal`: maximum spanning tree :func:`kruskal` and the edge numbering;
 * :mod:`.edmonds`: maximum spanning arborescence :func:`edmonds` (Chu-Liu/Edmonds);
+* :mod:`.eager`: :func:`~.eager.eager_solver`, which runs those two solvers eagerly on the whole
+  batch under ``torch.func.vmap`` (they loop on data);
 * :mod:`.matrix_tree`: :func:`tree_log_partition` and :func:`tree_marginals` (matrix-tree theorem
   by log-space elimination, undirected and directed);
 * :mod:`.enumeration`: :func:`all_ksubsets`, :func:`all_spanning_trees`, :func:`all_arborescences`;

@@ -10,9 +10,12 @@ import math
 
 import torch
 
+from discretegrad.structures.eager import eager_solver
+
 __all__ = ["edmonds"]
 
 
+@eager_solver
 def edmonds(u: torch.Tensor, root: int) -> torch.Tensor:
     """Maximum spanning arborescence rooted at ``root`` of ``u [..., n, n]`` (``u[i, j]`` = i → j).
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from discretegrad.structures.eager import eager_solver
+
 __all__ = ["upper_edges", "kruskal"]
 
 
@@ -16,6 +18,7 @@ def upper_edges(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tenso
     return torch.triu_indices(n, n, 1, device=device).unbind(0)
 
 
+@eager_solver
 def kruskal(u: torch.Tensor) -> torch.Tensor:
     """Maximum spanning tree of symmetric weights ``u [..., n, n]`` (upper triangle read).
 

@@ -44,8 +44,10 @@ class _LML(torch.autograd.Function):
     ``grad_w = h ⊙ (g - <h, g>/Σh)``.
     """
 
+    generate_vmap_rule = True  # forward and backward are plain batched tensor code (a fixed-length bisection)
+
     @staticmethod
-    def forward(ctx, w: torch.Tensor, k: int, iters: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(w: torch.Tensor, k: int, iters: int) -> torch.Tensor:  # type: ignore[override]
         c, lo, hi = _bracket(w, k)
         w = w - c
         for _ in range(iters):
@@ -53,9 +55,11 @@ class _LML(torch.autograd.Function):
             too_big = torch.sigmoid(w + mid).sum(-1, keepdim=True) > k
             hi = torch.where(too_big, mid, hi)
             lo = torch.where(too_big, lo, mid)
-        y = torch.sigmoid(w + 0.5 * (lo + hi))
-        ctx.save_for_backward(y)
-        return y
+        return torch.sigmoid(w + 0.5 * (lo + hi))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]

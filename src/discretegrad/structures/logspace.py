@@ -29,10 +29,15 @@ class _LogAddExp(torch.autograd.Function):
     """``torch.logaddexp``'s fused forward; the backward ``(g σ(a-b), g σ(b-a))`` is made of
     differentiable ops on the saved inputs, so it differentiates again (double backward)."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(a, b)
+    def forward(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return torch.logaddexp(a, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
@@ -63,8 +68,11 @@ def gradient(fn: Callable[..., torch.Tensor], x: torch.Tensor, *context: torch.T
     marginals ``μ = ∂ log Z / ∂ w`` is the covariance of the structure. Otherwise ``x`` is replaced by
     a detached leaf, ``context`` is detached, and the result carries no graph. Works under
     ``torch.no_grad()`` (grad is enabled locally) and ``torch.inference_mode()`` (left for copies of
-    the inputs, since autograd cannot run there).
+    the inputs, since autograd cannot run there). Under ``torch.func`` transforms (``vmap``, ``grad``)
+    it is ``torch.func.grad``, which those transforms differentiate further.
     """
+    if torch._C._functorch.get_interpreter_stack():  # under torch.func transforms: differentiable by them
+        return torch.func.grad(lambda leaf, *ctx: fn(leaf, *ctx).sum())(x, *context)
     if torch.is_inference_mode_enabled():
         with torch.inference_mode(False):
             return gradient(fn, x.clone(), *(c.clone() for c in context))

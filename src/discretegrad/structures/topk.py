@@ -19,7 +19,7 @@ __all__ = ["topk_hard", "topk_marginals", "corr_topk_hard", "corr_topk_marginals
 def topk_hard(u: torch.Tensor, k: int) -> torch.Tensor:
     """k-hot indicator of the ``k`` largest entries of ``u`` along the last dim (exactly ``k`` ones)."""
     index = u.topk(k, dim=-1).indices
-    return torch.zeros_like(u).scatter_(-1, index, 1.0)
+    return torch.zeros_like(u).scatter(-1, index, 1.0)  # out of place: vmap has a batching rule
 
 
 def topk_marginals(w: torch.Tensor, k: int) -> torch.Tensor:

@@ -101,7 +101,8 @@ def train(
         module: holds the trained parameters (a ``ValueError`` raised while one of them is
             non-finite becomes :class:`Diverged`).
         weight: the batch's weight in ``train_loss`` (e.g. its size; default: 1).
-        evaluate, hooks: called after each epoch, in this order; their metrics are logged.
+        evaluate: called after each epoch (before ``hooks``); its metrics are logged.
+        hooks: called after ``evaluate``, in order, with the epoch's metrics; theirs are logged.
         progress_metric: the metric shown by the progress bar (default: ``train_loss``).
         best: also report ``best_<metric>`` over epochs.
         measure_efficiency: log the ``efficiency`` artifact (:data:`EFFICIENCY` fields).
@@ -137,7 +138,8 @@ def train(
         for hook in hooks:
             metrics.update(hook(epoch, dict(metrics)) or {})
         ctx.log_epoch(epoch, metrics)
-        ctx.progress(epoch, epochs, metrics.get(progress_metric or "train_loss"))
+        shown = progress_metric or "train_loss"
+        ctx.progress(epoch, epochs, metrics.get(shown), name=shown)
         final = dict(metrics)
         if best is not None:
             value = metrics[best.metric]
