@@ -25,11 +25,11 @@ def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> tor
     which equals the Schur-complement diagonal) and updates ``A_ij += A_iv A_vj / d_v`` (paths
     through ``v``); ``log Z = Σ_v log d_v``. Everything runs in log space (``logsumexp`` and
     ``logaddexp``), so there is no overflow, underflow or cancellation, and no clipping; ``tau → 0``
-    stays accurate. Before each step every column is centred by its largest entry (exact: every
-    arborescence of the remaining graph has one in-edge per non-root vertex, so ``log Z`` shifts by
-    the sum of the centres, added back), so the pivots ``log d_v`` stay in ``[0, log n]`` and a common
-    offset of the weights costs no precision: rounding is relative to the spread of each vertex's
-    in-weights. ``O(n^3)`` in ``n - 1`` vectorised steps. Undirected trees are
+    stays accurate. Every column is centred by its largest entry, first and again when its vertex is
+    eliminated (exact: every arborescence of the remaining graph has one in-edge per non-root
+    vertex, so ``log Z`` shifts by the sum of the centres, added back), so the pivots ``log d_v`` stay
+    in ``[0, log n]`` and a common offset of the weights costs no precision: rounding is relative to
+    the spread of each vertex's in-weights. ``O(n^3)`` in ``n - 1`` vectorised steps. Undirected trees are
     arborescences of the symmetric graph rooted anywhere; their ``w`` is symmetrised as
     ``(w + wᵀ)/2``. Half precision is computed and returned in float32.
     """
@@ -45,17 +45,21 @@ def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> tor
     # root last; each step eliminates the first remaining vertex and drops its row and column
     order = torch.tensor([v for v in range(n) if v != root] + [root], device=w.device)
     logw = w.masked_fill(~valid, neg).index_select(-2, order).index_select(-1, order)
-    log_z = w.new_zeros(w.shape[:-2])
+    # centring: every arborescence has one in-edge per non-root vertex, so subtracting c_j from column j
+    # divides Z by exp(c_j); c_j = the column's largest entry (detached; the root's column, the last,
+    # holds no edge) puts every column's best entry at 0, so rounding is relative to the spread within
+    # columns, not to their magnitude
+    centre = logw.detach().amax(-2)
+    centre = torch.cat([centre[..., :-1], torch.zeros_like(centre[..., -1:])], -1)
+    logw = logw - centre.unsqueeze(-2)
+    log_z = centre.sum(-1)
     for m in range(n, 1, -1):
-        # centring: every arborescence of the remaining graph has one in-edge per non-root vertex, so
-        # subtracting c_j from column j divides Z by exp(c_j); c_j = the column's largest entry
-        # (detached; the root's column, the last, holds no edge) keeps every column's best entry at 0,
-        # at every step, so rounding is relative to the spread within columns, not to their magnitude
-        centre = logw.detach().amax(-2)
-        centre = torch.cat([centre[..., :-1], torch.zeros_like(centre[..., -1:])], -1)
-        logw = logw - centre.unsqueeze(-2)
-        log_z = log_z + centre.sum(-1)
         into_v = logw[..., 1:, 0]  # in-weights of the eliminated vertex from the m - 1 others
+        # the eliminated column again (the same identity): elimination can move a column's best entry
+        # far below 0, and logsumexp's backward exp(x - out) is then not normalised once out is rounded
+        pivot = into_v.detach().amax(-1, keepdim=True)
+        into_v = into_v - pivot
+        log_z = log_z + pivot.squeeze(-1)
         log_d = torch.logsumexp(into_v, -1)
         log_z = log_z + log_d
         through = into_v.unsqueeze(-1) + logw[..., 0, 1:].unsqueeze(-2) - log_d[..., None, None]
