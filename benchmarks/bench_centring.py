@@ -5,7 +5,7 @@ Cases, float32, one CPU thread, forward + backward (the relaxed SST sample and i
 ops compute them) unless noted: top-k entropy marginals and correlated top-k marginals ``[1000, 100]``,
 ``k = 10``; the correlated maximiser alone (max-semiring traceback, no gradient); the LML projection
 ``[1000, 100]``, ``k = 10``; spanning-tree and arborescence marginals, ``n = 10`` batch 128 and ``n = 50``
-batch 32. Every round runs every variant (order alternating), after one warm-up each.
+batch 32. Every round runs every variant (order rotating), after one warm-up each.
 
     python benchmarks/bench_centring.py [--reps 30] [--baseline-rev b105c4a] [--out results/reliability/centring_cost.md]
 """
@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import statistics
-import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -26,31 +23,14 @@ import torch
 from discretegrad.structures.logspace import gradient
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _env import environment, write_report  # noqa: E402
+from _env import environment, interleaved, module_at, write_report  # noqa: E402
 
 MODULES = {name: importlib.import_module(f"discretegrad.structures.{name}") for name in ("semiring", "matrix_tree", "lml")}
 
 
 def at_revision(rev: str, name: str) -> types.ModuleType:
     """``discretegrad/structures/<name>.py`` at git revision ``rev`` as a module."""
-    source = subprocess.run(["git", "show", f"{rev}:src/discretegrad/structures/{name}.py"], capture_output=True,
-                            text=True, check=True).stdout
-    module = types.ModuleType(f"{name}_at_{rev}")
-    exec(compile(source, f"{rev}:{name}.py", "exec"), module.__dict__)  # noqa: S102
-    return module
-
-
-def interleaved(variants: dict[str, callable], reps: int) -> dict[str, tuple[float, float]]:
-    names = list(variants)
-    for fn in variants.values():
-        fn()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(reps):
-        for n in (names if r % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter()
-            variants[n]()
-            times[n].append(time.perf_counter() - t0)
-    return {n: (statistics.median(t), min(t)) for n, t in times.items()}
+    return module_at(rev, f"src/discretegrad/structures/{name}.py", f"{name}_at_{rev}")
 
 
 def main(argv=None):

@@ -16,10 +16,7 @@ in rotating order), median and min:
 from __future__ import annotations
 
 import argparse
-import statistics
-import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -31,18 +28,14 @@ from discretegrad.structures.logspace import gradient
 from discretegrad.structures.semiring import chain_argmax, chain_score
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _env import environment, write_report  # noqa: E402
+from _env import environment, interleaved, module_at, write_report  # noqa: E402
 
 N_ITEMS, BATCH, K = 100, 1000, 10
 
 
 def hand_written(rev: str) -> types.ModuleType:
     """The former ``discretegrad._structures`` at git revision ``rev`` as a module."""
-    source = subprocess.run(["git", "show", f"{rev}:src/discretegrad/_structures.py"], capture_output=True,
-                            text=True, check=True).stdout
-    module = types.ModuleType("hand_written_structures")
-    exec(compile(source, f"{rev}:_structures.py", "exec"), module.__dict__)  # noqa: S102
-    return module
+    return module_at(rev, "src/discretegrad/_structures.py", "hand_written_structures")
 
 
 def op_variants(old: types.ModuleType) -> dict[str, dict[str, object]]:
@@ -50,20 +43,6 @@ def op_variants(old: types.ModuleType) -> dict[str, dict[str, object]]:
     names = ("topk_marginals", "corr_topk_marginals", "corr_topk_hard")
     return {"semiring (autograd)": {n: getattr(structures, n) for n in names},
             "hand-written": {n: getattr(old, n) for n in names}}
-
-
-def interleaved(variants: dict[str, callable], reps: int) -> dict[str, tuple[float, float]]:
-    """(median, min) seconds per variant; one warm-up each, then ``reps`` rounds in rotating order."""
-    names = list(variants)
-    for fn in variants.values():
-        fn()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(reps):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            variants[n]()
-            times[n].append(time.perf_counter() - t0)
-    return {n: (statistics.median(t), min(t)) for n, t in times.items()}
 
 
 def main(argv=None):
