@@ -11,9 +11,9 @@ generic score-function estimators that apply to it). Nothing else has import sid
 """
 
 # The family modules: the one list of what is registered.
-from discretegrad import bernoulli, binomial, categorical, poisson, subsets, trees
+from discretegrad import bernoulli, binomial, categorical, categorical_sf, poisson, subsets, subsets_map, trees
 
-from discretegrad import demo, diagnostics, exact, noise, relax, score_function
+from discretegrad import demo, diagnostics, exact, noise, relax, schedules, score_function
 from discretegrad._validation import get_default_validate_args, set_default_validate_args, validate_args
 from discretegrad.family import Family
 from discretegrad.registry import EstimatorSpec, estimators, families, register
@@ -29,6 +29,7 @@ __all__ = [
     "bernoulli",
     "binomial",
     "categorical",
+    "categorical_sf",
     "demo",
     "diagnostics",
     "estimators",
@@ -41,9 +42,11 @@ __all__ = [
     "poisson",
     "register",
     "relax",
+    "schedules",
     "score_function",
     "set_default_validate_args",
     "subsets",
+    "subsets_map",
     "surrogate",
     "trees",
     "validate_args",
