@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import discretegrad as dg
+from _nets import linear
 from discretegrad.cli import main
 
 
@@ -76,21 +77,10 @@ def test_surrogate_batch_shape_prefixes_and_errors():
         dg.surrogate(lambda z: z, theta, distribution="categorical", estimator="st", generator=gen())
 
 
-def _linear(fan_in: int, fan_out: int, generator: torch.Generator) -> torch.nn.Linear:
-    """``torch.nn.Linear`` with its default initialisation drawn from ``generator`` instead of the
-    global RNG (same draws, in the same order, as ``Linear.reset_parameters``)."""
-    lin = torch.nn.utils.skip_init(torch.nn.Linear, fan_in, fan_out)
-    with torch.no_grad():
-        torch.nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=generator)
-        bound = 1 / math.sqrt(fan_in)
-        lin.bias.uniform_(-bound, bound, generator=generator)
-    return lin
-
-
 def test_surrogate_trains_a_decoder_and_encoder_together():
     g = torch.Generator().manual_seed(0)
-    enc = _linear(4, 3 * 5, g)
-    dec = _linear(15, 4, g)
+    enc = linear(4, 3 * 5, g)
+    dec = linear(15, 4, g)
     x = torch.randn(8, 4, generator=g)
     logits = enc(x).view(8, 3, 5)
     loss = dg.surrogate(lambda z: ((dec(z.flatten(-2)) - x) ** 2).sum(-1), logits,

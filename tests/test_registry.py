@@ -110,3 +110,15 @@ def test_register_is_one_decorator(monkeypatch):
         dg.register("my_st", distribution="categorical")(my_st)
     with pytest.raises(TypeError, match="needs a default"):
         dg.register("bad", distribution="categorical")(lambda logits, *, tau, generator=None: logits)
+
+
+def test_families_are_listed_and_the_distributions_module_is_importable():
+    import types
+
+    import discretegrad.distributions as module
+
+    assert isinstance(module, types.ModuleType)  # no function of the package shadows it
+    assert dg.families() == sorted(dg.families())
+    assert {"bernoulli", "binomial", "categorical", "poisson", "topk", "spanning_tree", "arborescence"} <= set(
+        dg.families())
+    assert module.get_distribution("topk") is dg.get_family("topk")
