@@ -56,7 +56,7 @@ def diagnostics_rows(lines: list[str]) -> None:
     for title, rate, f in problems():
         v = rate.shape[-1]
         entries = [(name, 2 if name == "rloo" else 1) for name in BASE]
-        entries += [("reinforce", v + 1), ("rloo", v + 1)]
+        entries += [e for e in [("reinforce", v + 1), ("rloo", v + 1)] if e not in entries]
         head = ["estimator", "n_samples", "f evals / draw", "bias", "bias SE", "variance", "MSE", "cos(mean, exact)",
                 "ms / draw"]
         rows = []
