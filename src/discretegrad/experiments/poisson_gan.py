@@ -37,7 +37,8 @@ Logged per epoch: ``rate`` (λ at the end of the epoch), ``abs_error`` = |λ - 5
 of the last step) and ``train_loss``.
 
 Quick protocol: 50 epochs, 5 seeds, all five estimators (20-50 s per run on one shared CPU
-core, measured; the full protocol takes twice that per run, about 45 minutes for the 40 runs).
+core, measured; 54-135 s at load average 10; the full protocol takes twice that per run, about an
+hour for the 50 runs).
 """
 
 from __future__ import annotations
