@@ -21,7 +21,7 @@ from typing import Protocol
 
 from discretegrad import _validation as V
 
-__all__ = ["Schedule", "Constant", "ExponentialDecay", "MixedTemperature", "SCHEDULES"]
+__all__ = ["Schedule", "Constant", "ExponentialDecay", "MixedTemperature", "Stepped", "SCHEDULES"]
 
 
 class Schedule(Protocol):
@@ -89,6 +89,46 @@ class MixedTemperature:
 
     def __call__(self, step: int) -> float:
         return self.tau if _step(step) % self.period == 0 else self.mid_tau
+
+
+class Stepped:
+    """A schedule and the step a training loop has reached: the object a ``dg.nn`` layer reads.
+
+    ``float(stepped)`` (or ``stepped()``) is ``schedule(step)``; ``stepped.step()`` advances it by one
+    (``n``) steps and returns the new temperature. The state is the step alone (``state_dict`` /
+    ``load_state_dict`` for checkpoints), so a resumed run continues with the same temperatures::
+
+        tau = dg.schedules.Stepped(dg.schedules.MixedTemperature(tau=0.1))
+        layer = dg.nn.StraightThrough(distribution="categorical", estimator="gst", tau=tau)
+        for batch in batches:
+            loss = f(layer(logits)); loss.backward(); opt.step(); tau.step()
+    """
+
+    def __init__(self, schedule: Schedule, step: int = 0) -> None:
+        if not callable(schedule):
+            raise TypeError(f"Expected schedule to be callable as schedule(step), but got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.current = _step(step)
+        schedule(self.current)  # checks the schedule accepts the step
+
+    def __call__(self) -> float:
+        return float(self.schedule(self.current))
+
+    def __float__(self) -> float:
+        return self()
+
+    def step(self, n: int = 1) -> float:
+        self.current += V.positive_int("n", n)
+        return self()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.current}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.current = _step(state.get("step") if isinstance(state, dict) else state)
+
+    def __repr__(self) -> str:
+        return f"Stepped({self.schedule!r}, step={self.current})"
 
 
 SCHEDULES = {"constant": Constant, "exponential_decay": ExponentialDecay, "mixed_temperature": MixedTemperature}
