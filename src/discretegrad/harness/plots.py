@@ -4,11 +4,13 @@ gradient-variance curve on a log axis (like GST Figure 3)."""
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from discretegrad._format import mean_std
+from discretegrad.harness.files import atomic_write_text
 
 __all__ = ["curve_stats", "plot_setting", "GRAD_VARIANCE"]
 
@@ -67,8 +69,10 @@ def _panel(ax, curves: Curves, metric: str, log: bool) -> None:
 def _save(plt, fig, prefix: Path, suffix: str) -> Path:
     fig.tight_layout()
     path = prefix.with_name(prefix.name + suffix)
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    atomic_write_text(path, buf.getvalue())  # replaces a link at path rather than writing through it
     return path
 
 

@@ -59,6 +59,14 @@ class SweepProgress:
             self._refresh_desc()
             self._bar.update(1)
 
+    def skip(self) -> None:
+        """One run fewer to do (stored or claimed by another sweep meanwhile)."""
+        self.total -= 1
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._refresh_desc()
+            self._bar.refresh()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
