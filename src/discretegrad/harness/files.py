@@ -46,8 +46,8 @@ def dumps(x: Any, **kw: Any) -> str:
 
 def atomic_write_text(path: Path, text: str | bytes) -> None:
     """Write ``text`` (or bytes) to ``path`` atomically: a temporary file in the same directory
-    (which must exist), fsync, ``os.replace``, which replaces a link at ``path`` instead of
-    following it."""
+    (which must exist), fsync, ``os.replace`` (which replaces a link at ``path`` instead of
+    following it), fsync of the directory."""
     data = text.encode() if isinstance(text, str) else text
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -60,6 +60,12 @@ def atomic_write_text(path: Path, text: str | bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    with contextlib.suppress(OSError):  # the rename itself survives a power cut once the directory is synced
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def _is_link(p: Path) -> bool:
@@ -120,8 +126,12 @@ def run_files(config: Mapping[str, Any], env: Mapping[str, Any], status: str, er
 
 
 def write_run_files(out: Path, run_id: str, files: Mapping[str, str]) -> None:
-    """Write ``files`` (name -> text) into ``out/runs/<run_id>/``, each atomically, never through a link."""
+    """Write ``files`` (name -> text) into ``out/runs/<run_id>/``, each atomically, never through a
+    link; temporary files a killed writer left there are removed first."""
     d = safe_dir(out, "runs", path_component(run_id))
+    for stale in d.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
     for name, text in files.items():
         atomic_write_text(d / name, text)
 

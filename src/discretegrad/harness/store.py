@@ -9,12 +9,11 @@ Layout of ``DIR``::
     runs/<run_id>/env.json    versions, device, git commit, host, threads
     runs/<run_id>/metrics.json status, final metrics, per-epoch metrics, artifacts, error
 
-A run is written once it has ended, in one transaction together with its per-epoch metrics
-and artifacts, so a run that was interrupted leaves nothing behind and is simply redone. The
-files are written inside that transaction, by the process that commits the row, after it has
-seen that no other writer stored the run; if the transaction fails they are put back as they
-were (removed, or rewritten from the row of an earlier failed attempt). A run whose row is
-absent does not exist, whatever files a crash left.
+A run is written once it has ended, in one transaction with its per-epoch metrics and
+artifacts, so an interrupted run leaves nothing behind and is redone. Its files are written in
+that transaction, by the process that commits the row, once it has seen that no other writer
+stored the run; if the transaction fails they are put back (removed, or rewritten from an
+earlier failed attempt's row). A run whose row is absent does not exist, whatever files it left.
 
 Several sweeps may write one store: a sweep *claims* a run (a ``claims`` row: token, pid, host,
 expiry; :mod:`discretegrad.harness.lease`) before computing it, so others skip it; the
@@ -178,8 +177,8 @@ class Store:
             uri += "?mode=ro&immutable=1" if clean else "?mode=ro"
         self.db = _connect(uri)
         if existed:
-            try:
-                self._check_version()  # before any pragma that writes: never touch a foreign file
+            try:  # before any pragma that writes: never touch a foreign file
+                self._check_version(empty_ok=create, wait=not create)
             except sqlite3.OperationalError as e:
                 if create or not read_only_place or clean:
                     raise
@@ -192,25 +191,38 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
-        if create and existed:
-            self.check_writable()
-            with self.transaction():
-                self.db.execute(_CLAIMS)
-        if create and not existed:
-            with self.transaction():
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
-                    self.db.execute(stmt)
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if create:
+            with self.transaction():  # one creator at a time: concurrent sweeps may start together
+                if self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):
+                        self.db.execute(stmt)
+                    self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                else:
+                    self._check_version(empty_ok=False, wait=False)
+                    self.check_writable()
+                    self.db.execute(_CLAIMS)
 
-    def _check_version(self) -> None:
-        try:
-            version = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        except sqlite3.OperationalError as e:
-            if "no such table" not in str(e):
-                raise
-            version = None  # no meta table: some other SQLite file
-        except sqlite3.DatabaseError as e:
-            raise ValueError(f"Expected {str(self.path)!r} to be a discretegrad store, but got {e}") from None
+    def _check_version(self, *, empty_ok: bool, wait: bool) -> None:
+        """Read the schema version. An empty database is a store being created: fine for its
+        creator (``empty_ok``), waited for (up to 5 s) by a reader (``wait``)."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                version = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                break
+            except sqlite3.OperationalError as e:
+                if "no such table" not in str(e):
+                    raise
+                version = None  # no meta table: some other SQLite file, or one still empty
+                if self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0:
+                    break
+                if empty_ok:
+                    return
+                if not wait or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as e:
+                raise ValueError(f"Expected {str(self.path)!r} to be a discretegrad store, but got {e}") from None
         if version is None or version[0] not in READABLE_VERSIONS:
             raise ValueError(f"Expected {str(self.path)!r} to be a discretegrad store (schema version "
                              f"{' or '.join(READABLE_VERSIONS)}), but got "
@@ -257,19 +269,19 @@ class Store:
     @contextlib.contextmanager
     def transaction(self, undo: list[Callable[[], None]] | None = None) -> Iterator[Any]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (yields the connection). On any error, the ``COMMIT``'s
-        included: ``ROLLBACK``, then the callables in ``undo`` (what the transaction did outside
-        the database); an SQLite error is raised as :class:`StoreError`."""
+        included: the callables in ``undo`` (what the transaction did outside the database), then
+        ``ROLLBACK``; an SQLite error is raised as :class:`StoreError`."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
             yield self.db
             self.db.execute("COMMIT")
         except BaseException as e:
+            for fn in undo or ():  # first, while this connection still holds the write lock
+                with contextlib.suppress(OSError):
+                    fn()
             if self.db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
                 with contextlib.suppress(sqlite3.Error):
                     self.db.execute("ROLLBACK")
-            for fn in undo or ():
-                with contextlib.suppress(OSError):
-                    fn()
             if isinstance(e, sqlite3.Error):
                 raise self._error(e) from None
             raise
@@ -305,10 +317,10 @@ class Store:
             attempts = 1 + (old["attempts"] if old is not None else 0)
             previous = self._files_of_row(old) if old is not None else None
             undo.append(lambda: restore_run_files(self.dir, result.run_id, previous))
+            files = run_files(cfg, result.environment, result.status, result.error, result.metrics, result.epochs,
+                              result.artifacts, result.started_at, result.finished_at)
             try:
-                write_run_files(self.dir, result.run_id, run_files(cfg, result.environment, result.status, result.error,
-                                                        result.metrics, result.epochs, result.artifacts,
-                                                        result.started_at, result.finished_at))
+                write_run_files(self.dir, result.run_id, files)
             except OSError as e:
                 raise StoreError(f"Expected the run files of {result.run_id} under {str(self.dir)!r} to be "
                                  f"writable, but got {type(e).__name__}: {e}") from None
