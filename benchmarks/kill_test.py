@@ -7,7 +7,7 @@ store of an uninterrupted run.
    runs uninterrupted into ``WORK/reference``; this measures the start-up time (until the first
    run is stored) and the mean time per run.
 2. The same command runs into ``WORK/killed`` and is sent SIGKILL after a delay drawn from
-   ``random.Random(seed)``, uniform on [0.3 x start-up, start-up + 4 runs], so kills land in
+   ``random.Random(seed)``, uniform on [start-up / 2, start-up + 5 runs], so kills land in
    start-up, inside runs and around commits; then it is started again, ``--kills`` times, and
    finally once more to completion.
 3. Both stores are compared: the same run ids, statuses, final metrics, per-epoch metrics and
@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SWEEP = ["run", "poisson-gan", "--quick", "--set", "epochs=2", "--set", "steps_per_epoch=20", "--quiet"]
+SWEEP = ["run", "poisson-gan", "--quick", "--set", "epochs=4", "--set", "steps_per_epoch=50", "--quiet"]
 
 
 def _sweep(seeds: str, workers: int) -> list[str]:
@@ -111,7 +111,8 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times (default: 0)")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--seeds", default="0-14", help="seeds of the sweep (default: 0-14, 60 runs)")
+    ap.add_argument("--seeds", default="0-29", help="seeds of the sweep (default: 0-29, 120 runs: enough that "
+                                                    "20 kills land before it completes)")
     ap.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--record", default=str(REPO / "results" / "reliability" / "kill_test.md"))
     args = ap.parse_args()
@@ -139,7 +140,7 @@ def main() -> int:
 
     # 2. killed at random moments, rerun each time
     rng = random.Random(args.seed)
-    lo, hi = 0.3 * first, first + 4 * per_run
+    lo, hi = 0.5 * first, first + 5 * per_run
     kills = []
     for i in range(args.kills):
         delay = rng.uniform(lo, hi)
@@ -179,13 +180,13 @@ def main() -> int:
         f"--seeds {args.seeds} --workers {args.workers}`",
         "",
         f"Sweep (each attempt): `discretegrad {shlex.join(_sweep(args.seeds, args.workers))} --out DIR` "
-        f"({n_runs} runs: the quick Poisson-GAN estimators x seeds {args.seeds}, 2 epochs of 20 steps each).",
+        f"({n_runs} runs: the quick Poisson-GAN estimators x seeds {args.seeds}, 4 epochs of 50 steps each).",
         "",
         f"Environment: {environment('cpu')}; OMP_NUM_THREADS=1.",
         "",
         f"Uninterrupted reference: {total:.1f} s in all, first run stored after {first:.1f} s (start-up), "
         f"then {per_run:.2f} s per run. Kill delays: `random.Random({args.seed}).uniform({lo:.2f}, {hi:.2f})` "
-        "seconds after the start of each attempt (0.3 x start-up to start-up + 4 runs).",
+        "seconds after the start of each attempt (half the start-up to start-up + 5 runs).",
         "",
         "| kill | delay (s) | runs stored before | after | where it landed |",
         "|---|---|---|---|---|",

@@ -101,6 +101,7 @@ class _FullDisk:
     def __init__(self, con, state):
         object.__setattr__(self, "_con", con)
         object.__setattr__(self, "_state", state)
+        object.__setattr__(self, "_pending", False)  # this connection's transaction inserted a run
 
     def __getattr__(self, name):
         return getattr(self._con, name)
@@ -111,14 +112,14 @@ class _FullDisk:
     def execute(self, sql, *args):
         st = self._state
         words = sql.split()
-        st["log"].append(" ".join(words[:3]).upper())
+        st["log"].append((id(self), " ".join(words[:3]).upper()))
         if sql.lstrip().upper().startswith("INSERT INTO RUNS"):
-            st["pending"] = True
-        if words and words[0].upper() == "COMMIT" and st["pending"]:
-            st["pending"] = False
+            object.__setattr__(self, "_pending", True)
+        if words and words[0].upper() == "COMMIT" and self._pending:
+            object.__setattr__(self, "_pending", False)
             st["commits"] += 1
             if st["commits"] == st["fail_at"]:
-                st["log"].append("<FAILED COMMIT>")
+                st["log"].append((id(self), "<FAILED COMMIT>"))
                 raise sqlite3.OperationalError("database or disk is full")
         return self._con.execute(sql, *args)
 
@@ -127,7 +128,7 @@ class _FullDisk:
 
 
 def _inject_full_disk(monkeypatch, directory, fail_at):
-    state = {"log": [], "pending": False, "commits": 0, "fail_at": fail_at}
+    state = {"log": [], "commits": 0, "fail_at": fail_at}
     real = sqlite3.connect
 
     def connect(database, *args, **kwargs):
@@ -151,8 +152,9 @@ def test_a_failed_commit_is_rolled_back_with_one_message(tmp_path, capsys, monke
     _one_line_error(err, "database or disk is full")
     if code == 1:
         assert "after storing 1 of 3 runs" in err
-    i = state["log"].index("<FAILED COMMIT>")
-    assert state["log"][i + 1] == "ROLLBACK"
+    (con, _), = [e for e in state["log"] if e[1] == "<FAILED COMMIT>"]
+    mine = [text for c, text in state["log"] if c == con]  # that connection's statements
+    assert mine[mine.index("<FAILED COMMIT>") + 1] == "ROLLBACK"
     monkeypatch.undo()
     ids = _rows(out)
     assert len(ids) == stored
