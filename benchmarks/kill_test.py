@@ -6,10 +6,11 @@ store of an uninterrupted run.
 1. The sweep (a reduced Poisson-GAN protocol: the quick estimators x seeds, few short epochs)
    runs uninterrupted into ``WORK/reference``; this measures the start-up time (until the first
    run is stored) and the mean time per run.
-2. The same command runs into ``WORK/killed`` and is sent SIGKILL after a delay drawn from
-   ``random.Random(seed)``, uniform on [start-up / 2, start-up + 5 runs], so kills land in
-   start-up, inside runs and around commits; then it is started again, ``--kills`` times, and
-   finally once more to completion.
+2. The same command runs into ``WORK/killed`` and is sent SIGKILL at a moment drawn from
+   ``random.Random(seed)``: one in five during start-up, the others a random fraction of a run
+   after the attempt's m-th stored run (m in 0..3), so kills land in start-up, inside runs and
+   just after commits whatever the machine's load; then it is started again, ``--kills``
+   times, and finally once more to completion.
 3. Both stores are compared: the same run ids, statuses, final metrics, per-epoch metrics and
    artifacts run by run, the same ``report --json`` records; in the killed store every run has
    ``attempts == 1`` (no run was stored twice; a killed run left no row), no claim is left, and
@@ -111,8 +112,8 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times (default: 0)")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--seeds", default="0-29", help="seeds of the sweep (default: 0-29, 120 runs: enough that "
-                                                    "20 kills land before it completes)")
+    ap.add_argument("--seeds", default="0-24", help="seeds of the sweep (default: 0-24, 100 runs: 20 killed "
+                                                    "attempts, of about 2 stored runs each, leave it unfinished)")
     ap.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--record", default=str(REPO / "results" / "reliability" / "kill_test.md"))
     args = ap.parse_args()
@@ -125,7 +126,8 @@ def main() -> int:
 
     # 1. uninterrupted, measuring start-up (first row stored) and the time per run
     t0 = time.monotonic()
-    proc = subprocess.Popen(_cmd(ref, args.seeds, args.workers), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_cmd(ref, args.seeds, args.workers), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     first = None
     while proc.poll() is None:
         if first is None and _counts(ref)[0] > 0:
@@ -140,25 +142,36 @@ def main() -> int:
 
     # 2. killed at random moments, rerun each time
     rng = random.Random(args.seed)
-    lo, hi = 0.5 * first, first + 5 * per_run
     kills = []
     for i in range(args.kills):
-        delay = rng.uniform(lo, hi)
+        # a kill moment: in start-up (1 in 5), or a random fraction of a run after this attempt stored m runs
+        if rng.random() < 0.2:
+            m, extra = None, rng.uniform(0.1, 0.9) * first
+            plan = f"{extra:.2f} s after its start"
+        else:
+            m, extra = rng.randint(0, 3), rng.random() * per_run
+            plan = f"{extra:.2f} s after its run {m} was stored" if m else f"{extra:.2f} s after it opened the store"
         before, sweeps_before = _counts(killed)
+        t_start = time.monotonic()
         proc = subprocess.Popen(_cmd(killed, args.seeds, args.workers), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        try:
-            proc.wait(timeout=delay)
-            landed = False  # it finished first
-        except subprocess.TimeoutExpired:
+        deadline = None if m is not None else t_start + extra
+        while proc.poll() is None and (deadline is None or time.monotonic() < deadline):
+            if deadline is None:
+                stored_now, sweeps_now = _counts(killed)
+                if sweeps_now > sweeps_before and stored_now - before >= m:
+                    deadline = time.monotonic() + extra
+            time.sleep(0.01)
+        landed = proc.poll() is None
+        if landed:
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            landed = True
+        proc.wait()
+        at = time.monotonic() - t_start
         after, sweeps_after = _counts(killed)
         phase = ("finished before the kill" if not landed else
                  "start-up (store not opened yet)" if sweeps_after == sweeps_before else "sweeping")
-        kills.append((i + 1, delay, before, after, phase))
-        print(f"kill {i + 1}: after {delay:.2f} s, runs stored {before} -> {after}, {phase}", flush=True)
+        kills.append((i + 1, plan, at, before, after, phase))
+        print(f"kill {i + 1}: {plan}, at {at:.2f} s, runs stored {before} -> {after}, {phase}", flush=True)
     final_s = _run_to_end(_cmd(killed, args.seeds, args.workers), env)
 
     # 3. compare
@@ -171,7 +184,7 @@ def main() -> int:
     no_claims = not _query(killed / "store.sqlite", "SELECT * FROM claims")
     files = _files_match_rows(killed)
     identical = same_ids and same_runs and same_records and once and no_claims and files
-    landed = sum(k[4] != "finished before the kill" for k in kills)
+    landed = sum(k[5] != "finished before the kill" for k in kills)
 
     lines = [
         "# Kill test: a sweep SIGKILLed at random moments, rerun each time",
@@ -185,19 +198,23 @@ def main() -> int:
         f"Environment: {environment('cpu')}; OMP_NUM_THREADS=1.",
         "",
         f"Uninterrupted reference: {total:.1f} s in all, first run stored after {first:.1f} s (start-up), "
-        f"then {per_run:.2f} s per run. Kill delays: `random.Random({args.seed}).uniform({lo:.2f}, {hi:.2f})` "
-        "seconds after the start of each attempt (half the start-up to start-up + 5 runs).",
+        f"then {per_run:.2f} s per run. Kill moments from `random.Random({args.seed})`: with probability 1/5 "
+        f"uniformly in [0.1, 0.9] x the start-up time after the attempt started, else a uniform fraction of a "
+        f"run time ({per_run:.2f} s) after the attempt's m-th stored run (m uniform in 0..3; m = 0: after it "
+        "opened the store), watched by polling the store every 10 ms. Times are seconds after the attempt "
+        "started.",
         "",
-        "| kill | delay (s) | runs stored before | after | where it landed |",
-        "|---|---|---|---|---|",
-        *[f"| kill {i} | {d:.2f} | {bf} | {af} | {ph} |" for i, d, bf, af, ph in kills],
+        "| kill | planned moment | killed at (s) | runs stored before | after | where it landed |",
+        "|---|---|---|---|---|---|",
+        *[f"| kill {i} | {pl} | {at:.2f} | {bf} | {af} | {ph} |" for i, pl, at, bf, af, ph in kills],
         "",
         f"{landed} of {len(kills)} kills landed while the sweep ran; the final rerun took {final_s:.1f} s.",
         "",
         "## Result",
         "",
         f"- same run ids as the uninterrupted run: {'yes' if same_ids else 'NO'} ({len(b)} runs)",
-        f"- every run's status, final metrics, per-epoch metrics and artifacts identical: {'yes' if same_runs else 'NO'}",
+        "- every run's status, final metrics, per-epoch metrics and artifacts identical: "
+        f"{'yes' if same_runs else 'NO'}",
         f"- `report --json` records identical: {'yes' if same_records else 'NO'}",
         f"- every run stored once (`attempts == 1`): {'yes' if once else 'NO'}",
         f"- no claim left in the store: {'yes' if no_claims else 'NO'}",

@@ -292,6 +292,11 @@ def test_claims_of_other_sweeps_are_respected_until_dead_or_expired(tmp_path):
 def test_claims_are_renewed_while_the_sweep_lives(tmp_path):
     from discretegrad.harness import lease
 
+    plan = plan_sweep("toy", out=tmp_path / "x", estimators=["st"], seeds="0", quick=True)
+    for bad in (0, -1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="Expected lease_s to be a finite number of seconds > 0"):
+            run_sweep(plan, lease_s=bad)
+    assert not (tmp_path / "x").exists()
     _synthetic_store(tmp_path, n=1)
     who = lease.Claimant.here()
     with Store(tmp_path, create=True) as st:

@@ -215,6 +215,8 @@ def run_sweep(
     """
     if not isinstance(plan, SweepPlan):
         raise TypeError(f"Expected plan to be a SweepPlan (from plan_sweep), but got {type(plan).__name__}")
+    if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not 0 < lease_s < float("inf"):
+        raise ValueError(f"Expected lease_s to be a finite number of seconds > 0, but got {lease_s!r}")
     if backend is None:
         backend = make_backend(workers)
     exp = plan.experiment
