@@ -1,8 +1,9 @@
 """The ``discretegrad`` command: a thin layer over the Python API.
 
-Bad input, or a missing optional extra (matplotlib for ``demo``/``report``), prints one message
-to stderr and exits with status 2 (no traceback). ``run`` exits
-with status 1 when some run failed (the others are stored), 130 when interrupted.
+Bad input, store errors, or a missing optional extra (matplotlib for ``demo``/``report``) print one
+message to stderr and exit with status 2 (no traceback). ``run`` exits with status 1 when some run
+failed (the others are stored) or a store error stopped it after it had stored runs, 130 when
+interrupted.
 """
 
 from __future__ import annotations
@@ -44,14 +45,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _sweep_args(args: argparse.Namespace) -> dict:
-    from discretegrad.harness.grid import parse_assignment, parse_estimators, parse_seeds
+    from discretegrad.harness.grid import (DEFAULT_MAX_RUNS, check_max_runs, parse_assignment, parse_estimators,
+                                           parse_seeds)
 
+    max_runs = check_max_runs(DEFAULT_MAX_RUNS if args.max_runs is None else args.max_runs)
     return dict(
         out=args.out if args.out is not None else f"runs/{args.experiment}",
         estimators=parse_estimators(args.estimators) if args.estimators is not None else None,
-        seeds=parse_seeds(args.seeds) if args.seeds is not None else None,
+        seeds=parse_seeds(args.seeds, limit=max_runs) if args.seeds is not None else None,
         overrides=dict(parse_assignment(a) for a in args.set),
-        quick=args.quick, device=args.device, plugins=args.plugin,
+        quick=args.quick, device=args.device, plugins=args.plugin, max_runs=max_runs,
     )
 
 
@@ -158,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     r.add_argument("--quiet", action="store_true", help="no progress output (bar or per-run lines)")
     r.add_argument("--dry-run", action="store_true", help="validate and list the runs (stored or to run); create nothing")
+    r.add_argument("--max-runs", type=int, default=None, metavar="N",
+                   help="refuse a sweep of more than N runs (default: 10000)")
     r.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
     r.set_defaults(func=_cmd_run)
 
@@ -174,9 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, OSError, MissingExtraError) as e:
+    except (ValueError, TypeError, OSError, MissingExtraError) as e:  # store errors included (harness.store.StoreError)
         print(f"discretegrad: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_status", 2)  # 1: a sweep stopped after storing some runs
     except KeyboardInterrupt:
         print("discretegrad: interrupted (finished runs are stored; rerun the same command to resume)",
               file=sys.stderr)
