@@ -38,8 +38,13 @@ def _main(capsys, argv):
 
 
 def _one_line_error(err: str, needle: str) -> None:
-    assert err.startswith("discretegrad: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err and needle in err, err
+    """One error line, the last of stderr (earlier lines may be the per-run progress lines a sweep
+    prints when stderr is not a terminal), and no traceback."""
+    lines = err.splitlines()
+    errors = [ln for ln in lines if ln.startswith("discretegrad: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and err.endswith("\n"), err
+    assert all(ln.startswith("[") for ln in lines[:-1]), err  # progress lines only before it
+    assert "Traceback" not in err and needle in errors[0], err
 
 
 def _result(cfg, seed_offset=0.0, payload=""):

@@ -189,10 +189,21 @@ def unordered_set(f: CostFn, params: torch.Tensor, *, distribution: str = "categ
                          f"but got {d.n}")
     log_probs = torch.log_softmax(x.detach(), -1).reshape(n_batch, n_vars, n_cat)
     idx = beam_sample(log_probs, k, d.generator)  # [B, k, V]
+    # Masked (-inf) categories: a batch element with fewer than k configurations of positive
+    # probability draws all of them first and then zero-probability ones; those are replaced by its
+    # first draw (always positive) and get weight 0, and its (exhausted) set gives the exact sum.
+    drawn = log_probs.unsqueeze(1).expand(-1, k, -1, -1).gather(-1, idx.unsqueeze(-1)).squeeze(-1).sum(-1)
+    positive = torch.isfinite(drawn)  # [B, k]
+    idx = torch.where(positive.unsqueeze(-1), idx, idx[:, :1].expand_as(idx))
     z = F.one_hot(idx, n_cat).to(x.dtype).transpose(0, 1).reshape(k, *x.shape)
     costs = d.family.check_costs(f(z.to(d.dtype)), k, d.params)
     logp = d.log_prob(z, batch_ndim, x=d.family.expand(x, k))  # [k, *batch], differentiable
     w, base = set_weights(logp.detach().double().reshape(k, n_batch).T, exhausted=k == domain)
+    short = ~positive.all(-1)  # elements with fewer positive configurations than k
+    if bool(short.any()):
+        p = torch.where(positive, logp.detach().double().reshape(k, n_batch).T.exp(), 0.0)
+        w = torch.where(short.unsqueeze(-1), p, w)
+        base = torch.where(short[:, None, None], p.unsqueeze(1).expand(-1, k, -1), base)  # b_s = E[f]
     fc = costs.detach().double().reshape(k, n_batch).T
     b = (base @ fc.unsqueeze(-1)).squeeze(-1) if builtin_baseline else torch.zeros_like(fc)
     coef = (w * (fc - b)).T.reshape(k, *batch).to(logp.dtype)

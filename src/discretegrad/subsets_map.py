@@ -32,12 +32,17 @@ def _prepare(logits: object, k: object, generator: object):
 class _PerturbAndMAP(torch.autograd.Function):
     """Forward ``z = MAP(θ + ε)``; backward ``z - MAP(θ - λ g + ε)`` with the same noise ``ε``."""
 
+    generate_vmap_rule = True  # forward and backward are plain batched tensor code (top-k)
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, noise: torch.Tensor, k: int, lam: float) -> torch.Tensor:
-        z = S.topk_hard(x + noise, k)
-        ctx.save_for_backward(x, noise, z)
+    def forward(x: torch.Tensor, noise: torch.Tensor, k: int, lam: float) -> torch.Tensor:  # type: ignore[override]
+        return S.topk_hard(x + noise, k)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, noise, k, lam = inputs
+        ctx.save_for_backward(x, noise, output)
         ctx.k, ctx.lam = k, lam
-        return z
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
