@@ -265,6 +265,14 @@ def rank_problem(problem: Problem, *, budget: Budget, seed: int, build_seconds: 
 
 # ----------------------------------------------------------------------------- the job
 
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages when the run ends (other processes slow the run's wall time)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _select(entries: Sequence[Entry], distributions: Sequence[str] | None) -> list[Entry]:
     if distributions is None:
         return list(entries)
@@ -291,7 +299,7 @@ def run_leaderboard(out_dir: str | os.PathLike[str] = "results/leaderboard", *, 
     results: list[ProblemResult] = []
     unavailable: list[tuple[Entry, str]] = []
     threads = torch.get_num_threads()
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     for entry in chosen:
         t0 = time.perf_counter()
         try:
@@ -313,6 +321,7 @@ def run_leaderboard(out_dir: str | os.PathLike[str] = "results/leaderboard", *, 
     no_problem = [d for d in (distributions or families()) if d not in ranked]
     meta = {"command": command, "environment": dict(environment or {}), "seed": seed, "quick": quick,
             "budget": dataclasses.asdict(budget), "torch_threads_measure": 1, "torch_threads_build": threads,
-            "wall_seconds": time.perf_counter() - t_start}
+            "wall_seconds": time.perf_counter() - t_start, "cpu_seconds": time.process_time() - cpu_start,
+            "load_average": _load_average()}
     report.write_all(results, unavailable, no_problem, out, meta)
     return results

@@ -198,7 +198,9 @@ def _readme(results: Sequence[ProblemResult], unavailable: Sequence[tuple[Entry,
         lines += ["", "## MSE against time", ""]
         lines += [f"![{d}](pareto_{d}.png)" for d in dists]
     lines += ["", "## Environment", "", *_environment_lines(meta.get("environment", {}), meta),
-              f"- wall time of the whole run: {meta['wall_seconds']:.0f} s", "",
+              f"- time of the whole run: {meta['wall_seconds']:.0f} s wall, {meta['cpu_seconds']:.0f} s CPU of this "
+              f"process; load average at the end {meta.get('load_average')} (other processes on the machine "
+              "stretch the wall time)", "",
               "All numbers, with the timing of every round: `leaderboard.json`.", ""]
     return "\n".join(lines)
 
