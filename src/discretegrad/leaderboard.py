@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from discretegrad import _validation as V
+from discretegrad import leaderboard_report as report
 from discretegrad.diagnostics import GradientReport, compare, gradient_draws
 from discretegrad.exact import DEFAULT_MAX_CONFIGS
 from discretegrad.exact import gradient as exact_gradient
@@ -288,17 +289,33 @@ def run_leaderboard(out_dir: str | os.PathLike[str] = "results/leaderboard", *, 
     of the ``distributions`` given (default all); write the tables, Pareto plots, JSON and README
     under ``out_dir``. ``quick``: 20 draws (unless ``draws`` says), 2 timing rounds of 2 gradients,
     and the entries' quick builds."""
-    from discretegrad import leaderboard_report as report
-
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"Expected seed to be an int >= 0, but got {seed!r}")
     budget = Budget.of(quick, draws)
     chosen = _select(builtin_entries() if entries is None else entries, distributions)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    # one intra-op thread: the tensors are small (threads add overhead), the timing is steadier, and a
+    # machine shared with other jobs slows one thread far less than two that wait for each other
+    torch.set_num_threads(1)
+    try:
+        results, unavailable, wall, cpu = _run(chosen, out, budget, seed, command, echo, quick)
+    finally:
+        torch.set_num_threads(threads)
+    ranked = {e.distribution for e in chosen}
+    no_problem = [d for d in (distributions or families()) if d not in ranked]
+    meta = {"command": command, "environment": dict(environment or {}), "seed": seed, "quick": quick,
+            "budget": dataclasses.asdict(budget), "torch_threads": 1, "wall_seconds": wall, "cpu_seconds": cpu,
+            "load_average": _load_average()}
+    report.write_all(results, unavailable, no_problem, out, meta)
+    return results
+
+
+def _run(chosen: Sequence[Entry], out: Path, budget: Budget, seed: int, command: str | None,
+         echo: Callable[[str], None], quick: bool) -> tuple[list[ProblemResult], list[tuple[Entry, str]], float, float]:
     results: list[ProblemResult] = []
     unavailable: list[tuple[Entry, str]] = []
-    threads = torch.get_num_threads()
     t_start, cpu_start = time.perf_counter(), time.process_time()
     for entry in chosen:
         t0 = time.perf_counter()
@@ -308,20 +325,8 @@ def run_leaderboard(out_dir: str | os.PathLike[str] = "results/leaderboard", *, 
             unavailable.append((entry, str(e)))
             echo(f"{entry.name}: skipped ({e})")
             continue
-        build_seconds = time.perf_counter() - t0
-        torch.set_num_threads(1)  # small tensors: intra-op threads add overhead and timing noise
-        try:
-            result = rank_problem(problem, budget=budget, seed=seed, build_seconds=build_seconds)
-        finally:
-            torch.set_num_threads(threads)
+        result = rank_problem(problem, budget=budget, seed=seed, build_seconds=time.perf_counter() - t0)
         results.append(result)
         report.write_problem(result, out, budget=budget, seed=seed, command=command)
         echo(report.summary_line(result))
-    ranked = {e.distribution for e in chosen}
-    no_problem = [d for d in (distributions or families()) if d not in ranked]
-    meta = {"command": command, "environment": dict(environment or {}), "seed": seed, "quick": quick,
-            "budget": dataclasses.asdict(budget), "torch_threads_measure": 1, "torch_threads_build": threads,
-            "wall_seconds": time.perf_counter() - t_start, "cpu_seconds": time.process_time() - cpu_start,
-            "load_average": _load_average()}
-    report.write_all(results, unavailable, no_problem, out, meta)
-    return results
+    return results, unavailable, time.perf_counter() - t_start, time.process_time() - cpu_start
