@@ -129,6 +129,52 @@ def test_estimators_that_cannot_run_are_skipped_with_the_reason(monkeypatch, tmp
     assert "- `broken`: RuntimeError: this estimator is broken" in table
 
 
+def test_slow_failing_late_and_nan_estimators(monkeypatch):
+    import time as _time
+
+    from discretegrad import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    calls = {"n": 0}
+
+    @dg.register("slow", distribution="poisson", reference="test")
+    def slow(rate, *, generator=None):
+        """Sleeps 20 ms per call."""
+        _time.sleep(0.02)
+        return dg.poisson.st(rate, generator=generator)
+
+    @dg.register("fails_later", distribution="poisson", reference="test")
+    def fails_later(rate, *, generator=None):
+        """Works once (the smoke gradient), then raises."""
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("second call fails")
+        return dg.poisson.st(rate, generator=generator)
+
+    @dg.register("nan_grad", distribution="poisson", reference="test")
+    def nan_grad(rate, *, generator=None):
+        """A NaN gradient."""
+        z = dg.poisson.st(rate, generator=generator)
+        return z + (rate - rate.detach()) * float("nan")
+
+    budget = Budget(draws=40, rounds=2, block=1, seconds=0.1, min_draws=3)
+    prob = Problem.from_example("poisson", "poisson", dg.get_family("poisson").example())
+    res = rank_problem(prob, budget=budget, seed=0)
+    rows = {r.estimator: r for r in res.rows}
+    assert 3 <= rows["slow"].report.draws < 40  # 0.1 s affords about 5 draws of 20 ms
+    assert rows["st"].report.draws == 40
+    assert rows["fails_later"].skipped == "RuntimeError: second call fails"
+    assert rows["nan_grad"].skipped.startswith("non-finite gradients")
+    assert "| 40 |" in leaderboard_report.problem_table(res)
+
+
+def test_budget_draws_for():
+    b = Budget(draws=1000, seconds=60.0, min_draws=100)
+    assert b.draws_for(1.0) == 1000 and b.draws_for(60.0) == 1000
+    assert b.draws_for(120.0) == 500 and b.draws_for(1e4) == 100
+    assert Budget(draws=20, min_draws=100).draws_for(1e6) == 20
+
+
 def test_timing_ratios_are_taken_within_rounds():
     prob = Problem.from_example("poisson", "poisson", dg.get_family("poisson").example())
     specs = dg.estimators("poisson")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import statistics
 import time
@@ -88,17 +89,26 @@ class Entry:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """How much is measured: gradient draws per estimator, and the timing protocol (``rounds``
-    rounds of ``block`` gradients per estimator)."""
+    """How much is measured: gradient draws per estimator, the timing protocol (``rounds`` rounds
+    of ``block`` gradients per estimator), and ``seconds``, the most time the draws of one
+    estimator on one problem may take: a slower estimator gets fewer draws (``min_draws`` at
+    least), which its row says."""
 
     draws: int = 1000
     rounds: int = 5
     block: int = 20
+    seconds: float = 60.0
+    min_draws: int = 100
 
     @classmethod
     def of(cls, quick: bool, draws: int | None) -> Budget:
         base = cls(draws=20, rounds=2, block=2) if quick else cls()
         return base if draws is None else dataclasses.replace(base, draws=V.positive_int("draws", draws, minimum=2))
+
+    def draws_for(self, ms_per_gradient: float) -> int:
+        """Draws for an estimator that takes ``ms_per_gradient``: ``draws`` unless that exceeds ``seconds``."""
+        affordable = int(self.seconds * 1e3 / max(ms_per_gradient, 1e-9))
+        return self.draws if affordable >= self.draws else max(min(self.draws, self.min_draws), affordable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,23 +201,49 @@ def _hparams(problem: Problem) -> dict[str, Any]:
 
 
 def time_estimators(problem: Problem, specs: Sequence[EstimatorSpec], *, baseline: str | None, rounds: int,
-                    block: int, seed: int) -> dict[str, tuple[list[float], list[float]]]:
+                    block: int, seed: int, errors: dict[str, str] | None = None
+                    ) -> dict[str, tuple[list[float], list[float]]]:
     """Seconds per gradient of each estimator, ``rounds`` times ``block`` gradients, the order of the
     estimators drawn afresh each round; returns ``name -> (ms per gradient per round, ratio to
-    ``baseline`` in the same round)`` (no ratios without a baseline)."""
+    ``baseline`` in the same round)`` (no ratios without a baseline). With ``errors``, an estimator
+    that raises is recorded there (``name -> reason``) and left out instead of stopping the timing."""
     order_gen = _generator(seed, problem.name, "timing-order")
     ms: dict[str, list[float]] = {s.name: [] for s in specs}
     for r in range(rounds):
         for i in torch.randperm(len(specs), generator=order_gen).tolist():
             s = specs[i]
+            if s.name not in ms:
+                continue
             gen = _generator(seed, problem.name, s.name, f"timing-{r}")
             t0 = time.perf_counter()
-            gradient_draws(problem.f, problem.params, distribution=problem.distribution, estimator=s.name,
-                           draws=block, n_samples=s.min_samples, generator=gen, **_hparams(problem))
+            try:
+                gradient_draws(problem.f, problem.params, distribution=problem.distribution, estimator=s.name,
+                               draws=block, n_samples=s.min_samples, generator=gen, **_hparams(problem))
+            except Exception as e:  # noqa: BLE001
+                if errors is None:
+                    raise
+                errors[s.name] = _reason(e)
+                del ms[s.name]
+                continue
             ms[s.name].append((time.perf_counter() - t0) / block * 1e3)
     ratios = {n: ([v / b for v, b in zip(t, ms[baseline], strict=True)] if baseline in ms else [])
               for n, t in ms.items()}
     return {n: (ms[n], ratios[n]) for n in ms}
+
+
+def _reason(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def _smoke(problem: Problem, spec: EstimatorSpec, seed: int) -> str | None:
+    """Why ``spec`` cannot run on ``problem`` (one gradient raises), or ``None``."""
+    try:
+        gradient_draws(problem.f, problem.params, distribution=problem.distribution, estimator=spec.name, draws=1,
+                       n_samples=spec.min_samples, generator=_generator(seed, problem.name, spec.name, "smoke"),
+                       **_hparams(problem))
+    except Exception as e:  # noqa: BLE001 -- one estimator that cannot run must not stop the board
+        return _reason(e)
+    return None
 
 
 def _baseline(names: Sequence[str]) -> tuple[str | None, str]:
@@ -227,32 +263,41 @@ def _skip_reason(spec: EstimatorSpec, problem: Problem) -> str | None:
 
 
 def rank_problem(problem: Problem, *, budget: Budget, seed: int, build_seconds: float = 0.0) -> ProblemResult:
-    """Every registered estimator of ``problem.distribution`` on ``problem``, ranked by MSE."""
+    """Every registered estimator of ``problem.distribution`` on ``problem``, ranked by MSE: a smoke
+    gradient (an estimator that raises is skipped with the reason), the interleaved timing, then
+    ``compare`` with :meth:`Budget.draws_for` draws each against the exact gradient, computed once."""
     t0 = time.perf_counter()
     specs = estimators(problem.distribution)
     exact = exact_gradient(problem.f, problem.params, distribution=problem.distribution,
                            max_configs=problem.max_configs, **_hparams(problem))
-    reports: dict[str, GradientReport] = {}
     skipped: dict[str, str] = {}
     for s in specs:
-        reason = _skip_reason(s, problem)
-        if reason is None:
-            try:
-                reports[s.name] = compare(problem.f, problem.params, distribution=problem.distribution,
-                                          estimators=[s.name], draws=budget.draws, n_samples=s.min_samples,
-                                          generator=_generator(seed, problem.name, s.name), exact=exact,
-                                          max_configs=problem.max_configs, **_hparams(problem))[0]
-            except Exception as e:  # noqa: BLE001 -- one estimator that cannot run must not stop the board
-                reason = f"{type(e).__name__}: {e}"
+        reason = _skip_reason(s, problem) or _smoke(problem, s, seed)
         if reason is not None:
             skipped[s.name] = reason
-    ran = [s for s in specs if s.name in reports]
-    baseline, note = _baseline([s.name for s in ran])
-    timing = time_estimators(problem, ran, baseline=baseline, rounds=budget.rounds, block=budget.block, seed=seed)
+    baseline, note = _baseline([s.name for s in specs if s.name not in skipped])
+    timing = time_estimators(problem, [s for s in specs if s.name not in skipped], baseline=baseline,
+                             rounds=budget.rounds, block=budget.block, seed=seed, errors=skipped)
+    reports: dict[str, GradientReport] = {}
+    for s in specs:
+        if s.name in skipped:
+            continue
+        try:
+            rep = compare(problem.f, problem.params, distribution=problem.distribution, estimators=[s.name],
+                          draws=budget.draws_for(statistics.median(timing[s.name][0])), n_samples=s.min_samples,
+                          generator=_generator(seed, problem.name, s.name), exact=exact,
+                          max_configs=problem.max_configs, **_hparams(problem))[0]
+        except Exception as e:  # noqa: BLE001
+            skipped[s.name] = _reason(e)
+            continue
+        if not math.isfinite(rep.mse):
+            skipped[s.name] = f"non-finite gradients (MSE {rep.mse})"
+        else:
+            reports[s.name] = rep
     rows = []
     for s in specs:
         common = dict(estimator=s.name, kind=s.kind, unbiased=s.unbiased, relaxed=s.relaxed, n_samples=s.min_samples)
-        if s.name in skipped:
+        if s.name not in reports:
             rows.append(Row(**common, skipped=skipped[s.name]))
             continue
         ms, ratio = timing[s.name]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["write_problem", "summary_line", "write_all", "problem_table", "pareto_front"]
 
-_HEAD = ["rank", "estimator", "kind", "unbiased", "relaxed", "samples", "MSE", "bias", "bias SE", "rel. bias",
+_HEAD = ["rank", "estimator", "kind", "unbiased", "relaxed", "samples", "draws", "MSE", "bias", "bias SE", "rel. bias",
          "variance", "cos(mean, exact)", "mean cos", "ms/grad"]
 
 
@@ -38,7 +38,8 @@ def problem_table(result: ProblemResult) -> str:
         rank += 1
         rep = r.report
         rows.append([str(rank), f"`{r.estimator}`", "op" if r.kind == "op" else "needs f",
-                     "yes" if r.unbiased else "no", "yes" if r.relaxed else "no", str(r.n_samples), _g(rep.mse),
+                     "yes" if r.unbiased else "no", "yes" if r.relaxed else "no", str(r.n_samples), str(rep.draws),
+                     _g(rep.mse),
                      _g(rep.bias), _g(rep.bias_se, ".2g"), _g(rep.relative_bias, ".3f"), _g(rep.variance),
                      _g(rep.cosine, ".4f"), _g(rep.mean_cosine, ".4f"), _g(r.ms_per_gradient, ".3f"),
                      _g(r.time_ratio, ".2f")])
@@ -62,7 +63,8 @@ def write_problem(result: ProblemResult, out: Path, *, budget: Budget, seed: int
     if p.notes:
         lines += ["", p.notes]
     lines += ["", f"Exact gradient by enumeration, norm {result.exact_norm:.4g}. {budget.draws} gradient draws per "
-              f"estimator, {_samples_note(result)}, seed {seed}. Time: median over {budget.rounds} rounds of "
+              f"estimator (fewer, at least {budget.min_draws}, for one whose draws would take more than "
+              f"{budget.seconds:g} s: see `draws`), {_samples_note(result)}, seed {seed}. Time: median over {budget.rounds} rounds of "
               f"{budget.block} gradients, the estimators in a fresh random order each round; "
               f"{result.baseline_note}, the median of the ratios within a round. Ranked by MSE = mean ‖ĝ − g‖² "
               "(= variance + bias²); bias is ‖mean ĝ − g‖ with its Monte Carlo standard error (bias SE); "
@@ -166,8 +168,9 @@ def _readme(results: Sequence[ProblemResult], unavailable: Sequence[tuple[Entry,
     lines += [
         "Every estimator the registry holds for a distribution is compared, on each problem below, against the "
         "exact gradient of E[f(z)] (by enumeration) with `dg.diagnostics.compare`: "
-        f"{budget['draws']} gradient draws per estimator (estimators with `min_samples` > 1 get that many samples "
-        "per gradient), seed "
+        f"{budget['draws']} gradient draws per estimator (fewer, at least {budget['min_draws']}, for one whose "
+        f"draws would take more than {budget['seconds']:g} s; estimators with `min_samples` > 1 get that many "
+        "samples per gradient), seed "
         f"{meta['seed']}; each estimator's draws come from its own generator, so its numbers do not depend on "
         "which other estimators are registered. Time per gradient is measured in the same run: "
         f"{budget['rounds']} rounds of {budget['block']} gradients per estimator, the estimators in a fresh random "
