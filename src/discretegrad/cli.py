@@ -1,4 +1,4 @@
-"""The ``discretegrad`` command: a thin layer over the Python API (demo, leaderboard, list, run, report).
+"""The ``discretegrad`` command: a thin layer over the Python API.
 
 Bad input prints one message to stderr and exits with status 2 (no traceback). ``run`` exits
 with status 1 when some run failed (the others are stored), 130 when interrupted.
