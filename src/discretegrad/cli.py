@@ -34,6 +34,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from discretegrad.experiments.vae_probes import suite
+    from discretegrad.harness.environment import environment, git_info
+    from discretegrad.leaderboard import run_leaderboard
+
+    run_leaderboard(args.out, entries=suite(), distributions=args.distribution, draws=args.draws, seed=args.seed,
+                    quick=args.quick, command=shlex.join(["discretegrad", *args.argv]),
+                    environment=environment("cpu", git_info()))
+    print(f"wrote the leaderboard under {args.out}/")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from discretegrad.harness.contract import load_plugins
     from discretegrad.harness.catalog import catalog, format_catalog
@@ -132,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--draws", type=int, default=1000, help="gradient draws per estimator (default: 1000)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
+
+    lb = sub.add_parser("leaderboard", help="rank every registered estimator on problems with exact gradients")
+    lb.add_argument("--distribution", action="append", default=None, metavar="NAME",
+                    help="only this distribution's problems (repeatable; default: all)")
+    lb.add_argument("--draws", type=int, default=None, help="gradient draws per estimator (default: 1000; --quick: 20)")
+    lb.add_argument("--out", default="results/leaderboard", help="output directory (default: results/leaderboard)")
+    lb.add_argument("--seed", type=int, default=0, help="seed of the gradient draws (default: 0)")
+    lb.add_argument("--quick", action="store_true", help="a tiny version (few draws, 3-step VAE probes)")
+    lb.set_defaults(func=_cmd_leaderboard)
 
     plugin_help = ("import MODULE first (it registers experiments; repeatable). "
                    "The env var DISCRETEGRAD_PLUGINS=mod1,mod2 does the same.")
