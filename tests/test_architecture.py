@@ -15,7 +15,7 @@ MAX_LINES = 420  # "about 400"
 # The API layer and above: modules the core (families, estimators, noise, registry) must never import.
 API = {"discretegrad.surrogate", "discretegrad.exact", "discretegrad.diagnostics", "discretegrad.demo",
        "discretegrad.cli", "discretegrad.__main__", "discretegrad.distributions", "discretegrad._distribution",
-       "discretegrad.nn"}
+       "discretegrad.nn", "discretegrad.leaderboard", "discretegrad.leaderboard_report"}
 CORE_PREFIXES = ("discretegrad.harness", "discretegrad.experiments")
 
 

@@ -315,3 +315,30 @@ def test_layers_in_sequential_and_bad_arguments():
         dg.nn.StraightThrough("bernoulli", "st", tau=0.5)
     with pytest.raises(TypeError, match="generator"):
         dg.nn.StraightThrough("categorical", "st", generator=0)
+
+
+def test_nn_layer_follows_a_stepped_schedule():
+    """The layer reads the temperature the loop has stepped to (GST mixed schedule: tau at every
+    20th step, mid_tau in between): its gradient equals the functional op's at that temperature."""
+    tau = dg.nn.Stepped(dg.nn.MixedTemperature(tau=0.1, mid_tau=0.5, period=2))
+    layer = dg.nn.StraightThrough(distribution="categorical", estimator="stgs", tau=tau)
+    layer.train()
+    v = torch.arange(3.0).expand(4, 3)
+
+    def grad(fn):
+        logits = torch.linspace(-1, 1, 12).reshape(4, 3).requires_grad_(True)
+        (g,) = torch.autograd.grad((fn(logits) * v).sum(), logits)
+        return g
+
+    for expected in (0.1, 0.5, 0.1):
+        got = grad(lambda t: layer(t, generator=torch.Generator().manual_seed(0)))
+        want = grad(lambda t, e=expected: dg.categorical.stgs(t, tau=e, generator=torch.Generator().manual_seed(0)))
+        torch.testing.assert_close(got, want)
+        assert float(tau) == expected
+        tau.step()
+    assert tau.current == 3
+    other = dg.nn.Stepped(dg.nn.MixedTemperature(tau=0.1))
+    other.load_state_dict(tau.state_dict())
+    assert other.current == 3
+    with pytest.raises(TypeError, match="schedule"):
+        dg.nn.Stepped(0.5)

@@ -110,6 +110,18 @@ def test_diagnostics_compare_records():
         dg.diagnostics.compare(lin, theta, distribution="categorical", estimators=[("st", {"gap": 1})], draws=10)
     with pytest.raises(ValueError, match="draws"):
         dg.diagnostics.compare(lin, theta, distribution="categorical", draws=1)
+    # a given exact gradient is used as it is (the leaderboard computes it once per problem)
+    exact = dg.exact.gradient(lin, theta, distribution="categorical")
+    again = dg.diagnostics.compare(lin, theta, distribution="categorical", estimators=["stgs"], draws=50, exact=exact,
+                                   generator=torch.Generator().manual_seed(0))[0]
+    fresh = dg.diagnostics.compare(lin, theta, distribution="categorical", estimators=["stgs"], draws=50,
+                                   generator=torch.Generator().manual_seed(0))[0]
+    assert {**again.as_dict(), "seconds_per_draw": 0} == {**fresh.as_dict(), "seconds_per_draw": 0}
+    shifted = dg.diagnostics.compare(lin, theta, distribution="categorical", estimators=["stgs"], draws=50,
+                                     exact=exact + 1.0, generator=torch.Generator().manual_seed(0))[0]
+    assert shifted.exact_norm != fresh.exact_norm and shifted.bias != fresh.bias
+    with pytest.raises(ValueError, match="Expected exact to have 6 entries"):
+        dg.diagnostics.compare(lin, theta, distribution="categorical", estimators=["st"], draws=10, exact=exact[..., :2])
 
 
 def test_demo_cli_writes_tables_and_plots(tmp_path, capsys):

@@ -133,3 +133,53 @@ def test_rate_checks_name_the_argument_and_are_switchable(bad):
         dg.poisson.check_rate(bad)
     with pytest.raises(TypeError, match="rate"):
         dg.poisson.st(torch.tensor([1, 2]))
+
+
+# ----------------------------------------------------------------------------- forward difference
+
+def test_forward_difference_shared_is_the_same_estimate_with_fewer_evaluations():
+    rate = torch.full((1,), 5.0, dtype=torch.float64)
+    w = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    rows = []
+
+    def f(z):
+        rows.append(z.shape[0])
+        return torch.sin(w * z[..., 0]) + 0.1 * z[..., 0] ** 2
+
+    out = {}
+    for name in ("forward_difference", "forward_difference_shared"):
+        rows.clear()
+        leaf = rate.clone().requires_grad_(True)
+        value = dg.surrogate(f, leaf, distribution="poisson", estimator=name, n_samples=64,
+                             generator=torch.Generator().manual_seed(3))
+        out[name] = (value.detach(), *torch.autograd.grad(value.sum(), (leaf, w)), sum(rows))
+    a, b = out["forward_difference"], out["forward_difference_shared"]
+    for x, y in zip(a[:3], b[:3]):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+    assert a[3] == 128 and b[3] < 40  # 64 samples of Poisson(5) take few distinct values
+
+
+def test_forward_difference_is_exact_for_linear_costs_and_uses_one_shift_per_variable():
+    rate = torch.tensor([[0.5, 3.0, 7.0], [2.0, 1.0, 4.0]], dtype=torch.float64)
+    c = torch.tensor([1.5, -2.0, 0.25], dtype=torch.float64)
+    rows = []
+
+    def f(z):
+        rows.append(z.shape[0])
+        return z @ c
+
+    leaf = rate.clone().requires_grad_(True)
+    value = dg.surrogate(f, leaf, distribution="poisson", estimator="forward_difference", n_samples=5,
+                         generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad(value.sum(), leaf)
+    torch.testing.assert_close(grad, c.expand(2, 3))  # f(z + e_v) - f(z) = c_v for every sample
+    assert rows == [5, 15]  # the samples, then 3 variables x 5 samples in one call
+
+
+def test_forward_difference_with_large_and_tiny_rates_is_finite():
+    rate = torch.tensor([1e-6, 1e4, 1.0, 1e-3], dtype=torch.float32, requires_grad=True)
+    for name in ("forward_difference", "forward_difference_shared"):
+        value = dg.surrogate(lambda z: torch.log1p(z).sum(-1), rate, distribution="poisson", estimator=name,
+                             n_samples=3, generator=torch.Generator().manual_seed(0))
+        (grad,) = torch.autograd.grad(value.sum(), rate)
+        assert torch.isfinite(grad).all() and (grad > 0).all()  # log1p is increasing

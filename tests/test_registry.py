@@ -80,7 +80,7 @@ def test_listing_records():
 
 
 def test_unknown_names_list_known_ones():
-    with pytest.raises(ValueError, match=r"estimator.*\['gst'.*but got 'nope'"):
+    with pytest.raises(ValueError, match=r"estimator.*\[.*'gst'.*but got 'nope'"):
         dg.surrogate(lambda z: z.sum(-1), dg_logits(), distribution="categorical", estimator="nope")
     with pytest.raises(ValueError, match=r"distribution.*categorical.*but got 'gaussian'"):
         dg.surrogate(lambda z: z.sum(-1), dg_logits(), distribution="gaussian", estimator="st")

@@ -330,7 +330,8 @@ def test_surrogate_and_registry_need_k():
     spec = dg.get_estimator("entropy", distribution="topk")
     assert spec.required == ("k",) and repr(spec.hyperparameters["k"]) == "REQUIRED"
     assert {s.name for s in dg.estimators("topk")} == {
-        "entropy", "entropy_relaxed", "binary_entropy", "binary_entropy_relaxed", "l2x", "softsub", "reinforce", "rloo"}
+        "entropy", "entropy_relaxed", "binary_entropy", "binary_entropy_relaxed", "l2x", "softsub", "reinforce", "rloo",
+        "imle", "simple"}
     assert math.isfinite(float(out.sum()))
 
 

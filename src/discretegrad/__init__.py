@@ -13,9 +13,9 @@ generic score-function estimators that apply to it). Nothing else has import sid
 """
 
 # The family modules: the one list of what is registered.
-from discretegrad import bernoulli, binomial, categorical, poisson, subsets, trees
+from discretegrad import bernoulli, binomial, categorical, categorical_sf, poisson, subsets, subsets_map, trees
 
-from discretegrad import demo, diagnostics, distributions, exact, nn, noise, relax, score_function
+from discretegrad import demo, diagnostics, distributions, exact, nn, noise, relax, schedules, score_function
 from discretegrad.distributions import Arborescence, Bernoulli, Binomial, Categorical, Poisson, SpanningTree, TopK
 from discretegrad._validation import get_default_validate_args, set_default_validate_args, validate_args
 from discretegrad.family import Family
@@ -39,6 +39,7 @@ __all__ = [
     "bernoulli",
     "binomial",
     "categorical",
+    "categorical_sf",
     "demo",
     "diagnostics",
     "distributions",
@@ -53,9 +54,11 @@ __all__ = [
     "poisson",
     "register",
     "relax",
+    "schedules",
     "score_function",
     "set_default_validate_args",
     "subsets",
+    "subsets_map",
     "surrogate",
     "trees",
     "validate_args",

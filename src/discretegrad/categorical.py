@@ -5,7 +5,8 @@ Every function takes ``logits`` of shape ``[..., N]`` (categories on the last di
 and dtype. Hard estimators return an exact one-hot sample
 ``D ~ Categorical(softmax(logits))`` in the forward pass: the *un-tempered* softmax, drawn
 by Gumbel-max with the given ``generator`` (so, for one generator state, every estimator
-draws the same ``D``). The temperature ``tau`` only shapes the backward pass. Half-precision
+draws the same ``D``). The temperature ``tau`` only shapes the backward pass (``decoupled_stgs``
+also has a forward temperature, which tempers the law of ``D``). Half-precision
 inputs are computed in float32 and the result cast back (the forward value stays exactly
 one-hot). Notation below: ``π = softmax(θ)``, ``sg`` = stop-gradient.
 
@@ -31,7 +32,7 @@ from discretegrad.family import Example, Family, Param, Relaxation
 from discretegrad.noise import conditional_gumbel, gumbel_max
 from discretegrad.registry import register, register_family
 
-__all__ = ["check_logits", "family", "gap_pi", "gst", "gumbel_rao", "gumbel_softmax", "nz_gst", "one_hot_like",
+__all__ = ["check_logits", "decoupled_stgs", "family", "gap_pi", "gst", "gumbel_rao", "gumbel_softmax", "nz_gst", "one_hot_like",
            "reinmax", "st", "stgs"]
 
 _GST = "Fan et al. 2022, Training discrete deep generative models via gapped straight-through"
@@ -350,3 +351,33 @@ def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
     pi1 = 0.5 * (hard + torch.softmax(x.detach() / tau, -1))
     soft = 2.0 * softmax_jacobian_surrogate(x, pi1) - 0.5 * torch.softmax(x, -1)
     return _finish(straight_through(hard, soft), logits, dim)
+
+
+@register("decoupled_stgs", distribution="categorical",
+          reference="Shah, Yan, Mozer and Liu 2024, Improving discrete optimisation via decoupled straight-through "
+                    "Gumbel-softmax (arXiv 2410.13331)")
+def decoupled_stgs(logits: torch.Tensor, *, tau: float = 1.0, forward_tau: float = 1.0, dim: int = -1,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Decoupled ST-GS: a forward temperature for the sample, a backward temperature for the gradient.
+
+    The paper separates "forward-pass stochasticity, which controls exploration" (``τ_f``) from
+    "backward-pass gradient dispersion, how learning signals are distributed across categories"
+    (``τ_b``); single-temperature ST-GS ties the two. Here, with ``u = θ/τ_f + G``::
+
+        forward   D = one_hot(argmax u)              (a sample of Categorical(softmax(θ/τ_f)))
+        backward  ∂/∂θ softmax(u/τ_b)  =  J(softmax(u/τ_b)) / (τ_f τ_b)
+
+    ``forward_tau = τ_f`` tempers the distribution the sample is drawn from (above 1: flatter,
+    more exploration; below 1: greedier); it has to act on the logits, because
+    ``argmax((θ+G)/τ)`` does not depend on ``τ``. ``tau = τ_b`` is the ST-GS temperature of the
+    backward pass (named ``tau`` so that the experiments' temperature and schedules drive it, as
+    for ``stgs``). ``forward_tau = 1`` is exactly ``stgs`` with ``tau = τ_b``. Biased (the ST-GS
+    bias); with ``forward_tau ≠ 1`` the forward sample is not drawn from ``softmax(θ)`` either,
+    so it optimises the tempered objective.
+    """
+    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
+    forward_tau = V.positive_float("forward_tau", forward_tau)
+    scaled = torch.where(mask, x, x / forward_tau)  # masked entries stay finite (no inf - inf)
+    perturbed, _, hard = _sample(scaled, mask, generator)
+    noisy = scaled + (perturbed - scaled.detach())
+    return _finish(straight_through(hard, torch.softmax(noisy / tau, -1)), logits, dim)

@@ -1,8 +1,9 @@
 """The ``discretegrad`` command: a thin layer over the Python API.
 
-Bad input, or a missing optional extra (matplotlib for ``demo``/``report``), prints one message
-to stderr and exits with status 2 (no traceback). ``run`` exits
-with status 1 when some run failed (the others are stored), 130 when interrupted.
+Bad input, store errors, or a missing optional extra (matplotlib for ``demo``/``report``) print one
+message to stderr and exit with status 2 (no traceback). ``run`` exits with status 1 when some run
+failed (the others are stored) or a store error stopped it after it had stored runs, 130 when
+interrupted.
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from discretegrad.experiments.vae_probes import suite
+    from discretegrad.harness.environment import environment, git_info
+    from discretegrad.leaderboard import run_leaderboard
+
+    run_leaderboard(args.out, entries=suite(), distributions=args.distribution, draws=args.draws, seed=args.seed,
+                    quick=args.quick, command=shlex.join(["discretegrad", *args.argv]),
+                    environment=environment("cpu", git_info()))
+    print(f"wrote the leaderboard under {args.out}/")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from discretegrad.harness.contract import load_plugins
     from discretegrad.harness.catalog import catalog, format_catalog
@@ -44,14 +57,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _sweep_args(args: argparse.Namespace) -> dict:
-    from discretegrad.harness.grid import parse_assignment, parse_estimators, parse_seeds
+    from discretegrad.harness.grid import (DEFAULT_MAX_RUNS, check_max_runs, parse_assignment, parse_estimators,
+                                           parse_seeds)
 
+    max_runs = check_max_runs(DEFAULT_MAX_RUNS if args.max_runs is None else args.max_runs)
     return dict(
         out=args.out if args.out is not None else f"runs/{args.experiment}",
         estimators=parse_estimators(args.estimators) if args.estimators is not None else None,
-        seeds=parse_seeds(args.seeds) if args.seeds is not None else None,
+        seeds=parse_seeds(args.seeds, limit=max_runs) if args.seeds is not None else None,
         overrides=dict(parse_assignment(a) for a in args.set),
-        quick=args.quick, device=args.device, plugins=args.plugin,
+        quick=args.quick, device=args.device, plugins=args.plugin, max_runs=max_runs,
     )
 
 
@@ -130,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
 
+    lb = sub.add_parser("leaderboard", help="rank every registered estimator on problems with exact gradients")
+    lb.add_argument("--distribution", action="append", default=None, metavar="NAME",
+                    help="only this distribution's problems (repeatable; default: all)")
+    lb.add_argument("--draws", type=int, default=None, help="gradient draws per estimator (default: 1000; --quick: 20)")
+    lb.add_argument("--out", default="results/leaderboard", help="output directory (default: results/leaderboard)")
+    lb.add_argument("--seed", type=int, default=0, help="seed of the gradient draws (default: 0)")
+    lb.add_argument("--quick", action="store_true", help="a tiny version (few draws, 3-step VAE probes)")
+    lb.set_defaults(func=_cmd_leaderboard)
+
     plugin_help = ("import MODULE first (it registers experiments; repeatable). "
                    "The env var DISCRETEGRAD_PLUGINS=mod1,mod2 does the same.")
     ls = sub.add_parser("list", help="registered estimators (per distribution) and experiments")
@@ -158,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     r.add_argument("--quiet", action="store_true", help="no progress output (bar or per-run lines)")
     r.add_argument("--dry-run", action="store_true", help="validate and list the runs (stored or to run); create nothing")
+    r.add_argument("--max-runs", type=int, default=None, metavar="N",
+                   help="refuse a sweep of more than N runs (default: 10000)")
     r.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
     r.set_defaults(func=_cmd_run)
 
@@ -174,9 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, OSError, MissingExtraError) as e:
+    except (ValueError, TypeError, OSError, MissingExtraError) as e:  # store errors included (harness.store.StoreError)
         print(f"discretegrad: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_status", 2)  # 1: a sweep stopped after storing some runs
     except KeyboardInterrupt:
         print("discretegrad: interrupted (finished runs are stored; rerun the same command to resume)",
               file=sys.stderr)

@@ -119,6 +119,7 @@ def compare(
     generator: torch.Generator | None = None,
     batch_ndim: int | None = None,
     max_configs: int = DEFAULT_MAX_CONFIGS,
+    exact: Params | None = None,
     **options: Any,
 ) -> list[GradientReport]:
     """Bias, variance, MSE and cosine of each estimator's gradient against the exact gradient.
@@ -131,6 +132,8 @@ def compare(
         estimators: names or ``(name, hparams)`` tuples; ``None`` = all registered for ``distribution``.
         draws: independent gradient estimates per estimator (each from ``n_samples`` samples).
         generator: ``torch.Generator`` for every draw (reproducible tables).
+        exact: the exact gradient of ``sum(E[f])`` if already computed (shaped as ``params``, as
+            :func:`discretegrad.exact.gradient` returns it); ``None`` enumerates it here.
         **options: the distribution's options (``k=3`` for ``"topk"``), given to the exact oracle
             and to every estimator.
 
@@ -142,8 +145,13 @@ def compare(
     entries = [(name, {**options, **hp}) for name, hp in entries]
     for name, hp in entries:
         get(name, distribution=distribution).check_hparam_names(hp)
-    exact = _flat(exact_gradient(f, params, distribution=distribution, batch_ndim=batch_ndim,
-                                 max_configs=max_configs, **options))
+    if exact is None:
+        exact = exact_gradient(f, params, distribution=distribution, batch_ndim=batch_ndim,
+                               max_configs=max_configs, **options)
+    exact = _flat(exact)
+    n_entries = sum(t.numel() for t in get_family(distribution).split(params))
+    if exact.numel() != n_entries:
+        raise ValueError(f"Expected exact to have {n_entries} entries (those of params), but got {exact.numel()}")
     exact_norm = float(exact.norm())
     reports = []
     for name, hp in entries:

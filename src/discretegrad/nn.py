@@ -15,8 +15,11 @@ or arborescence. Noise comes from ``self.generator`` (a ``torch.Generator`` attr
 
 Temperature: ``tau`` is a number or an object the training loop steps. The layer reads it at
 every forward call: a number is used as it is; a callable is called with no arguments
-(``tau=lambda: schedule.value``, or a schedule object with ``__call__``); any other object is
-converted with ``float(tau)`` (a schedule with ``__float__``). The layer never steps it.
+(:class:`discretegrad.schedules.Stepped`, which pairs a schedule of :mod:`discretegrad.schedules`
+with the step the loop has reached, or any ``lambda: ...``); any other object is converted with
+``float(tau)``. The layer never steps it: the loop calls ``tau.step()``. The schedules are
+re-exported here (``dg.nn.Stepped``, ``dg.nn.Constant``, ``dg.nn.ExponentialDecay``,
+``dg.nn.MixedTemperature``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import torch
 
 from discretegrad.distributions import make
 from discretegrad.registry import get
+from discretegrad.schedules import Constant, ExponentialDecay, MixedTemperature, Stepped
 
-__all__ = ["StraightThrough", "GumbelSoftmax", "current_tau"]
+__all__ = ["StraightThrough", "GumbelSoftmax", "current_tau", "Stepped", "Constant", "ExponentialDecay",
+           "MixedTemperature"]
 
 
 def current_tau(tau: Any) -> float:

@@ -1,4 +1,5 @@
-"""Noise primitives: exponential, Gumbel, logistic, and their conditional (truncated) versions.
+"""Noise primitives: exponential, Gumbel, logistic, their conditional (truncated) versions, Gamma and
+the sum-of-Gamma noise of I-MLE.
 
 All noise is drawn with an explicit ``generator`` (``None`` uses torch's default), created
 directly on the requested device and dtype, and computed in log space: no ``log(0)``
@@ -8,13 +9,15 @@ always finite.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-from discretegrad._validation import positive_int
+from discretegrad._validation import positive_float, positive_int
 
 __all__ = ["exponential", "gumbel", "gumbel_like", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
-           "conditional_logistic"]
+           "conditional_logistic", "gumbel_with_max", "gamma", "sum_of_gamma"]
 
 
 def exponential(
@@ -128,3 +131,69 @@ def conditional_logistic(logits: torch.Tensor, hard: torch.Tensor, *,
     one = -log_q - log_1mv + torch.logaddexp(log_q, log_p + log_v)
     zero = log_v + log_p - torch.logaddexp(log_p, log_q + log_1mv)
     return torch.where(hard.bool(), one, zero)
+
+
+def gumbel_with_max(locations: torch.Tensor, top: torch.Tensor, *,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gumbels with ``locations [..., n]`` drawn conditionally on their maximum being ``top [...]``.
+
+    Draw ``G_i = φ_i + Gumbel`` and ``Z = max G``, then shift to the maximum ``T``:
+    ``G̃_i = -log(e^{-T} - e^{-Z} + e^{-G_i})``, computed as ``T - softplus(T - G_i + log(1 - e^{G_i - Z}))``
+    (no cancellation; the argmax gets exactly ``T``). The construction of stochastic beam search
+    (Kool, van Hoof and Welling 2019, "Stochastic beams and where to find them", App. B). No gradient.
+    """
+    g = locations.detach() + gumbel_like(locations.detach(), generator=generator)
+    z = g.max(-1, keepdim=True).values
+    d = g - z  # <= 0; 0 at the argmax
+    log1mexp = torch.where(d > -0.6931, torch.log(-torch.expm1(d)), torch.log1p(-torch.exp(d)))
+    t = top.detach().unsqueeze(-1)
+    return t - F.softplus(t - g + log1mexp)
+
+
+def gamma(concentration: float, shape: torch.Size | tuple[int, ...], *, dtype: torch.dtype = torch.float32,
+          device: torch.device | str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gamma(``concentration``, scale 1) draws with an explicit generator (``torch._standard_gamma`` takes none).
+
+    Marsaglia and Tsang (2000), "A simple method for generating gamma variables": for ``a >= 1``,
+    ``d = a - 1/3``, ``c = 1/sqrt(9d)``, ``x ~ N(0, 1)``, ``v = (1 + c x)^3``; accept ``d v`` when
+    ``v > 0`` and ``log U < x²/2 + d - d v + d log v`` (acceptance above 95 %; rejected entries are
+    redrawn, vectorised). For ``a < 1``: ``Gamma(a) = Gamma(a + 1) · U^{1/a}``, the power taken in
+    log space (it may underflow to 0, a valid value). Computed in float64, returned in ``dtype``.
+    """
+    a = positive_float("concentration", concentration)
+    boost = a < 1
+    d = (a + 1 if boost else a) - 1 / 3
+    c = 1 / (9 * d) ** 0.5
+    out = torch.empty(shape, dtype=torch.float64, device=device)
+    todo = torch.ones(shape, dtype=torch.bool, device=device)
+    while bool(todo.any()):
+        m = int(todo.sum())
+        x = torch.randn(m, dtype=torch.float64, device=device, generator=generator)
+        u = torch.rand(m, dtype=torch.float64, device=device, generator=generator)
+        v = (1 + c * x) ** 3
+        ok = (v > 0) & (torch.log(u) < 0.5 * x * x + d - d * v + d * torch.log(v.clamp_min(1e-300)))
+        idx = todo.nonzero(as_tuple=True)
+        keep = tuple(i[ok] for i in idx)
+        out[keep] = (d * v)[ok]
+        todo[keep] = False
+    if boost:
+        u = torch.rand(shape, dtype=torch.float64, device=device, generator=generator)
+        out = out * torch.exp(torch.log(u) / a)
+    return out.to(dtype)
+
+
+def sum_of_gamma(k: int, shape: torch.Size | tuple[int, ...], *, terms: int = 10, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sum-of-Gamma noise for k-subsets (Niepert, Minervini and Franceschi 2021, I-MLE, Sec. 5 / Prop. 3).
+
+    ``ε = (1/k) (Σ_{i=1}^{s} Gamma(1/k, scale k/i) - log s)`` with ``s = terms``: the sum of ``k``
+    independent copies is ``Σ_{i≤s} E_i / i - log s`` (``E_i ~ Exp(1)``), the series of a standard
+    Gumbel truncated after ``s`` terms, so the score of any k-subset perturbed by this noise is
+    (nearly) Gumbel-perturbed.
+    """
+    k = positive_int("k", k)
+    terms = positive_int("terms", terms)
+    draws = gamma(1.0 / k, (terms, *shape), dtype=torch.float64, device=device, generator=generator)
+    scale = k / torch.arange(1, terms + 1, dtype=torch.float64, device=device)
+    total = (draws * scale.reshape(terms, *([1] * len(tuple(shape))))).sum(0)
+    return ((total - math.log(terms)) / k).to(dtype)

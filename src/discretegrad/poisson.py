@@ -35,7 +35,7 @@ from discretegrad._autograd import compute_dtype, straight_through
 from discretegrad.family import Example, Family, Param
 from discretegrad.registry import register, register_family
 
-__all__ = ["TAIL", "check_rate", "family", "pwgf_mmd", "st", "upper_bound"]
+__all__ = ["TAIL", "check_rate", "family", "forward_difference", "forward_difference_shared", "pwgf_mmd", "st", "upper_bound"]
 
 TAIL = 1e-10
 """Probability mass left out by every truncated sum over the Poisson support."""
@@ -179,3 +179,75 @@ pwgf_mmd = register("pwgf_mmd", distribution="poisson", reference=_PWGF + ", Sec
     independent study of pWGF found it keeps ST's fixed point on ``E[(z-7)²]``. Defaults:
     see ``results/pwgf_defaults/``.
     """))
+
+
+# ----------------------------------------------------------------------------- the unbiased forward difference
+
+def _forward_difference(f, rate: torch.Tensor, n_samples: int, generator: torch.Generator | None,
+                        shared: bool) -> torch.Tensor:
+    """The two forward-difference estimators (see :func:`forward_difference`)."""
+    d = score_function.setup(f, rate, "poisson", n_samples, generator, {})
+    z = d.sample()
+
+    def evaluate(points: torch.Tensor) -> torch.Tensor:
+        """``f`` at every row of ``points``, once per distinct row when ``shared``."""
+        if not shared:
+            return d.family.check_costs(f(points.to(d.dtype)), points.shape[0], d.params)
+        unique, inverse = torch.unique(points.reshape(points.shape[0], -1), dim=0, return_inverse=True)
+        costs = d.family.check_costs(f(unique.reshape(-1, *points.shape[1:]).to(d.dtype)), unique.shape[0], d.params)
+        return costs[inverse]
+
+    costs = d.family.check_costs(evaluate(z), d.n, d.params)
+    batch_ndim = costs.dim() - 1
+    if shared:
+        with torch.no_grad():
+            var_shape = tuple(d.family.var_shape(d.params))
+            v = math.prod(var_shape[batch_ndim:])
+            shifts = torch.eye(v, dtype=z.dtype, device=z.device).reshape(v, 1, *([1] * batch_ndim), *var_shape[batch_ndim:])
+            up = evaluate((z.unsqueeze(0) + shifts).reshape(v * d.n, *z.shape[1:]))
+            up = up.reshape(v, 1, d.n, *up.shape[1:])
+    else:
+        up = score_function.per_variable_costs(f, d, z, batch_ndim, lambda inner, mask: inner + mask, 1)
+    diff = (up[:, 0].to(d.x.dtype) - costs.detach().to(d.x.dtype).unsqueeze(0))  # [V, n, *batch]
+    coef = diff.mean(1).movedim(0, -1).reshape(d.x.shape)
+    return score_function.finish(costs.mean(0), score_function.param_term(coef, d.x, batch_ndim))
+
+
+_FD = ("the Poisson identity d/dλ E[f(z)] = E[f(z+1) - f(z)]: the measure-valued derivative of the Poisson "
+       "(Mohamed, Rosca, Figurnov and Mnih 2020, Monte Carlo gradient estimation in machine learning, JMLR, Sec. 6)")
+
+
+@register("forward_difference", distribution="poisson", kind="surrogate", unbiased=True, reference=_FD)
+def forward_difference(f, rate: torch.Tensor, *, distribution: str = "poisson", n_samples: int = 1,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Unbiased forward difference: ``∂/∂λ_v E[f(z)] = E[f(z + e_v) - f(z)]``, no relaxation.
+
+    From ``∂p_λ(s)/∂λ = p_λ(s-1) - p_λ(s)`` and a shift of the summation index::
+
+        ĝ_v = (1/n) Σ_i [f(z^{(i)} + e_v) - f(z^{(i)})],   z^{(i)} ~ Poisson(λ).
+
+    Unbiased and, because ``f(z + e_v)`` and ``f(z)`` are evaluated at the same ``z``, its variance
+    is that of a difference of ``f`` along one step (zero for linear ``f``), not of ``f`` times a
+    score. ``f`` only needs to be defined on counts. Cost: one extra evaluation of ``f`` per sample
+    and per variable of a batch element (``V`` extra, batched over batch elements, without
+    gradient; :func:`discretegrad.score_function.per_variable_costs`).
+    """
+    V.choice("distribution", distribution, ("poisson",))
+    return _forward_difference(f, rate, n_samples, generator, shared=False)
+
+
+@register("forward_difference_shared", distribution="poisson", kind="surrogate", unbiased=True, reference=_FD)
+def forward_difference_shared(f, rate: torch.Tensor, *, distribution: str = "poisson", n_samples: int = 1,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Forward difference with the evaluations shared across samples: ``f`` once per distinct point.
+
+    The same estimate as ``forward_difference`` (same samples for the same generator), but ``f``
+    is evaluated once per distinct sample ``z^{(i)}`` (whole rows ``[*rate.shape]``) and once per
+    distinct shifted point ``z^{(i)} + e_v``, and the values are shared by every sample that needs
+    them. Counts from one rate repeat a lot: 64 samples of Poisson(5) take 8-12 distinct values,
+    so the Poisson GAN's 128 evaluations per step become 16-24 (21 on average over 20 seeds). Requires ``f`` to be
+    deterministic and to treat samples (rows) independently. The shifted points are evaluated
+    without gradient, in one call (no chunking: ``V n`` rows at most).
+    """
+    V.choice("distribution", distribution, ("poisson",))
+    return _forward_difference(f, rate, n_samples, generator, shared=True)

@@ -45,6 +45,7 @@ __all__ = [
     "Draw",
     "ema_baseline",
     "muprop",
+    "per_variable_costs",
     "register_for",
     "reinforce",
     "rloo",
@@ -132,6 +133,40 @@ def finish(value: torch.Tensor, *zero_terms: torch.Tensor) -> torch.Tensor:
     for t in zero_terms:
         value = value + t.to(value.dtype)
     return value
+
+
+MAX_CHUNK_NUMBERS = 1 << 22
+"""Largest number of entries of the modified samples that :func:`per_variable_costs` passes to ``f`` at once."""
+
+
+def per_variable_costs(f: CostFn, d: Draw, z: torch.Tensor, batch_ndim: int,
+                       replace: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], m: int) -> torch.Tensor:
+    """``f`` at ``m`` modified copies of the samples per variable of a batch element, without gradient.
+
+    The ``V = prod(var_shape[batch_ndim:])`` variables of one batch element are changed one at a
+    time, in every batch element at once (``f`` treats batch elements independently).
+    ``replace(inner, mask)`` gets the samples ``inner [n, *batch, V, *event]`` and a bool
+    ``mask [c, 1, 1, *batch 1s, V, *event 1s]`` selecting one variable per row and returns
+    ``[c, m, n, *batch, V, *event]``. Returns the costs ``[V, m, n, *batch]``, evaluated in chunks of
+    variables whose points hold at most about :data:`MAX_CHUNK_NUMBERS` numbers. Costs ``V m n``
+    rows of ``f`` (IndeCateR: ``m = N`` categories; Poisson forward difference: ``m = 1``).
+    """
+    var_shape = tuple(d.family.var_shape(d.params))
+    batch, v = var_shape[:batch_ndim], math.prod(var_shape[batch_ndim:])
+    event = tuple(z.shape[1 + len(var_shape):])
+    inner = z.reshape(d.n, *batch, v, *event)
+    chunk = max(1, MAX_CHUNK_NUMBERS // max(1, m * z.numel()))
+    eye = torch.eye(v, dtype=torch.bool, device=z.device)
+    out = []
+    with torch.no_grad():
+        for start in range(0, v, chunk):
+            mask = eye[start:start + chunk]
+            c = mask.shape[0]
+            points = replace(inner, mask.reshape(c, 1, 1, *([1] * len(batch)), v, *([1] * len(event))))
+            rows = c * m * d.n
+            costs = d.family.check_costs(f(points.reshape(rows, *z.shape[1:]).to(d.dtype)), rows, d.params)
+            out.append(costs.reshape(c, m, d.n, *costs.shape[1:]))
+    return torch.cat(out)
 
 
 # ----------------------------------------------------------------------------- baselines

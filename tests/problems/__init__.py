@@ -14,6 +14,9 @@ Every registered distribution needs a module ``tests/problems/<distribution>.py`
   registered estimator must appear here (``test_registry.py`` enforces it), so adding an
   estimator with a new hyperparameter means saying what an invalid value is;
 * ``test_hparams``: hyperparameters passed in every generic test (e.g. a required ``k``);
+* ``law_hparams``: per op name, the hyperparameters under which its forward sample follows the
+  family's law, for an op whose default forward sample only approximates it (I-MLE's sum-of-Gamma
+  noise); the generic law test uses them, a dedicated test must cover the default;
 * ``references``: for biased estimators, ``name -> ref(params, out, v, generator, **hparams)``
   returning the expected gradient of ``sum(v * out)`` with respect to ``params``, written from
   the paper's formula; ``generator`` is a copy of the generator as it was before the call, so a
@@ -102,6 +105,7 @@ class Case:
     bad_params: Callable[[], list[tuple[object, type[Exception]]]]
     bad_hparams: dict[str, list[object]]
     test_hparams: dict[str, object] = dataclasses.field(default_factory=dict)
+    law_hparams: dict[str, dict[str, object]] = dataclasses.field(default_factory=dict)
     references: dict[str, Callable[..., torch.Tensor]] = dataclasses.field(default_factory=dict)
     reference_params: Callable[[torch.Generator], torch.Tensor] | None = None
     reference_grid: dict[str, list[object]] = dataclasses.field(default_factory=dict)

@@ -79,7 +79,9 @@ CASE = Case(
                  "mc_samples": [0, -3, 2.5, True],
                  "baseline": ["b", True, float("nan"), torch.zeros(13, 17)],
                  "control_variate": [1.0, "net"],
-                 "eta": [float("nan"), float("inf"), "1", True]},
+                 "eta": [float("nan"), float("inf"), "1", True],
+                 "forward_tau": [0.0, -1.0, float("nan"), float("inf"), "1", True],
+                 "builtin_baseline": [1, "yes", None]},
 )
 
 CASE = dataclasses.replace(CASE, soak=Soak(
@@ -160,11 +162,19 @@ def _ref_reinmax(theta, out, v, generator, tau=1.0):
     return 2 * _jv(pi1, v) - 0.5 * _jv(pi0, v)  # Liu et al. 2023, Alg. 2
 
 
+def _ref_decoupled_stgs(theta, out, v, generator, tau=1.0, forward_tau=1.0):
+    # Shah et al. 2024: forward argmax(θ/τ_f + G) (a sample of softmax(θ/τ_f)); backward the ST-GS
+    # Jacobian at temperature τ_b of the same perturbed logits, d softmax((θ/τ_f + G)/τ_b)/dθ
+    perturbed = theta / forward_tau + _replay_gumbel(theta.shape, theta.dtype, generator)
+    assert torch.equal(out.detach().argmax(-1), perturbed.argmax(-1))
+    return _jv(torch.softmax(perturbed / tau, -1), v) / (tau * forward_tau)
+
+
 CASE = dataclasses.replace(
     CASE,
-    references={"st": _ref_st, "gumbel_softmax": _ref_gumbel_softmax, "stgs": _ref_stgs, "gst": _ref_gst,
+    references={"decoupled_stgs": _ref_decoupled_stgs, "st": _ref_st, "gumbel_softmax": _ref_gumbel_softmax, "stgs": _ref_stgs, "gst": _ref_gst,
                 "nz_gst": _ref_nz_gst, "reinmax": _ref_reinmax},
     covered_by={"gumbel_rao": "test_categorical::test_gumbel_rao_mean_matches_stgs"},
     reference_params=lambda g: torch.randn(6, 4, 5, generator=g, dtype=torch.float64) * 2,
-    reference_grid={"tau": [0.3, 1.0, 2.5], "gap": [0.0, 0.8, 1.2, "pi"]},
+    reference_grid={"tau": [0.3, 1.0, 2.5], "gap": [0.0, 0.8, 1.2, "pi"], "forward_tau": [0.5, 1.0, 3.0]},
 )

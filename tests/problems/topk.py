@@ -15,6 +15,7 @@ import math
 import torch
 from scipy import stats
 
+import discretegrad as dg
 from problems import Case, Problem, Soak, bounded
 
 K = 2
@@ -103,8 +104,14 @@ CASE = Case(
     bad_params=_bad_params,
     bad_hparams={"tau": [0.0, -1.0, float("nan"), float("inf"), "1", True],
                  "k": [0, -1, 6, 2.5, True, "2", None],
-                 "baseline": ["b", True, float("nan"), torch.zeros(13, 17)]},
+                 "baseline": ["b", True, float("nan"), torch.zeros(13, 17)],
+                 "lam": [0.0, -1.0, float("nan"), float("inf"), "1", True],
+                 "noise": ["gaussian", None, 1],
+                 "noise_terms": [0, -1, 2.5, True]},
     test_hparams={"k": K},
+    # I-MLE's default sum-of-Gamma noise gives top-k of θ + ε, only approximately Gumbel-top-k
+    # (test_subsets_map::test_imle_forward_is_topk_of_sum_of_gamma_perturbation covers it)
+    law_hparams={"imle": {"noise": "gumbel"}},
 )
 
 
@@ -207,9 +214,35 @@ def _ref_l2x(theta, out, v, generator, tau=1.0, k=K):
     return grad
 
 
+def _ref_imle(theta, out, v, generator, k=K, lam=10.0, noise="sum_of_gamma", noise_terms=10):
+    # Niepert et al. 2021, Alg. 1-2: z = MAP(θ + ε), gradient z - MAP(θ - λ v + ε) with the same ε.
+    # The noise is replayed with the library's primitive (its law: test_subsets_map); MAP = top-k.
+    if noise == "gumbel":
+        eps = _replay_gumbel(theta.shape, theta.dtype, generator)
+    else:
+        eps = dg.noise.sum_of_gamma(k, theta.shape, terms=noise_terms, dtype=theta.dtype, generator=generator)
+
+    def top(u):
+        return torch.zeros_like(u).scatter_(-1, u.topk(k, -1).indices, 1.0)
+
+    z = top(theta + eps)
+    assert torch.equal(out.detach(), z)
+    return z - top(theta - lam * v + eps)
+
+
+def _ref_simple(theta, out, v, generator, k=K):
+    # Ahmed et al. 2023: backward through the exact marginals of p(S) ∝ exp(Σ_{i∈S} θ_i), |S| = k, whose
+    # Jacobian is the covariance of the indicators (brute-force enumeration here); forward top-k of θ + G
+    _check_hard(out, theta + _replay_gumbel(theta.shape, theta.dtype, generator), k)
+    _, cov = _gibbs_mean_cov(theta, k)
+    return (cov @ v.unsqueeze(-1)).squeeze(-1)
+
+
 CASE = dataclasses.replace(
     CASE,
     references={
+        "imle": _ref_imle,
+        "simple": _ref_simple,
         "entropy": _ref_entropy,
         "entropy_relaxed": lambda *a, **kw: _ref_entropy(*a, **kw, hard=False),
         "binary_entropy": _ref_binary_entropy,
@@ -218,5 +251,6 @@ CASE = dataclasses.replace(
     },
     covered_by={"softsub": "test_subsets::test_softsub_recursion_and_gradcheck"},
     reference_params=lambda g: torch.randn(6, 4, 5, generator=g, dtype=torch.float64) * 2,
-    reference_grid={"tau": [0.3, 1.0, 2.5]},
+    reference_grid={"tau": [0.3, 1.0, 2.5], "lam": [0.5, 10.0], "noise": ["sum_of_gamma", "gumbel"],
+                    "noise_terms": [10, 3]},
 )

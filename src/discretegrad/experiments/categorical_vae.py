@@ -71,7 +71,7 @@ from discretegrad.experiments.data.pixels import dynamic_binarize
 from discretegrad.harness.contract import (EFFICIENCY, EstimatorChoice, Experiment, RunConfig, RunContext,
                                            register_experiment, setting)
 
-__all__ = ["EXPERIMENT", "Settings", "build_model", "resolve_params", "tau_at_step", "PRESETS"]
+__all__ = ["EXPERIMENT", "Settings", "build_model", "resolve_params", "tau_at_step", "temperature_schedule", "PRESETS"]
 
 DISTRIBUTION = "categorical"
 
@@ -131,11 +131,17 @@ def resolve_params(p: Settings) -> Settings:
     return dataclasses.replace(p, **changes)
 
 
+def temperature_schedule(p: Settings) -> dg.schedules.Schedule:
+    """The training temperatures: :class:`discretegrad.schedules.MixedTemperature` (GST App. A.3)
+    with ``mixed_temperature=true``, else :class:`discretegrad.schedules.Constant`."""
+    if p.mixed_temperature:
+        return dg.schedules.MixedTemperature(p.tau, p.mid_tau, p.mixed_m)
+    return dg.schedules.Constant(p.tau)
+
+
 def tau_at_step(p: Settings, step: int) -> float:
-    """The training temperature of step ``step`` (mixed-temperature schedule of GST App. A.3)."""
-    if p.mixed_temperature and step % p.mixed_m != 0:
-        return p.mid_tau
-    return p.tau
+    """The training temperature of step ``step`` (:func:`temperature_schedule` at ``step``)."""
+    return temperature_schedule(p)(step)
 
 
 class CategoricalVAE(nn.Module):
@@ -182,9 +188,11 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     train_x = load_pixels(p.dataset, "train", p.pixels, p.data_root, p.train_size, device)
     test_x = load_pixels(p.dataset, "test", p.pixels, p.data_root, None, device)
 
+    schedule = temperature_schedule(p)
+
     def loss(x: torch.Tensor, step: int, generator: torch.Generator) -> torch.Tensor:
         logits = require_finite(model.logits(x), "encoder logits")
-        kwargs = estimator_kwargs(config, DISTRIBUTION, tau_at_step(p, step))
+        kwargs = estimator_kwargs(config, DISTRIBUTION, schedule(step))
         rec = dg.surrogate(lambda z: model.reconstruction(z, x), logits, distribution=DISTRIBUTION,
                            estimator=config.estimator.name, generator=generator, **kwargs)
         return (rec + model.kl(logits)).mean()

@@ -3,13 +3,14 @@
 The interface is one method::
 
     class Backend(Protocol):
-        def map(self, tasks: Sequence[Task],
+        def map(self, tasks: Iterable[Task],
                 on_event: Callable[[ProgressEvent], None] | None = None) -> Iterator[RunResult]: ...
 
 ``map`` runs every task with :func:`~discretegrad.harness.execute.execute_task` somewhere
 and yields each :class:`RunResult` as soon as it is available (any order, exactly one result
-per task). Progress messages from running tasks are passed to ``on_event`` in the caller's
-process. Results travel back to the caller, which alone writes the store: a backend never
+per task). ``tasks`` may be a lazy iterable: a backend takes the next task only when it can
+start it, since the runner claims each run in the store as it is taken. Progress messages from
+running tasks are passed to ``on_event`` in the caller's process. Results travel back to the caller, which alone writes the store: a backend never
 touches storage. A task is plain picklable data (config, device, plugin module names), so a
 distributed backend only has to ship it to a machine that has the package installed, call
 ``execute_task`` there and send the result back.
@@ -31,7 +32,7 @@ import os
 import queue
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from discretegrad.harness.environment import cpu_count
@@ -43,15 +44,16 @@ EventFn = Callable[[ProgressEvent], None]
 
 
 class Backend(Protocol):
-    def map(self, tasks: Sequence[Task], on_event: EventFn | None = None) -> Iterator[RunResult]:
-        """Run every task; yield one result per task as each ends."""
+    def map(self, tasks: Iterable[Task], on_event: EventFn | None = None) -> Iterator[RunResult]:
+        """Run every task; yield one result per task as each ends. ``tasks`` may be lazy: take
+        the next one only when it can start (the runner claims each run as it is taken)."""
         ...
 
 
 class SerialBackend:
     """Runs tasks one by one in the calling process (no isolation, no start-up cost)."""
 
-    def map(self, tasks: Sequence[Task], on_event: EventFn | None = None) -> Iterator[RunResult]:
+    def map(self, tasks: Iterable[Task], on_event: EventFn | None = None) -> Iterator[RunResult]:
         for task in tasks:
             yield execute_task(task, on_event)
 
@@ -128,28 +130,38 @@ class LocalProcessBackend:
             proc.start()
         return proc, tasks
 
-    def map(self, tasks: Sequence[Task], on_event: EventFn | None = None) -> Iterator[RunResult]:
-        todo = list(tasks)[::-1]  # a stack: pop() hands out tasks in the given order
-        if not todo:
-            return
+    def map(self, tasks: Iterable[Task], on_event: EventFn | None = None) -> Iterator[RunResult]:
+        pending = iter(tasks)
         events = self._mp.Queue()
         workers: dict[int, tuple[Any, Any]] = {}
         busy: dict[int, Task] = {}
         next_wid = 0
+        exhausted = False
 
-        def assign(wid: int) -> None:
-            proc, q = workers[wid]
-            if todo:
-                busy[wid] = todo.pop()
-                q.put(busy[wid])
-            else:
-                q.put(None)
+        def take() -> Task | None:
+            """The next task, pulled only when a worker is free to start it."""
+            nonlocal exhausted
+            task = None if exhausted else next(pending, None)
+            exhausted = task is None
+            return task
+
+        def give(wid: int, task: Task | None) -> None:
+            if task is not None:
+                busy[wid] = task
+            workers[wid][1].put(task)  # None: exit
+
+        def start(task: Task) -> None:
+            nonlocal next_wid
+            workers[next_wid] = self._start(next_wid, events)
+            give(next_wid, task)
+            next_wid += 1
 
         try:
-            for _ in range(min(self.workers, len(todo))):
-                workers[next_wid] = self._start(next_wid, events)
-                assign(next_wid)
-                next_wid += 1
+            for _ in range(self.workers):
+                task = take()
+                if task is None:
+                    break
+                start(task)
             last_check = time.monotonic()
             while busy:
                 try:
@@ -162,16 +174,15 @@ class LocalProcessBackend:
                         task = busy.pop(dead)
                         code = workers.pop(dead)[0].exitcode
                         yield _dead_worker_result(task, code)
-                        if todo:
-                            workers[next_wid] = self._start(next_wid, events)
-                            assign(next_wid)
-                            next_wid += 1
+                        replacement = take()
+                        if replacement is not None:
+                            start(replacement)
                 if kind == "event":
                     if on_event is not None:
                         on_event(payload)
                 elif kind == "result" and wid in busy:
                     del busy[wid]
-                    assign(wid)
+                    give(wid, take())
                     yield payload
         finally:
             for wid in busy:  # stopped early (Ctrl-C, consumer gone): runs in flight are abandoned

@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -230,8 +231,16 @@ class Experiment:
 _EXPERIMENTS: dict[str, Experiment] = {}
 
 
+_EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
 def register_experiment(exp: Experiment) -> Experiment:
-    """Register ``exp`` under its name (once), after checking its declaration."""
+    """Register ``exp`` under its name (once), after checking its declaration. The name becomes
+    a path component (``runs/<name>``, report directories), so it is letters, digits, ``-`` and
+    ``_`` only (at most 64, not starting with ``-`` or ``_``)."""
+    if not isinstance(exp.name, str) or not _EXPERIMENT_NAME.fullmatch(exp.name):
+        raise ValueError(f"Expected experiment name to be letters, digits, '-' and '_' (a safe path component, "
+                         f"at most 64 characters), but got {exp.name!r}")
     exp.validate()
     if exp.name in _EXPERIMENTS:
         raise ValueError(f"experiment {exp.name!r} is already registered")

@@ -22,12 +22,18 @@ def cpu_count() -> int:
 
 def git_info(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """``{"commit": sha or None, "dirty": bool or None}`` of the repository holding ``path``
-    (default: this package's source), ``None`` values when it is not a git checkout."""
+    (default: this package's source), ``None`` values when it is not a git checkout.
+
+    Read-only: a plain ``git status`` refreshes the index's stat cache and rewrites
+    ``.git/index`` when it can take the lock, so the query runs with ``--no-optional-locks``
+    (and ``GIT_OPTIONAL_LOCKS=0``), which leaves the repository as it was."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
 
     def git(*args: str) -> str | None:
         try:
-            r = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10)
+            r = subprocess.run(["git", "--no-optional-locks", "-C", str(where), *args], capture_output=True,
+                               text=True, timeout=10, env=env)
         except (OSError, subprocess.SubprocessError):
             return None
         return r.stdout.strip() if r.returncode == 0 else None

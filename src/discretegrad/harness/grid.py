@@ -10,6 +10,11 @@ Pure functions, no I/O. The command-line syntax they parse:
   :func:`ast.literal_eval`, ``true``/``false``/``none`` in any case, anything else a plain
   string) -- never ``eval``.
 
+Two checks guard a sweep before anything runs: every estimator's hyperparameter *values* are
+tried in one tiny call (:func:`check_hparam_values`), and a sweep may plan at most
+:data:`DEFAULT_MAX_RUNS` runs unless the caller raises the cap (``--max-runs``); the count is
+checked before any run (or seed) is materialised.
+
 The settings of one run are the settings dataclass's defaults, then ``quick`` (with
 ``--quick``), then the ``--set`` overrides, then the grid point. A ``--set`` of a grid key
 fixes it (the grid no longer sweeps it). Values are checked once, here, against the settings
@@ -21,13 +26,15 @@ from __future__ import annotations
 
 import ast
 import itertools
+import math
 import numbers
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import Any
 
 from discretegrad.harness import settings as _settings
 from discretegrad.harness.contract import EstimatorChoice, Experiment, RunConfig
+from discretegrad.registry import REQUIRED, get_family
 from discretegrad.registry import estimators as all_estimators
 from discretegrad.registry import get as get_estimator
 
@@ -43,8 +50,15 @@ __all__ = [
     "estimator_defaults",
     "make_config",
     "resolve_estimators",
+    "check_hparam_values",
+    "check_max_runs",
     "expand",
+    "DEFAULT_MAX_RUNS",
 ]
+
+DEFAULT_MAX_RUNS = 10_000
+"""The most runs one sweep may plan unless raised (``--max-runs N``, ``max_runs=``): a typo such
+as ``--seeds 0-100000000000`` is refused at once instead of exhausting memory."""
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -73,9 +87,12 @@ def parse_assignment(text: str, what: str = "--set") -> tuple[str, Any]:
     return key, parse_value(value)
 
 
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"0-9"``, ``"0,3,5"`` or ``"0-2,7"`` -> sorted-as-given unique seeds (ranges inclusive)."""
-    seeds: list[int] = []
+def parse_seeds(text: str, limit: int | None = DEFAULT_MAX_RUNS) -> tuple[int, ...]:
+    """``"0-9"``, ``"0,3,5"`` or ``"0-2,7"`` -> unique seeds in the order given (ranges inclusive).
+
+    More than ``limit`` distinct seeds are refused before any is materialised (a sweep has at
+    least one run per seed; ``None``: no limit)."""
+    ranges: list[tuple[int, int]] = []
     parts = text.split(",") if isinstance(text, str) else []
     for part in parts:
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
@@ -83,11 +100,18 @@ def parse_seeds(text: str) -> tuple[int, ...]:
             raise ValueError(f"Expected --seeds to be non-negative integers and ranges like 0-9 or 0,3,5 "
                              f"(ranges increasing), but got {text!r}")
         lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        seeds.extend(range(lo, hi + 1))
-    if not seeds:
+        ranges.append((lo, int(m.group(2)) if m.group(2) is not None else lo))
+    if not ranges:
         raise ValueError(f"Expected --seeds to name at least one seed (e.g. 0-9 or 0,3,5), but got {text!r}")
-    return tuple(dict.fromkeys(seeds))
+    count, end = 0, -1  # distinct seeds: the size of the union of the ranges
+    for lo, hi in sorted(ranges):
+        if hi > end:
+            count += hi - max(lo, end + 1) + 1
+            end = hi
+    if limit is not None and count > limit:
+        raise ValueError(f"Expected --seeds to name at most {limit} seeds (the run cap; raise it with "
+                         f"--max-runs), but got {text!r}: {count} seeds")
+    return tuple(dict.fromkeys(s for lo, hi in ranges for s in range(lo, hi + 1)))
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -182,10 +206,88 @@ def resolve_estimators(experiment: Experiment, choices: Iterable[EstimatorChoice
         spec = get_estimator(choice.name, distribution=experiment.distribution)
         spec.check_hparam_names(dict(choice.hparams))
         choice = EstimatorChoice(choice.name, dict(choice.hparams))
-        out.setdefault((choice.name, repr(sorted(choice.hparams.items()))), choice)
+        key = (choice.name, repr(sorted(choice.hparams.items())))
+        if key not in out:
+            check_hparam_values(experiment.distribution, choice)
+            out[key] = choice
     if not out:
         raise ValueError("Expected at least one estimator, but got none")
     return tuple(out.values())
+
+
+def _probe_problem(distribution: str) -> tuple[Any, Any, dict[str, Any]] | None:
+    """``(params, f, options)``: the family's :class:`~discretegrad.family.Example`, else params
+    made from its declared parameters (``Family.params``: two variables, events of size three, a
+    value inside each constraint) with a summing cost; ``None`` if neither is possible."""
+    import torch
+
+    family = get_family(distribution)
+    if family.example is not None:
+        ex = family.example()
+        return ex.params, ex.f, dict(ex.options)
+    if any(o.default is REQUIRED for o in family.options):
+        return None
+    parts = []
+    for p in family.params:
+        shape = (2,) + (3,) * p.event_ndim
+        for value in (0.0, 1.0, 0.5):
+            t = torch.full(shape, value, dtype=torch.float64)
+            if bool(p.constraint.check(t).all()):
+                parts.append(t)
+                break
+        else:
+            return None
+    params = family.join(tuple(parts))
+    try:
+        family.check(params)
+    except (TypeError, ValueError):
+        return None
+    return params, (lambda z: z.reshape(z.shape[0], -1).sum(-1)), {}
+
+
+def check_hparam_values(distribution: str, choice: EstimatorChoice) -> None:
+    """Check the *values* of ``choice``'s hyperparameters by one tiny call of the estimator:
+    :func:`discretegrad.surrogate` on the family's small example problem, two samples, under
+    ``torch.no_grad()``, with a fixed explicit generator; a ``ValueError``/``TypeError`` becomes
+    one message naming the estimator.
+
+    Why this is sound: every estimator checks its own hyperparameters (with ``_validation``) when
+    it is called, before and independently of what it computes, and the generic test suite
+    (``tests/test_generic.py::test_bad_hyperparameters_raise``) asserts that each listed invalid
+    value raises on exactly this kind of call; a value that passes here passes the same check at
+    the start of every run. The call has no side effect: no gradient is built, the noise comes
+    from its own generator (the global RNG is untouched), nothing is stored, and it costs
+    milliseconds. What it cannot judge is left to the run: the family's *options* (``k`` of
+    top-k, ``root``, ``total_count``) are valid or not for the experiment's parameter shape,
+    which is unknown here, so the probe uses the example's options instead of the given ones.
+    Errors that are not ``ValueError``/``TypeError`` (a numerical failure on the example) say
+    nothing about the values and do not refuse the sweep.
+    """
+    import torch
+
+    from discretegrad.surrogate import surrogate
+
+    spec = get_estimator(choice.name, distribution=distribution)
+    problem = _probe_problem(distribution)
+    if problem is None:
+        return  # no small problem to call it on: names were checked, values are checked by the run
+    params, f, options = problem
+    option_names = set(get_family(distribution).option_names)
+    hparams = {k: v for k, v in choice.hparams.items() if k not in option_names}
+    try:
+        with torch.no_grad():
+            surrogate(f, params, distribution=distribution, estimator=choice.name, n_samples=max(2, spec.min_samples),
+                      generator=torch.Generator().manual_seed(0), **options, **hparams)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{e} (estimator {choice.label!r} of distribution {distribution!r})") from None
+    except Exception:  # noqa: BLE001 - not a statement about the values (see the docstring)
+        return
+
+
+def check_max_runs(max_runs: object) -> int:
+    if isinstance(max_runs, bool) or not isinstance(max_runs, numbers.Integral) or max_runs < 1:
+        raise ValueError(f"Expected --max-runs to be an int >= 1, but got {max_runs!r}")
+    return int(max_runs)
 
 
 def expand(
@@ -195,19 +297,27 @@ def expand(
     seeds: Sequence[int] | str | None = None,
     overrides: Mapping[str, Any] | None = None,
     quick: bool = False,
+    max_runs: int = DEFAULT_MAX_RUNS,
 ) -> list[RunConfig]:
     """All runs of one sweep, in order estimator x grid point x seed, without duplicates.
 
     ``None`` for ``estimators`` / ``seeds`` means the experiment's defaults (``quick_*`` ones
-    with ``quick``). Raises ``ValueError`` on an unknown estimator, hyperparameter or setting.
+    with ``quick``). Raises ``ValueError`` on an unknown estimator, hyperparameter or setting,
+    an invalid hyperparameter value, or more than ``max_runs`` runs (counted before any is built).
     """
+    max_runs = check_max_runs(max_runs)
     if estimators is None:
         estimators = experiment.quick_estimators if quick else experiment.estimators
     choices = resolve_estimators(experiment, estimators)
     if seeds is None:
         seeds = experiment.quick_seeds if quick else experiment.seeds
     elif isinstance(seeds, str):
-        seeds = parse_seeds(seeds)
+        seeds = parse_seeds(seeds, limit=max_runs)
+    if not isinstance(seeds, Sized):
+        seeds = tuple(itertools.islice(seeds, max_runs + 1))
+    if len(seeds) > max_runs:
+        raise ValueError(f"Expected at most {max_runs} seeds (the run cap; raise it with --max-runs), but got "
+                         f"{len(seeds)}")
     for s in seeds:
         if not isinstance(s, numbers.Integral) or isinstance(s, bool) or s < 0:
             raise ValueError(f"Expected seeds to be non-negative ints, but got {s!r}")
@@ -221,6 +331,12 @@ def expand(
     grid = experiment.quick_grid if (quick and experiment.quick_grid is not None) else experiment.grid
     swept = {k: [_settings.coerce(experiment.settings, k, v) for v in vs] for k, vs in grid.items() if k not in fixed}
     keys = sorted(swept)
+    n_points = math.prod(len(swept[k]) for k in keys)
+    n_runs = len(choices) * n_points * len(seeds)
+    if n_runs > max_runs:
+        raise ValueError(f"Expected a sweep of at most {max_runs} runs (the run cap; raise it with --max-runs), "
+                         f"but got {len(choices)} estimators x {n_points} grid points x {len(seeds)} seeds = "
+                         f"{n_runs} runs")
     points = [dict(zip(keys, vals)) for vals in itertools.product(*(swept[k] for k in keys))]
 
     configs: dict[str, RunConfig] = {}

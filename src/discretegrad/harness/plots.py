@@ -5,12 +5,14 @@ canvas (:func:`discretegrad._extras.agg_figure`): no ``matplotlib.use``, no ``py
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from discretegrad._extras import agg_figure
 from discretegrad._format import mean_std
+from discretegrad.harness.files import atomic_write_text
 
 __all__ = ["curve_stats", "plot_setting", "GRAD_VARIANCE", "PURPOSE"]
 
@@ -71,7 +73,9 @@ def _panel(ax, curves: Curves, metric: str, log: bool) -> None:
 def _save(fig, prefix: Path, suffix: str) -> Path:
     fig.tight_layout()
     path = prefix.with_name(prefix.name + suffix)
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_text(path, buf.getvalue())  # replaces a link at path rather than writing through it
     return path
 
 

@@ -89,6 +89,14 @@ class SweepProgress:
             label = self.labels.get(result.run_id, result.run_id)
             print(result_line(result, label, self.metric, self.done, self.total), file=self.file, flush=True)
 
+    def skip(self) -> None:
+        """One run fewer to do (stored or claimed by another sweep meanwhile)."""
+        self.total -= 1
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._refresh_desc()
+            self._bar.refresh()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

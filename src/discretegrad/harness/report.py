@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,9 +22,10 @@ from typing import Any
 
 from discretegrad._format import format_mean_std, markdown_table, mean_std
 from discretegrad.harness.contract import EFFICIENCY, Artifact, get_experiment
+from discretegrad.harness.files import atomic_write_text, dumps, path_component, safe_dir
 from discretegrad.harness.paper import clear_best, deviations, paper_cell, paper_number, protocol_of
 from discretegrad.harness.paper import json_key as _key
-from discretegrad.harness.store import Store, atomic_write_text, dumps
+from discretegrad.harness.store import Store
 
 __all__ = ["Group", "load_groups", "summarize", "declared_artifacts", "artifact_rows", "efficiency", "to_markdown",
            "write_report", "setting_name"]
@@ -285,11 +285,6 @@ def to_markdown(records: Sequence[Mapping[str, Any]], info: Mapping[str, Mapping
     return "\n\n".join(out) + "\n"
 
 
-def _slug(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")
-    return s[:80] or "default"
-
-
 def _environment_md(store: Store) -> str:
     runs = store.runs()
     keys = ("python", "torch", "numpy", "device", "gpu", "git_commit", "git_dirty", "hostname", "torch_threads")
@@ -318,15 +313,14 @@ def write_report(directory: str | os.PathLike[str]) -> Path:
         art_rows = [row for exp in dict.fromkeys(g.experiment for g in groups)
                     for artifact in declared_artifacts(exp, info.get(exp, {}))
                     for row in artifact_rows(store, groups, artifact, exp)]
-        out = d / "report"
-        out.mkdir(exist_ok=True)
+        out = safe_dir(d, "report")  # never through a link: everything stays inside DIR
         images: dict[tuple[str, str], list[str]] = {}
         for exp in dict.fromkeys(g.experiment for g in groups):
             for name in dict.fromkeys(setting_name(g.point) for g in groups if g.experiment == exp):
                 sgroups = [g for g in groups if g.experiment == exp and setting_name(g.point) == name]
                 curves = {g.estimator: [store.epochs(r["run_id"]) for r in g.finished] for g in sgroups}
-                rel = Path(_slug(exp)) / _slug(name)
-                (out / rel.parent).mkdir(parents=True, exist_ok=True)
+                rel = Path(path_component(exp)) / path_component(name)  # names from the store: sanitised
+                safe_dir(out, rel.parent.name)
                 images[(exp, name)] = [str(p.relative_to(out)) for p in
                                        plots.plot_setting(curves, f"{exp}: {name}", out / rel)]
         n_runs = len(store.runs())

@@ -5,12 +5,14 @@ config: every setting and the estimator's registry defaults included).
 A sweep skips every run the store already holds as ``finished`` or ``diverged`` and (re)runs
 the others, including ``failed`` ones. Each ended run is stored in one transaction, so killing
 a sweep at any moment (``kill -9`` included) loses at most the runs in flight; rerunning the
-same command completes it. The device is not part of a run's identity (it is recorded in the
+same command completes it. Sweeps running concurrently on one store claim each run before
+computing it and skip runs another live sweep claimed (:mod:`discretegrad.harness.lease`). The device is not part of a run's identity (it is recorded in the
 run's environment).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,16 +22,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from discretegrad.harness import lease
 from discretegrad.harness.backends import Backend, make_backend
 from discretegrad.harness.contract import EstimatorChoice, Experiment, RunConfig, get_experiment, load_plugins
 from discretegrad.harness.environment import git_info
 from discretegrad.harness.execute import Task
-from discretegrad.harness.grid import expand, grid_keys, grid_point
+from discretegrad.harness.files import check_no_links
+from discretegrad.harness.grid import DEFAULT_MAX_RUNS, expand, grid_keys, grid_point
 from discretegrad.harness.progress import SweepProgress
-from discretegrad.harness.store import STORE_FILE, Store
+from discretegrad.harness.store import STORE_FILE, Store, StoreError
 
-__all__ = ["SweepPlan", "SweepSummary", "plan_sweep", "run_sweep", "stored_statuses", "check_out_dir",
-           "check_device", "experiment_info"]
+__all__ = ["SweepPlan", "SweepSummary", "SweepAborted", "plan_sweep", "run_sweep", "stored_statuses",
+           "check_out_dir", "check_device", "experiment_info", "DEFAULT_MAX_RUNS"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,15 +55,33 @@ class SweepSummary:
     finished: int = 0
     diverged: int = 0
     failed: int = 0
+    busy: int = 0  # claimed by another live sweep: left to it
     failures: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # (run_id, what, error)
 
     @property
     def ok(self) -> bool:
         return self.failed == 0
 
+    @property
+    def stored(self) -> int:
+        """Runs this sweep stored."""
+        return self.finished + self.diverged + self.failed
+
     def describe(self) -> str:
+        busy = f", {self.busy} left to another sweep that claimed them" if self.busy else ""
         return (f"{self.total} runs: {self.finished} finished, {self.diverged} diverged, {self.failed} failed, "
-                f"{self.skipped} already stored; store: {self.out / STORE_FILE}")
+                f"{self.skipped} already stored{busy}; store: {self.out / STORE_FILE}")
+
+
+class SweepAborted(StoreError):
+    """A store error after this sweep had stored some runs (they are kept): exit status 1."""
+
+    exit_status = 1
+
+    def __init__(self, error: StoreError, summary: SweepSummary) -> None:
+        super().__init__(f"{error} (the sweep stopped after storing {summary.stored} of {summary.total} runs, "
+                         "which are kept; rerun the same command to resume)")
+        self.summary = summary
 
 
 def check_out_dir(out: str | os.PathLike[str]) -> Path:
@@ -70,6 +92,8 @@ def check_out_dir(out: str | os.PathLike[str]) -> Path:
             raise ValueError(f"Expected --out to be a directory, but got an existing file {str(p)!r}")
         if not os.access(p, os.W_OK | os.X_OK):
             raise ValueError(f"Expected --out to be a writable directory, but got {str(p)!r} (not writable)")
+        check_no_links(p, "runs")
+        check_no_links(p, "report")
         if (p / STORE_FILE).exists():
             with Store(p) as store:  # raises ValueError on a corrupt or foreign database
                 store.check_writable()  # and on a store of the old run-id scheme
@@ -130,16 +154,22 @@ def plan_sweep(
     quick: bool = False,
     device: str = "cpu",
     plugins: Iterable[str] = (),
+    max_runs: int = DEFAULT_MAX_RUNS,
 ) -> SweepPlan:
     """Validate everything and expand the grid; raises ``ValueError``/``TypeError`` with one
-    clear message on bad input. Creates nothing."""
+    clear message on bad input. Creates nothing.
+
+    Estimator hyperparameter values are checked by one tiny call of each estimator
+    (:func:`discretegrad.harness.grid.check_hparam_values`); a sweep of more than ``max_runs``
+    runs is refused before any run is built."""
     plugins = tuple(plugins)
     load_plugins(plugins)
     exp = get_experiment(experiment if isinstance(experiment, str) else experiment.name)
     if not isinstance(experiment, str) and exp is not experiment:
         raise ValueError(f"Expected experiment {experiment.name!r} to be the registered one "
                          "(register_experiment), but got a different object")
-    configs = expand(exp, estimators=estimators, seeds=seeds, overrides=overrides, quick=quick)
+    configs = expand(exp, estimators=estimators, seeds=seeds, overrides=overrides, quick=quick,
+                     max_runs=max_runs)
     device = check_device(device)
     out_path = check_out_dir(out)
     if exp.check is not None:
@@ -167,8 +197,14 @@ def run_sweep(
     backend: Backend | None = None,
     progress: bool | None = None,
     command: str | None = None,
+    lease_s: float = lease.DEFAULT_LEASE_S,
 ) -> SweepSummary:
     """Run a planned sweep (:func:`plan_sweep`) into its store and return its summary.
+
+    Each run is claimed in the store just before it starts (:mod:`discretegrad.harness.lease`):
+    a run another live sweep has claimed is left to it (``summary.busy``), so concurrent sweeps
+    on one ``--out`` share the work. A store error raises :class:`StoreError`, or
+    :class:`SweepAborted` once this sweep has stored runs (those are kept).
 
     Args:
         plan: what :func:`plan_sweep` validated and expanded.
@@ -177,14 +213,18 @@ def run_sweep(
         progress: ``None`` (default): a progress bar when stderr is a terminal, else one line per
             finished run; ``True``: the bar; ``False``: nothing.
         command: the command line recorded with the sweep (default: ``sys.argv``).
+        lease_s: seconds a claim lasts without renewal (renewed every quarter of that).
     """
     if not isinstance(plan, SweepPlan):
         raise TypeError(f"Expected plan to be a SweepPlan (from plan_sweep), but got {type(plan).__name__}")
+    if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not 0 < lease_s < float("inf"):
+        raise ValueError(f"Expected lease_s to be a finite number of seconds > 0, but got {lease_s!r}")
     if backend is None:
         backend = make_backend(workers)
     exp = plan.experiment
     summary = SweepSummary(plan.out, total=len(plan.configs))
     git = git_info()
+    who = lease.Claimant.here()
     with Store(plan.out, create=True) as store:
         store.record_experiment(exp.name, experiment_info(exp))
         stored = store.statuses(c.run_id for c in plan.configs)
@@ -192,19 +232,42 @@ def run_sweep(
         summary.skipped = len(plan.configs) - len(todo)
         store.record_sweep(exp.name, command if command is not None else shlex.join(sys.argv), len(plan.configs),
                            len(todo))
-        by_id = {c.run_id: c for c in todo}
         labels = {c.run_id: f"{c.estimator.label} seed={c.seed}" for c in todo}
+        by_id = {c.run_id: c for c in todo}
         bar = SweepProgress(len(todo), labels, enabled=progress, metric=next(iter(exp.metrics), None))
-        tasks = [Task(c, plan.device, plan.plugins, git) for c in todo]
+
+        def claimed() -> Iterable[Task]:  # pulled by the backend as it starts each run
+            for c in todo:
+                state = lease.claim(store, c.run_id, who, lease_s)
+                if state == "claimed":
+                    yield Task(c, plan.device, plan.plugins, git)
+                    continue
+                summary.skipped += state == "stored"
+                summary.busy += state == "busy"
+                bar.skip()
+
         try:
-            for result in backend.map(tasks, bar.on_event):
-                cfg = by_id[result.run_id]
-                store.write_run(result, grid=grid_point(exp, cfg.params), label=cfg.estimator.label)
-                bar.on_result(result)
-                setattr(summary, result.status, getattr(summary, result.status) + 1)
-                if result.status == "failed":
-                    first = (result.error or "").splitlines()[0] if result.error else ""
-                    summary.failures.append((result.run_id, labels[result.run_id], first))
+            with lease.keep_alive(plan.out, who, lease_s):
+                for result in backend.map(claimed(), bar.on_event):
+                    _store_result(store, exp, by_id[result.run_id], result, summary, labels)
+                    bar.on_result(result)
+        except StoreError as e:
+            if isinstance(e, SweepAborted) or summary.stored == 0:
+                raise
+            raise SweepAborted(e, summary) from None
         finally:
             bar.close()
+            with contextlib.suppress(StoreError):
+                lease.release(store, who)
     return summary
+
+
+def _store_result(store: Store, exp: Experiment, cfg: RunConfig, result: Any, summary: SweepSummary,
+                  labels: Mapping[str, str]) -> None:
+    if not store.write_run(result, grid=grid_point(exp, cfg.params), label=cfg.estimator.label):
+        summary.skipped += 1  # another sweep stored it meanwhile (its claim on it had lapsed)
+        return
+    setattr(summary, result.status, getattr(summary, result.status) + 1)
+    if result.status == "failed":
+        first = (result.error or "").splitlines()[0] if result.error else ""
+        summary.failures.append((result.run_id, labels[result.run_id], first))
