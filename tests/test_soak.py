@@ -41,12 +41,15 @@ import dataclasses
 import json
 import math
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 import discretegrad as dg
 from discretegrad.distributions import get_distribution
@@ -61,6 +64,9 @@ PATTERNS = ["random", "offset", "ties", "all_equal", "one_huge", "extreme"]
 HALF = (torch.float16, torch.bfloat16)
 BIG = 1e4
 
+# hypothesis keeps a cache of the constants it finds in the source under its home directory (default
+# .hypothesis/ in the working directory): keep it out of the checkout
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "discretegrad-hypothesis")
 SOAK_SETTINGS = settings(max_examples=PER_ESTIMATOR, derandomize=True, deadline=None, database=None,
                          suppress_health_check=list(HealthCheck), print_blob=True)
 
