@@ -25,6 +25,18 @@ __all__ = [
     "tracing",
 ]
 
+
+class _Required:
+    """Marker for a hyperparameter that has no default and must be passed (e.g. ``k``)."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+"""The ``hyperparameters`` value of a required argument."""
+
+
 _VALIDATE = True
 
 

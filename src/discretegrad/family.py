@@ -36,7 +36,7 @@ from typing import Any, NamedTuple, Union
 import torch
 from torch.distributions import constraints
 
-from discretegrad.registry import REQUIRED
+from discretegrad._validation import REQUIRED
 
 __all__ = ["Family", "Param", "Option", "Relaxation", "Example", "Params"]
 

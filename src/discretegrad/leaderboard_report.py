@@ -17,7 +17,7 @@ from discretegrad._extras import agg_figure
 from discretegrad._format import markdown_table
 
 if TYPE_CHECKING:
-    from discretegrad.leaderboard import Budget, Entry, ProblemResult, Row
+    from discretegrad.leaderboard_records import Budget, Entry, ProblemResult, Row
 
 __all__ = ["write_problem", "summary_line", "write_all", "problem_table", "pareto_front"]
 

@@ -1,4 +1,4 @@
-"""The registries: distribution families and estimators. Imports nothing from the package.
+"""The registries: distribution families and estimators. Imports only `_validation` from the package (the ``REQUIRED`` marker).
 
 A *family* (:class:`discretegrad.family.Family`) is registered once by the module that defines
 it (``register_family``); an *estimator* is one function plus one :func:`register` decorator,
@@ -36,6 +36,8 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from discretegrad._validation import REQUIRED
+
 if TYPE_CHECKING:
     from discretegrad.family import Family
 
@@ -48,15 +50,9 @@ _RESERVED = {"generator", "n_samples", "distribution", "dim"}
 surrogate API and the families put the event dims last), so it never enters run ids."""
 
 
-class _Required:
-    """Marker for a hyperparameter that has no default and must be passed (e.g. ``k``)."""
+# REQUIRED (the hyperparameters value of a required argument) lives on the ground floor, in
+# _validation, so that family.py can use it without importing the registry.
 
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED = _Required()
-"""The ``hyperparameters`` value of a required argument."""
 
 
 @dataclasses.dataclass(frozen=True)
