@@ -106,6 +106,29 @@ def test_pwgf_mmd_n_samples_is_the_papers_multi_sample_estimator():
     torch.testing.assert_close(grad, torch.stack(expected), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("distribution", ["bernoulli", "poisson"])
+def test_pwgf_mean_over_puts_the_step_on_the_per_sample_gradient(distribution):
+    """A batch-mean loss with mean_over = B gives exactly 1/B of the batch-sum loss's gradient at
+    the same ε (ε acts on the per-sample gradient); without it the mean loss runs at step ε/B,
+    which for a large step is a different estimate."""
+    b, eps, h = 25, 1.0, 0.5
+    g = torch.Generator().manual_seed(11)
+    params = (torch.randn(b, 4, generator=g, dtype=torch.float64) if distribution == "bernoulli"
+              else 0.5 + 4 * torch.rand(b, 4, generator=g, dtype=torch.float64))
+    w = torch.randn(4, generator=g, dtype=torch.float64)
+    op = getattr(dg, distribution).pwgf_mmd
+
+    def grad(reduce, mean_over):
+        leaf = params.clone().requires_grad_(True)
+        z = op(leaf, bandwidth=h, step=eps, mean_over=mean_over, generator=torch.Generator().manual_seed(3))
+        cost = (torch.sin(z * w) + 0.3 * z ** 2).sum(-1)
+        return torch.autograd.grad(reduce(cost), leaf)[0]
+
+    per_sample = grad(torch.sum, 1)
+    torch.testing.assert_close(grad(torch.mean, b) * b, per_sample, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(grad(torch.mean, 1) * b, per_sample, rtol=1e-3)
+
+
 def test_pwgf_rbf_tends_to_st_for_large_bandwidth():
     theta = torch.randn(50, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     v = torch.randn(50, generator=torch.Generator().manual_seed(6), dtype=torch.float64)

@@ -34,8 +34,16 @@ the ``N`` samples that share a parameter (``params.expand`` in :func:`discretegr
 Since ``ĝ_ε(c g) = c ĝ_{cε}(g)``, the sum over samples with upstream gradients
 ``g_n = ∇f(z_n)/N`` (the gradient of a sample mean) is the paper's N-sample estimator with step
 ``ε/N`` on the per-sample gradients ``∇f(z_n)``. The finite-ε estimator is not linear in ``g``:
-ε is measured in the units of the upstream gradient, so rescaling the loss (a batch mean instead
-of a sum) changes its effective step.
+ε measured in the units of the upstream gradient would change its meaning with the loss
+normalisation (a batch mean of 25 images would run every step at ε/25, in effect the ε → 0 limit).
+
+**ε is defined against the per-sample gradient.** The op's ``mean_over = M`` says that the loss
+averages ``M`` per-sample costs (batch size × samples for a batch-mean loss: the experiments pass
+it), so the per-sample gradient at ``z`` is ``M g``; the particle moves by ``ε M g`` and the
+gradient returned is ``ĝ_ε(M g) / M = ĝ_{Mε}(g)`` (the per-sample estimate, averaged as the loss
+averages). ``mean_over = 1`` (the default) takes the upstream gradient as the per-sample one: right
+for a sum over samples and for :func:`discretegrad.surrogate` with ``n_samples=1`` on one batch
+element; ``surrogate(n_samples=N)``'s mean over samples needs ``mean_over=N``.
 
 Because ``g`` is only known in the backward pass, the estimator is a custom
 ``torch.autograd.Function``: forward returns the hard sample, backward evaluates ``ĝ`` (first
@@ -58,9 +66,9 @@ KERNELS = ("rbf", "linear")
 PmfDerivative = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def check_hparams(bandwidth: float, step: float, kernel: str) -> tuple[float, float, str]:
+def check_hparams(bandwidth: float, step: float, kernel: str, mean_over: int = 1) -> tuple[float, float, str, int]:
     return (V.positive_float("bandwidth", bandwidth), V.positive_float("step", step),
-            V.choice("kernel", kernel, KERNELS))
+            V.choice("kernel", kernel, KERNELS), V.positive_int("mean_over", mean_over))
 
 
 def kernel(kind: str, bandwidth: float, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -175,7 +183,7 @@ Draw = Callable[[torch.Tensor, "torch.Generator | None"], tuple[torch.Tensor, to
 
 
 def make_pwgf_mmd(draw: Draw, derivative: PmfDerivative, *, doc: str, module: str) -> Callable[..., torch.Tensor]:
-    """The pWGF-MMD drop-in op of a family: ``op(params, *, bandwidth, step, kernel, generator)``.
+    """The pWGF-MMD drop-in op of a family: ``op(params, *, bandwidth, step, kernel, mean_over, generator)``.
 
     ``draw`` checks the parameters and returns them in the compute dtype with an exact sample;
     ``derivative`` gives the atoms and ``∂p_θ(s)/∂θ`` the backward pass sums over. ``doc`` is the
@@ -183,10 +191,11 @@ def make_pwgf_mmd(draw: Draw, derivative: PmfDerivative, *, doc: str, module: st
     """
 
     def pwgf_mmd(params: torch.Tensor, *, bandwidth: float = 2.0, step: float = 0.1, kernel: str = "rbf",
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        bandwidth, step, kernel = check_hparams(bandwidth, step, kernel)
+                 mean_over: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+        bandwidth, step, kernel, mean_over = check_hparams(bandwidth, step, kernel, mean_over)
         x, hard = draw(params, generator)
-        out = pwgf_sample(x, hard, derivative, step=step, kind=kernel, bandwidth=bandwidth)
+        # ε applies to the per-sample gradient mean_over · g: ĝ_ε(M g)/M = ĝ_{Mε}(g)
+        out = pwgf_sample(x, hard, derivative, step=step * mean_over, kind=kernel, bandwidth=bandwidth)
         return out.to(params.dtype)
 
     pwgf_mmd.__doc__ = doc

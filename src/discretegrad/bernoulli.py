@@ -164,7 +164,9 @@ pwgf_mmd = register("pwgf_mmd", distribution="bernoulli", reference=_PWGF + ", S
     minimiser (a typo; the control variate removes that term anyway). ``kernel="rbf"`` is
     ``h² exp(-(s-y)²/(2h²))`` with ``h = bandwidth`` (tends to ST as ``h → ∞``);
     ``kernel="linear"`` (``K = s y``, bandwidth unused) is exactly ST. Biased (it keeps ST's bias
-    and adds the finite-ε one). Defaults: see ``results/pwgf_defaults/``.
+    and adds the finite-ε one). ``mean_over = M``: the loss averages ``M`` per-sample costs, and ε
+    is applied to the per-sample gradient ``M g`` (:mod:`discretegrad._pwgf`). Defaults: see
+    ``results/pwgf_defaults/``.
     """))
 
 

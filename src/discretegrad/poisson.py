@@ -176,8 +176,9 @@ pwgf_mmd = register("pwgf_mmd", distribution="poisson", reference=_PWGF + ", Sec
     the sum over the window of the module docstring (mass outside it below ``1e-10``).
     ``kernel="rbf"`` is ``h² exp(-(s-y)²/(2h²))`` with ``h = bandwidth``; ``kernel="linear"``
     gives ST exactly (up to the truncated mass). Biased like ST, plus an ``O(ε)`` bias; an
-    independent study of pWGF found it keeps ST's fixed point on ``E[(z-7)²]``. Defaults:
-    see ``results/pwgf_defaults/``.
+    independent study of pWGF found it keeps ST's fixed point on ``E[(z-7)²]``. ``mean_over = M``:
+    the loss averages ``M`` per-sample costs, and ε is applied to the per-sample gradient ``M g``
+    (:mod:`discretegrad._pwgf`). Defaults: see ``results/pwgf_defaults/``.
     """))
 
 

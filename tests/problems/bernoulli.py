@@ -70,6 +70,7 @@ CASE = Case(
     bad_hparams={"tau": _POSITIVE,
                  "bandwidth": _POSITIVE,
                  "step": _POSITIVE,
+                 "mean_over": [0, -1, 1.5, "2", None],
                  "kernel": ["gaussian", None, 1],
                  "baseline": ["b", True, float("nan"), torch.zeros(13, 17)],
                  "control_variate": [1.0, "net"],
@@ -107,7 +108,7 @@ def _ref_stgs(theta, out, v, generator, tau=1.0):
     return v * y * (1 - y) / tau
 
 
-def _ref_pwgf_mmd(theta, out, v, generator, bandwidth=2.0, step=0.1, kernel="rbf"):
+def _ref_pwgf_mmd(theta, out, v, generator, bandwidth=2.0, step=0.1, kernel="rbf", mean_over=1):
     # Cheng et al. 2019, App. D: dΔ²/dp = 2[(1-2p)(1-K(1,0)) - (K(1,z̃) - K(0,z̃))] (first term's sign
     # corrected); the control variate subtracts the same at z̃ = z, scale 1/(2ε), chain dp/dθ = p(1-p).
     def k(s, y):
@@ -115,14 +116,16 @@ def _ref_pwgf_mmd(theta, out, v, generator, bandwidth=2.0, step=0.1, kernel="rbf
 
     p = torch.sigmoid(theta)
     z = out.detach()
-    moved = z - step * v
+    # ε is applied to the per-sample gradient mean_over · v; the estimate is averaged as the loss (/ mean_over)
+    moved = z - step * mean_over * v
     d_p = -2 * ((k(1.0, moved) - k(0.0, moved)) - (k(1.0, z) - k(0.0, z))) / (2 * step)
-    return d_p * p * (1 - p)
+    return d_p * p * (1 - p) / mean_over
 
 
 CASE = dataclasses.replace(
     CASE,
     references={"st": _ref_st, "gumbel_softmax": _ref_gumbel_softmax, "stgs": _ref_stgs, "pwgf_mmd": _ref_pwgf_mmd},
     reference_params=lambda g: torch.randn(6, 4, 5, generator=g, dtype=torch.float64) * 2,
-    reference_grid={"tau": [0.3, 1.0, 2.5], "bandwidth": [0.5, 2.0], "step": [0.1, 1.0], "kernel": ["rbf", "linear"]},
+    reference_grid={"tau": [0.3, 1.0, 2.5], "bandwidth": [0.5, 2.0], "step": [0.1, 1.0], "kernel": ["rbf", "linear"],
+                    "mean_over": [1, 25]},
 )

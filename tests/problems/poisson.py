@@ -80,6 +80,7 @@ CASE = Case(
     bad_params=_bad_params,
     bad_hparams={"bandwidth": _POSITIVE,
                  "step": _POSITIVE,
+                 "mean_over": [0, -1, 1.5, "2", None],
                  "kernel": ["gaussian", None, 1],
                  "baseline": ["b", True, float("nan"), torch.zeros(13, 17)]},
 )
@@ -96,7 +97,7 @@ def _ref_st(rate, out, v, generator):
     return v.clone()  # Bengio et al. 2013 / pWGF Sec. 2.1: d/dλ of the mean λ, times the upstream gradient
 
 
-def _ref_pwgf_mmd(rate, out, v, generator, bandwidth=2.0, step=0.1, kernel="rbf"):
+def _ref_pwgf_mmd(rate, out, v, generator, bandwidth=2.0, step=0.1, kernel="rbf", mean_over=1):
     # Cheng et al. 2019, Sec. 2.2 with the control variate: ĝ = -(1/ε) Σ_s ∂p_λ(s)/∂λ [K(s, z - εv) - K(s, z)],
     # ∂p_λ(s)/∂λ = p_λ(s-1) - p_λ(s), summed here over s = 0..120 (every rate is below 6).
     assert torch.equal(out.detach(), torch.poisson(rate, generator=generator))
@@ -110,14 +111,15 @@ def _ref_pwgf_mmd(rate, out, v, generator, bandwidth=2.0, step=0.1, kernel="rbf"
         return s * y if kernel == "linear" else bandwidth**2 * torch.exp(-((s - y) ** 2) / (2 * bandwidth**2))
 
     z = out.detach()
-    return -(dpmf * (k(z - step * v) - k(z))).sum(-1) / step
+    # ε is applied to the per-sample gradient mean_over · v; the estimate is averaged as the loss (/ mean_over)
+    return -(dpmf * (k(z - step * mean_over * v) - k(z))).sum(-1) / (step * mean_over)
 
 
 CASE = dataclasses.replace(
     CASE,
     references={"st": _ref_st, "pwgf_mmd": _ref_pwgf_mmd},
     reference_params=lambda g: 0.2 + 5.0 * torch.rand(6, 4, generator=g, dtype=torch.float64),
-    reference_grid={"bandwidth": [0.5, 2.0], "step": [0.1, 1.0], "kernel": ["rbf", "linear"]},
+    reference_grid={"bandwidth": [0.5, 2.0], "step": [0.1, 1.0], "kernel": ["rbf", "linear"], "mean_over": [1, 25]},
     # The library sums pWGF-MMD over a window holding all but TAIL = 1e-10 of the mass; the reference
     # sums (almost) everything, so they differ by at most 2 TAIL max|ΔK| / ε <= 2e-10 * 4 / 0.1 = 8e-9.
     reference_atol=1e-8,

@@ -13,14 +13,23 @@ Architectures (``arch``, the grid):
 * ``two_layer``: two stochastic layers of 200 units, all maps linear:
   ``q(b1|x)``, ``q(b2|b1)``, ``p(b2) = Bernoulli(0.5)``, ``p(b1|b2)``, ``p(x|b1)``.
 
-Objective (the negative ELBO, exact parts analytic). One layer:
-``E_{q(b|x)}[-log p(x|b)] + KL(q(b|x) ‖ Bernoulli(0.5))``; the estimator handles the expectation
-(``dg.surrogate(f, logits, distribution="bernoulli", ...)``), the KL gradient is exact. Two layers:
+Objective (``objective``). ``"arm"`` (default, the ARM code's): the estimator takes the whole
+``f = log q(b|x) - log p(x, b)``, the KL sampled through it: one layer
+``E_{q(b|x)}[-log p(x|b) + log q(b|x) - log p(b)]``, with ``log q`` evaluated at detached logits
+(its direct dependence on the encoder has expectation zero, so dropping it keeps every estimator
+unbiased; for a pathwise estimator the gradient then flows through ``b`` only, ``log q(b) - log p(b)``
+being linear in ``b``). ``"analytic"``: the estimator takes ``-log p(x|b)`` only and the KL
+``KL(q(b|x) ‖ Bernoulli(0.5))`` gets its exact gradient. The two differ in what the estimator
+weighs: a score-function estimator gains (no KL noise) under ``analytic``, and pWGF-MMD, whose
+ε → 0 gradient is ST's times ``exp(-1/(2h²))`` on a 0/1 support, becomes a β-weighted objective
+(reconstruction at that weight, 0.88 at h = 2, KL at 1). Two layers (``analytic``):
 
     -ELBO = E_{q(b1|x)}[ f1(b1) ] - H(q(b1|x)),
     f1(b1) = -log p(x|b1) + KL(q(b2|b1) ‖ p(b2)) + E_{q(b2|b1)}[ -log p(b1|b2) ],
 
-with the inner expectation a nested ``dg.surrogate`` call (same estimator) inside ``f1``. This is
+and with ``arm``, ``-ELBO = E_{q(b1|x)}[ log q(b1|x) + f1(b1) ]``, ``f1(b1) = -log p(x|b1) +
+E_{q(b2|b1)}[ log q(b2|b1) - log p(b2) - log p(b1|b2) ]``; the inner expectation is a nested
+``dg.surrogate`` call (same estimator) inside ``f1``. This is
 correct for every estimator: pathwise ones (st, stgs, pwgf_mmd) backpropagate from the inner
 layer through ``b1``'s surrogate into the encoder of ``b1``; score-function ones (reinforce,
 rloo, muprop, arm, disarm, rebar) treat ``f1`` as a cost whose value is an unbiased one-sample
@@ -28,13 +37,24 @@ estimate with noise independent of ``b1``'s, so the outer estimate stays unbiase
 call supplies the gradient of the inner expectation for the inner encoder (and, through its
 dependence on ``b1``, what MuProp/REBAR's pathwise terms need). ``relax`` learns a control
 variate per stochastic layer in the RELAX paper; we implement it for the one-layer
-architectures only and ``relax`` with ``arch=two_layer`` raises ``ValueError``.
+architectures only and ``relax`` with ``arch=two_layer`` raises ``ValueError`` (the learned
+control variate of the inner layer would need ``relax_estimate`` inside ``f1`` with its own
+variance loss: not implemented, so Table 2's two-layer RELAX cell is missing).
 
 RELAX (``relax``): the control variate is REBAR's ``f(σ(z/τ))`` plus a learned MLP
 ``r_φ(z)`` (200 → 200 → 1, LeakyReLU), trained jointly (same Adam) to minimise the squared norm
 of the estimator's gradient with respect to the logits (Grathwohl et al. 2018, Alg. 2, with the
-variance taken at the logits). ``rebar`` uses fixed ``τ = 0.5, η = 1`` (the registered
-defaults; Tucker et al. tune them online, which is not done here).
+variance taken at the logits). REBAR (``rebar``) with ``rebar_tuning=true`` (default) tunes its
+temperature and η online as Tucker et al. 2017 do: the control variate ``η f(σ(z/τ))`` owns
+``η`` (from 1) and ``log τ`` (from log 0.5, or the estimator's ``tau``), trained by the same
+variance loss as RELAX's network (one layer; two layers keep the fixed values); ``false``:
+fixed ``τ = 0.5, η = 1`` (the registered defaults).
+
+pWGF-MMD's step (``pwgf_step``): ``per_sample`` (default) passes ``mean_over`` = batch size ×
+samples, so ε acts on the per-sample gradient as in the paper (:mod:`discretegrad._pwgf`);
+``batch_mean`` is the former behaviour, ε on the batch-mean loss's gradient (ε / 25 in effect).
+Initialisation (``init``): ``glorot`` (default), TensorFlow's Glorot-uniform weights with zero
+bias as in the ARM code; ``torch``, PyTorch's default.
 
 The test metric is the single-sample negative ELBO with exact Bernoulli samples (per image,
 averaged over the test set): ``-log p(x|b) + KL`` for one layer, ``-log p(x|b1) - log p(b1|b2)
@@ -63,7 +83,7 @@ from torch.nn import functional as F
 import discretegrad as dg
 from discretegrad.registry import get_family
 from discretegrad.experiments.common.estimators import estimator_kwargs, samples_for
-from discretegrad.experiments.common.nets import mlp
+from discretegrad.experiments.common.nets import INITS, mlp
 from discretegrad.experiments.common.seeding import derived_generator
 from discretegrad.experiments.common.training import require_finite
 from discretegrad.experiments.common.vae import VAEProblem, fit
@@ -94,6 +114,14 @@ class Settings:
     epochs: int | None = setting(None, "training epochs (none: ARM's, 400 or 1500 for two_layer)", ge=1)
     n_samples: int = setting(1, "latent samples per image (RLOO: at least 2)", ge=1)
     tau: float | None = setting(None, "temperature for estimators that have one (none: the estimator's default)", gt=0)
+    objective: str = setting("arm", "arm: the whole log q(b|x) - log p(x, b) through the estimator (ARM's code); "
+                             "analytic: -log p(x|b) through it, the KL's gradient exact", choices=("arm", "analytic"))
+    init: str = setting("glorot", "layer initialisation: glorot (TF's, zero bias; ARM's code) or torch (PyTorch's)",
+                        choices=INITS)
+    pwgf_step: str = setting("per_sample", "pWGF's step on the per-sample gradient, or on the batch-mean "
+                             "loss's (the former behaviour)", choices=("per_sample", "batch_mean"))
+    rebar_tuning: bool = setting(True, "REBAR: tune tau and eta online by the gradient variance (Tucker et al.); "
+                                 "false: fixed tau 0.5, eta 1")
 
 
 def _signed(v: torch.Tensor) -> torch.Tensor:
@@ -112,22 +140,29 @@ def kl_to_half(logits: torch.Tensor) -> torch.Tensor:
     return (q * F.logsigmoid(logits) + (1 - q) * F.logsigmoid(-logits) + math.log(2.0)).sum(-1)
 
 
+def log_ratio_to_half(logits: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``log q(b) - log Bernoulli(b; 0.5)`` summed over the last dim, at detached ``logits``
+    (linear in ``b``, so relaxed ``b`` are accepted; its mean under ``q`` is :func:`kl_to_half`)."""
+    lg = logits.detach()
+    return (b * F.logsigmoid(lg) + (1 - b) * F.logsigmoid(-lg) + math.log(2.0)).sum(-1)
+
+
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     q = torch.sigmoid(logits)
     return -(q * F.logsigmoid(logits) + (1 - q) * F.logsigmoid(-logits)).sum(-1)
 
 
 class BernoulliVAE(nn.Module):
-    def __init__(self, arch: str, generator: torch.Generator):
+    def __init__(self, arch: str, generator: torch.Generator, init: str = "torch"):
         super().__init__()
         self.arch = arch
         act = "leaky_relu" if arch == "nonlinear" else "none"
         hidden = [LATENT, LATENT] if arch == "nonlinear" else []
-        self.enc1 = mlp([784, *hidden, LATENT], act, generator)
-        self.dec1 = mlp([LATENT, *hidden, 784], act, generator)
+        self.enc1 = mlp([784, *hidden, LATENT], act, generator, init=init)
+        self.dec1 = mlp([LATENT, *hidden, 784], act, generator, init=init)
         if arch == "two_layer":
-            self.enc2 = mlp([LATENT, LATENT], "none", generator)  # q(b2 | b1)
-            self.dec2 = mlp([LATENT, LATENT], "none", generator)  # p(b1 | b2)
+            self.enc2 = mlp([LATENT, LATENT], "none", generator, init=init)  # q(b2 | b1)
+            self.dec2 = mlp([LATENT, LATENT], "none", generator, init=init)  # p(b1 | b2)
 
     def logits1(self, x: torch.Tensor) -> torch.Tensor:
         return self.enc1(_signed(x))
@@ -137,21 +172,30 @@ class BernoulliVAE(nn.Module):
         return _bce(self.dec1(_signed(b1)), x)
 
 
-def _neg_elbo_fn(model: BernoulliVAE, sample: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The per-image negative ELBO with the latent expectations taken by ``sample(f, logits)``
-    (an estimator's surrogate during training, an exact sample at test time)."""
+def _neg_elbo_fn(model: BernoulliVAE, sample: Callable, objective: str = "analytic") -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-image negative ELBO with the latent expectations taken by ``sample(f, logits, layer)``
+    (an estimator's surrogate during training, an exact sample at test time); ``objective``: what
+    goes through ``sample`` (module docstring)."""
+    arm = objective == "arm"
 
     def neg_elbo(x: torch.Tensor) -> torch.Tensor:
         logits1 = require_finite(model.logits1(x), "encoder logits")
         if model.arch != "two_layer":
-            return sample(lambda b1: model.rec(b1, x), logits1) + kl_to_half(logits1)
+            if arm:
+                return sample(lambda b1: model.rec(b1, x) + log_ratio_to_half(logits1, b1), logits1, 1)
+            return sample(lambda b1: model.rec(b1, x), logits1, 1) + kl_to_half(logits1)
 
         def f1(b1: torch.Tensor) -> torch.Tensor:
             logits2 = model.enc2(_signed(b1))
-            inner = sample(lambda b2: _bce(model.dec2(_signed(b2)), b1), logits2)
+            if arm:  # log q(b2|b1) - log p(b2) - log p(b1|b2) through the inner estimator
+                inner = sample(lambda b2: _bce(model.dec2(_signed(b2)), b1) + log_ratio_to_half(logits2, b2), logits2, 2)
+                return model.rec(b1, x) + inner
+            inner = sample(lambda b2: _bce(model.dec2(_signed(b2)), b1), logits2, 2)
             return model.rec(b1, x) + kl_to_half(logits2) + inner
 
-        return sample(f1, logits1) - entropy(logits1)
+        if arm:  # + log q(b1|x): log_ratio_to_half less the prior term, which belongs to p(b1|b2)
+            return sample(lambda b1: f1(b1) + log_ratio_to_half(logits1, b1) - LATENT * math.log(2.0), logits1, 1)
+        return sample(f1, logits1, 1) - entropy(logits1)
 
     return neg_elbo
 
@@ -165,6 +209,18 @@ class RelaxControlVariate(nn.Module):
 
     def bind(self, f: Callable[[torch.Tensor], torch.Tensor], tau: float) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda z: f(torch.sigmoid(z / tau)) + self.r(z).squeeze(-1)
+
+
+class RebarControlVariate(nn.Module):
+    """REBAR's ``c(z) = η f(σ(z/τ))`` with ``η`` and ``log τ`` learned (Tucker et al. 2017, Sec. 3.3)."""
+
+    def __init__(self, tau: float, eta: float):
+        super().__init__()
+        self.log_tau = nn.Parameter(torch.tensor(math.log(tau)))
+        self.eta = nn.Parameter(torch.tensor(float(eta)))
+
+    def bind(self, f: Callable[[torch.Tensor], torch.Tensor], tau: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda z: self.eta * f(torch.sigmoid(z / self.log_tau.exp()))
 
 
 def _check_pair(name: str, p: Settings) -> None:
@@ -186,47 +242,56 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     epochs = ARM_EPOCHS[p.arch] if p.epochs is None else p.epochs
     device = torch.device(ctx.device)
     g_init = derived_generator(config.seed, "init")
-    model = BernoulliVAE(p.arch, g_init)
+    model = BernoulliVAE(p.arch, g_init, p.init)
+    kwargs = estimator_kwargs(config, DISTRIBUTION, p.tau)
     learned_cv = name == "relax" and "control_variate" not in config.estimator.hparams
     if learned_cv:
         model.cv = RelaxControlVariate(g_init)
+    elif name == "rebar" and p.rebar_tuning and p.arch != "two_layer":
+        learned_cv = True
+        model.cv = RebarControlVariate(kwargs.pop("tau", 0.5), kwargs.pop("eta", 1.0))
     model = model.to(device)
     train_x = load_pixels(p.dataset, "train", "threshold", p.data_root, None, device)[p.valid_size:]
     test_x = load_pixels(p.dataset, "test", "threshold", p.data_root, None, device)
-    kwargs = estimator_kwargs(config, DISTRIBUTION, p.tau)
     n = samples_for(name, DISTRIBUTION, p.n_samples)
     family = get_family(DISTRIBUTION)
+    per_sample_step = name == "pwgf_mmd" and p.pwgf_step == "per_sample" and "mean_over" not in kwargs
 
     def loss(x: torch.Tensor, step: int, generator: torch.Generator) -> torch.Tensor:
         if learned_cv:
-            return _relax_loss(model, x, generator, n, kwargs.get("tau", 0.5))
+            return _relax_loss(model, x, generator, n, kwargs.get("tau", 0.5), p.objective)
 
-        def sample(f, logits):
+        def sample(f, logits, layer):
+            # the loss is a mean over the batch and over n samples per stochastic layer
+            extra = {"mean_over": x.shape[0] * n ** layer} if per_sample_step else {}
             return dg.surrogate(f, logits, distribution=DISTRIBUTION, estimator=name, n_samples=n,
-                                generator=generator, **kwargs)
+                                generator=generator, **kwargs, **extra)
 
-        return _neg_elbo_fn(model, sample)(x).mean()
+        return _neg_elbo_fn(model, sample, p.objective)(x).mean()
 
     def test_neg_elbo(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return _neg_elbo_fn(model, lambda f, logits: f(family.sample(logits, generator).unsqueeze(0))[0])(x)
+        exact = lambda f, logits, layer: f(family.sample(logits, generator).unsqueeze(0))[0]  # noqa: E731
+        return _neg_elbo_fn(model, exact)(x)
 
     problem = VAEProblem(model, loss, test_neg_elbo)
     return fit(problem, config=config, ctx=ctx, train_x=train_x, test_x=test_x, epochs=epochs,
                     batch_size=p.batch_size, lr=p.lr, dynamic=False, measure_efficiency=True)
 
 
-def _relax_loss(model: BernoulliVAE, x: torch.Tensor, generator: torch.Generator, n: int, tau: float) -> torch.Tensor:
-    """RELAX step for one stochastic layer: sets the control variate's gradient (variance loss)
-    and returns the surrogate loss for the encoder and decoder."""
+def _relax_loss(model: BernoulliVAE, x: torch.Tensor, generator: torch.Generator, n: int, tau: float,
+                objective: str) -> torch.Tensor:
+    """RELAX (or tuned REBAR) step for one stochastic layer: sets the control variate's gradient
+    (variance loss) and returns the surrogate loss for the encoder and decoder."""
     logits = require_finite(model.logits1(x), "encoder logits")
-    f = lambda b: model.rec(b, x)  # noqa: E731
+    arm = objective == "arm"
+    f = lambda b: model.rec(b, x) + (log_ratio_to_half(logits, b) if arm else 0.0)  # noqa: E731
     est = relax_estimate(f, logits, distribution=DISTRIBUTION, control_variate=model.cv.bind(f, tau),
                          n_samples=n, generator=generator, tau=tau, create_graph=True)
     cv_params = list(model.cv.parameters())
     grads = torch.autograd.grad((est.grad ** 2).sum() / x.shape[0], cv_params, retain_graph=True, allow_unused=True)
     for prm, g in zip(cv_params, grads):
         prm.grad = None if g is None else g.detach()
-    return (est.surrogate + kl_to_half(logits)).mean()
+    return (est.surrogate if arm else est.surrogate + kl_to_half(logits)).mean()
 
 
 def _paper_results() -> dict:
