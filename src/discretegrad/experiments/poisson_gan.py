@@ -29,7 +29,10 @@ estimator (an independent reimplementation of pWGF made similar choices):
 * one discriminator step then one generator step per iteration, each on a fresh batch of
   ``batch_size = 64`` real and 64 generated samples; Adam for both (``lr = 0.01`` for θ,
   ``disc_lr = 0.01`` for the discriminator, β = (0.5, 0.999) as usual for GANs);
-* 100 epochs of 100 iterations; 10 seeds.
+* 100 epochs of 100 iterations; 10 seeds;
+* pWGF-MMD's step ε acts on the per-sample gradient (``pwgf_step=per_sample``: ``mean_over`` =
+  the batch of generated samples the generator loss averages); ``pwgf_step=batch_mean`` is the
+  former behaviour, ε on the batch-mean loss's gradient (ε / 64 in effect, the ε → 0 limit).
 
 Logged per epoch: ``rate`` (λ at the end of the epoch), ``abs_error`` = |λ - 5|, and
 ``train_loss`` (mean generator loss). Final metrics: ``final_rate``, ``abs_error``,
@@ -77,6 +80,8 @@ class Settings:
     disc_steps: int = setting(1, "discriminator updates per iteration", ge=1)
     loss: str = setting("bce", "GAN losses: standard non-saturating (bce) or the paper's literal game (linear)",
                         choices=("bce", "linear"))
+    pwgf_step: str = setting("per_sample", "pWGF's step on the per-sample gradient (mean_over = batch), or on the "
+                             "batch-mean loss's (the former behaviour, step / batch)", choices=("per_sample", "batch_mean"))
 
 
 class Discriminator(nn.Module):
@@ -106,6 +111,8 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     d_loss, g_cost = _losses(p.loss)
     kwargs = estimator_kwargs(config, DISTRIBUTION, None)
     n = samples_for(config.estimator.name, DISTRIBUTION, p.batch_size)
+    if config.estimator.name == "pwgf_mmd" and p.pwgf_step == "per_sample" and "mean_over" not in kwargs:
+        kwargs["mean_over"] = n  # the generator loss is the mean over the n generated samples
     disc = Discriminator(p.disc_hidden, derived_generator(config.seed, "init")).to(device)
     theta = nn.Parameter(torch.full((1,), math.log(p.init_rate), device=device))
     g_real = derived_generator(config.seed, "data", device)
