@@ -4,11 +4,14 @@
 set -u
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 DG=".venv/bin/discretegrad"
+python_() { echo "== $(date -u +%H:%M:%S) $*"; .venv/bin/python "$@"; }
 run() { echo "== $(date -u +%H:%M:%S) $*"; "$DG" run categorical-vae --workers 1 --quiet "$@"; }
-# Figure 3 (probe: 1000 random test images, 100 repeats) for STGS and GST-1.0, tau 0.5; seed 3 also counts in Table 3
-run --estimators stgs,gst:gap=1.0 --set tau=0.5 --seeds 3 --out results/categorical-vae-fig3
-# Table 3, tau 0.5: STGS to 10 seeds (0-2 are in ../categorical-vae-full, 3 in ../categorical-vae-fig3)
-run --estimators stgs --set tau=0.5 --set grad_variance=false --seeds 4-9 --out results/categorical-vae-table3
+# GST Sec. 5.1.2: soft-sample entropy over the first 100 steps (a benchmark script, minutes)
+[ -f results/gst-entropy/table.md ] || python_ benchmarks/gst_entropy.py --steps 100 --seeds 0,1 --taus 0.1,1.0
+# Figure 3 (probe: 1000 random test images, 100 repeats) for STGS and GST-1.0, tau 0.5, the first 10 epochs
+run --estimators stgs,gst:gap=1.0 --set tau=0.5 --set epochs=10 --seeds 0 --out results/categorical-vae-fig3
+# Table 3, tau 0.5: STGS to 10 seeds (0-2 are in ../categorical-vae-full)
+run --estimators stgs --set tau=0.5 --set grad_variance=false --seeds 3-9 --out results/categorical-vae-table3
 # Table 3, tau 0.5: the other gaps, 3 seeds
 run --estimators gst:gap=0.8,gst:gap=1.2,gst:gap=pi --set tau=0.5 --set grad_variance=false --seeds 0-2 --out results/categorical-vae-table3
 # Table 2: the ablation on the full protocol, tau 1.0 and 0.5, 2 seeds
