@@ -87,7 +87,7 @@ def measure(name: str, hp: dict, tau: float, seed: int, steps: int, x: torch.Ten
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return {"estimator": estimator_label(name, hp), "tau": tau, "seed": seed, "soft": sum(soft) / steps,
             "posterior": sum(post) / steps, "soft_first": soft[0], "soft_last": soft[-1],
             "loss_last": losses[-1], "seconds": time.perf_counter() - start}

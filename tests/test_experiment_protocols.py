@@ -94,6 +94,7 @@ def test_bernoulli_vae_tuned_rebar_learns_tau_and_eta(data_root, objective, monk
     log_tau, eta = seen["cv"].log_tau.detach().item(), seen["cv"].eta.detach().item()
     assert math.isfinite(final["test_neg_elbo"]) and math.isfinite(log_tau) and math.isfinite(eta)
     assert log_tau != pytest.approx(math.log(0.5), abs=1e-7) and eta != pytest.approx(1.0, abs=1e-7)
+    assert final["rebar_tau"] == pytest.approx(math.exp(log_tau)) and final["rebar_eta"] == pytest.approx(eta)
 
 
 @pytest.mark.parametrize("arch, estimator", [("linear", "pwgf_mmd"), ("two_layer", "st"), ("linear", "relax")])

@@ -274,8 +274,11 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
         return _neg_elbo_fn(model, exact)(x)
 
     problem = VAEProblem(model, loss, test_neg_elbo)
-    return fit(problem, config=config, ctx=ctx, train_x=train_x, test_x=test_x, epochs=epochs,
-                    batch_size=p.batch_size, lr=p.lr, dynamic=False, measure_efficiency=True)
+    final = fit(problem, config=config, ctx=ctx, train_x=train_x, test_x=test_x, epochs=epochs,
+                batch_size=p.batch_size, lr=p.lr, dynamic=False, measure_efficiency=True)
+    if isinstance(getattr(model, "cv", None), RebarControlVariate):  # the tuned values, for the report
+        final.update(rebar_tau=float(model.cv.log_tau.detach().exp()), rebar_eta=float(model.cv.eta.detach()))
+    return final
 
 
 def _relax_loss(model: BernoulliVAE, x: torch.Tensor, generator: torch.Generator, n: int, tau: float,
