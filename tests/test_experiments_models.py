@@ -131,10 +131,22 @@ def test_bernoulli_vae_tiny_run(data_root, arch, estimator):
     assert len(ctx.epochs) == 1 and "efficiency" in ctx.artifacts
 
 
-def test_bernoulli_vae_relax_two_layer_is_excluded(data_root):
+@pytest.mark.parametrize("objective", ["arm", "analytic"])
+def test_bernoulli_vae_relax_two_layer_trains_a_control_variate_per_layer(data_root, objective, monkeypatch):
     exp = get_experiment("bernoulli-vae")
-    with pytest.raises(ValueError, match="two_layer"):
-        run_tiny(exp, "relax", data_root=data_root, arch="two_layer", epochs=1, valid_size=100)
+    nets = []
+    original = bernoulli_vae.RelaxControlVariate.__init__
+
+    def spy(self, generator):
+        original(self, generator)
+        nets.append((self, [t.detach().clone() for t in self.parameters()]))
+
+    monkeypatch.setattr(bernoulli_vae.RelaxControlVariate, "__init__", spy)
+    final, _ = run_tiny(exp, "relax", data_root=data_root, arch="two_layer", epochs=1, valid_size=100,
+                        objective=objective)
+    assert _finite(final) and final["test_neg_elbo"] > 0 and len(nets) == 2
+    for net, before in nets:  # both layers' networks moved
+        assert any(not torch.equal(a.detach(), b) for a, b in zip(net.parameters(), before))
 
 
 def test_bernoulli_kl_and_entropy_match_torch_distributions():
