@@ -8,8 +8,8 @@ python_() { echo "== $(date -u +%H:%M:%S) $*"; .venv/bin/python "$@"; }
 run() { echo "== $(date -u +%H:%M:%S) $*"; "$DG" run categorical-vae --workers 1 --quiet "$@"; }
 # GST Sec. 5.1.2: soft-sample entropy over the first 100 steps (a benchmark script, minutes)
 [ -f results/gst-entropy/table.md ] || python_ benchmarks/gst_entropy.py --steps 100 --seeds 0,1 --taus 0.1,1.0
-# Figure 3 (probe: 1000 random test images, 100 repeats) for STGS and GST-1.0, tau 0.5, the first 10 epochs
-run --estimators stgs,gst:gap=1.0 --set tau=0.5 --set epochs=10 --seeds 0 --out results/categorical-vae-fig3
+# Figure 3 (probe: 1000 random test images, 100 repeats) for STGS and GST-1.0, tau 0.5, the first 5 epochs
+run --estimators stgs,gst:gap=1.0 --set tau=0.5 --set epochs=5 --seeds 0 --out results/categorical-vae-fig3
 # Table 3, tau 0.5: STGS to 10 seeds (0-2 are in ../categorical-vae-full)
 run --estimators stgs --set tau=0.5 --set grad_variance=false --seeds 3-9 --out results/categorical-vae-table3
 # Table 3, tau 0.5: the other gaps, 3 seeds
