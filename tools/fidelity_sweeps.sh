@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# issue 15's categorical-vae sweeps, in the order the tables complete; every sweep resumes from its store.
-# Run from the repository root: OMP_NUM_THREADS=1 bash tools/fidelity_sweeps.sh
+# issue 15's categorical-vae sweeps, in the order the tables complete; every sweep resumes from its store
+# (finished runs are kept, an interrupted run is redone). Run from the repository root:
+#   OMP_NUM_THREADS=1 bash tools/fidelity_sweeps.sh
 set -u
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 DG=".venv/bin/discretegrad"
@@ -20,4 +21,14 @@ run --estimators st,nz_gst:gap=0.0,nz_gst:gap=1.0,gst:gap=0.0 --set grad_varianc
 # Table 7: mixed-temperature training, tau 0.1 and 0.01, 2 seeds
 run --estimators stgs,gst:gap=1.0 --set grad_variance=false --set mixed_temperature=true --set tau=0.1 --seeds 0-1 --out results/categorical-vae-table7
 run --estimators stgs,gst:gap=1.0 --set grad_variance=false --set mixed_temperature=true --set tau=0.01 --seeds 0-1 --out results/categorical-vae-table7
+# Table 3, tau 1.0: the other gaps; tau 0.01: STGS (GST diverges there in the paper: an X)
+run --estimators gst:gap=0.8,gst:gap=1.2,gst:gap=pi --set tau=1.0 --set grad_variance=false --seeds 0-2 --out results/categorical-vae-table3
+run --estimators stgs --set tau=0.01 --set grad_variance=false --seeds 0-2 --out results/categorical-vae-table3
+# Figure 3 on the whole 40-epoch protocol
+run --estimators stgs,gst:gap=1.0 --set tau=0.5 --seeds 0 --out results/categorical-vae-fig3
+# GR-MC100 last (about an hour per run on one CPU thread before issue 10)
+run --estimators gumbel_rao:mc_samples=100 --set grad_variance=false --set tau=0.5 --seeds 0-2 --out results/categorical-vae-table3
+run --estimators gumbel_rao:mc_samples=100 --set grad_variance=false --set tau=1.0 --seeds 0-2 --out results/categorical-vae-table3
+run --estimators gumbel_rao:mc_samples=100 --set grad_variance=false --set tau=0.01 --seeds 0-2 --out results/categorical-vae-table3
+run --estimators gumbel_rao:mc_samples=100 --set tau=0.5 --set epochs=5 --seeds 0 --out results/categorical-vae-fig3
 echo "== $(date -u +%H:%M:%S) done"
