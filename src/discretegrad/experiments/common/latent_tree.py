@@ -33,7 +33,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["dropout", "LeafLSTM", "TreeLSTMEncoder", "ArborescenceEncoder", "Classifier", "masked_scores",
+__all__ = ["dropout", "LeafLSTM", "TreeLSTMEncoder", "ArborescenceEncoder", "Classifier", "masked_scores", "score_masks",
            "arborescence_scores", "MASK_MARGIN"]
 
 MASK_MARGIN = 60.0
@@ -82,9 +82,22 @@ class LeafLSTM(nn.Module):
         return torch.stack(hs, 1), torch.stack(cs, 1)
 
 
+def score_masks(lengths: torch.Tensor, L: int) -> torch.Tensor:
+    """Additive masks ``[L - 1, B, L - 1]`` for every level's candidate scores: 0 on the valid
+    candidates (``j < n - level - 1``), ``-inf`` elsewhere, except that a row without any valid
+    candidate (a sequence already reduced to one node) keeps a finite 0 at column 0, so every
+    row is a valid categorical (its choice is discarded)."""
+    level = torch.arange(max(L - 1, 0), device=lengths.device).view(-1, 1, 1)
+    j = torch.arange(max(L - 1, 0), device=lengths.device).view(1, 1, -1)
+    n_valid = lengths.view(1, -1, 1) - level - 1
+    keep = (j < n_valid) | ((n_valid <= 0) & (j == 0))
+    zero = torch.zeros((), device=lengths.device)
+    return torch.where(keep, zero, torch.full((), -math.inf, device=lengths.device))
+
+
 def masked_scores(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``-inf`` on invalid candidates; a row without any valid one gets a finite 0 at column 0
-    (its choice is discarded), so every row is a valid categorical."""
+    """``scores`` with ``-inf`` on invalid candidates and a finite 0 at column 0 of a row without
+    any valid one (the per-level form of :func:`score_masks`)."""
     empty = ~valid.any(-1, keepdim=True)
     col0 = torch.zeros_like(valid)
     col0[:, 0] = True
@@ -121,16 +134,17 @@ class TreeLSTMEncoder(nn.Module):
         sequence is a single node)."""
         B, L, _ = h.shape
         merges = torch.full((B, max(L - 1, 0)), -1, dtype=torch.long, device=h.device)
+        masks = score_masks(lengths, L).to(h.dtype)
+        n_left = lengths - 1  # merges still to do, before each level
         for level in range(L - 1):
             m = L - level  # nodes at this level (padded)
             cand_h, cand_c = self._compose(h, c)  # [B, m - 1, H]
-            active = (lengths - level - 1) > 0  # [B]: still more than one node
+            active = n_left > level  # [B]: still more than one node
             if m == 2:
                 sel = torch.ones(B, 1, dtype=h.dtype, device=h.device)
             else:
                 scores = (cand_h @ self.query) / math.sqrt(self.hidden)
-                valid = torch.arange(m - 1, device=h.device) < (lengths - level - 1).unsqueeze(-1)
-                sel = select(masked_scores(scores, valid), level)
+                sel = select(scores + masks[level, :, : m - 1], level)
             merges[:, level] = torch.where(active, sel.detach().argmax(-1), torch.full_like(lengths, -1))
             cum = sel.cumsum(-1)
             left, right = (1 - cum).unsqueeze(-1), (cum - sel).unsqueeze(-1)
