@@ -294,7 +294,7 @@ def test_cli_smoke_run_resumes(tmp_path):
     assert dry.returncode == 0 and "0 to run" in dry.stdout, dry.stdout
     report = subprocess.run([sys.executable, "-m", "discretegrad", "report", str(out)], capture_output=True, text=True,
                             env=env, timeout=600)
-    assert report.returncode == 0 and "test_acc" in (out / "report.md").read_text()
+    assert report.returncode == 0 and "test_acc" in (out / "report" / "report.md").read_text()
     bad = subprocess.run([sys.executable, "-m", "discretegrad", "run", "listops", "--estimators", "rloo", "--out",
                           str(tmp_path / "bad"), "--set", f"data_root={_ROOT}"], capture_output=True, text=True,
                          env=env, timeout=600)

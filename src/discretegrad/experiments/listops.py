@@ -34,9 +34,9 @@ so it runs under the estimator name ``stgs``), read by ``gcn_layers`` graph laye
 uses the maximum arborescence of the scores.
 
 Quick protocol (``--quick``, a 2-core CPU): hidden 32, 10,000 training lines, 3 epochs, 3 seeds,
-tau = 0.01 only, estimators stgs, gst(1.0), gumbel_rao with K = 10 (K = 100 costs 2.7 times an
-STGS step here, drawing the conditional Gumbels); see ``results/listops/README.md``
-for the measured cost and the finding.
+tau = 0.01 only, estimators stgs, gst(1.0), gumbel_rao with K = 10 (K = 100 cost 2.7 times an
+STGS step in a probe, drawing the conditional Gumbels); ``results/listops/README.md`` has the
+measured cost and what this protocol shows (at 3 epochs, not yet Table 6's finding).
 """
 
 from __future__ import annotations
