@@ -292,7 +292,7 @@ def test_imports_point_down():
         elif rel.startswith("experiments/"):  # the experiments: the harness contract only
             harness = {m for m in mods if m.startswith("discretegrad.harness")}
             assert harness <= {"discretegrad.harness.contract"} | {f"discretegrad.harness.contract.{n}" for n in
-                                                                   ("EFFICIENCY", "Diverged", "EstimatorChoice",
+                                                                   ("Artifact", "EFFICIENCY", "Diverged", "EstimatorChoice",
                                                                     "Experiment", "RunConfig", "RunContext",
                                                                     "register_experiment", "setting")}, rel
         elif rel != "cli.py":  # the core library: neither
