@@ -50,41 +50,47 @@ def _shift(x: torch.Tensor, value: float = 0.0) -> torch.Tensor:
     return torch.nn.functional.pad(x[:-1], (0, 0, 1, 0), value=value)
 
 
-def _weights(w: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(r [k, L, B], top [B, k])``: ``r[j - 1, t]`` = the centred weight of taking position ``t`` as the
-    ``j``-th item, and the indices of the ``k`` largest entries (the first ``k`` positions)."""
+def _weights(w: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(r, r_back, top)``: ``r [k, L, B]``, ``r[j - 1, t]`` = the centred weight of taking position ``t`` as
+    the ``j``-th item; ``r_back`` the same with the positions reversed; ``top [B, k]`` the indices of the
+    ``k`` largest entries (the first ``k`` positions). Built in this layout (scan dim before the batch),
+    never transposed or flipped as a whole."""
     top = w.detach().topk(k, -1)
-    c, index = top.values, top.indices  # c_1 >= ... >= c_k, detached: the count centres
-    c_k = c[:, k - 1:]
+    index = top.indices
+    c = top.values.t()  # [k, B]: c_1 >= ... >= c_k, detached: the count centres
+    c_k = c[k - 1:]
     masked = torch.zeros_like(w, dtype=torch.bool).scatter(-1, index, True)
-    rest = torch.exp(w.masked_fill(masked, -math.inf) - c_k)  # [B, n], every entry <= c_k: in [0, 1]
+    rest = torch.exp(w.masked_fill(masked, -math.inf).t() - c_k)  # [n, B], every entry <= c_k: in [0, 1]
     position = torch.arange(k, device=w.device)
-    reachable = position.unsqueeze(0) >= position.unsqueeze(1)  # [j - 1, t]: the j-th item needs t >= j - 1
-    gap = (w.gather(-1, index).unsqueeze(-2) - c.unsqueeze(-1)).masked_fill(~reachable, 0.0)  # [B, j, t], <= 0
+    reachable = (position.unsqueeze(0) >= position.unsqueeze(1)).unsqueeze(-1)  # [j - 1, t, 1]: t >= j - 1
+    gap = (w.gather(-1, index).t().unsqueeze(0) - c.unsqueeze(1)).masked_fill(~reachable, 0.0)  # [j, t, B], <= 0
     head = torch.exp(gap).masked_fill(~reachable, 0.0)
-    # the rest as the j-th item: exp(w - c_j) = exp(w - c_k) exp(c_k - c_j), both factors <= 1
-    tail = torch.exp(c_k - c).unsqueeze(-1) * rest.unsqueeze(-2)  # [B, j, n]
-    return torch.cat([head, tail], -1).permute(1, 2, 0).contiguous(), index
+    # the rest as the j-th item: exp(w - c_j) = exp(c_k - c_j) exp(w - c_k), both factors <= 1
+    scale = torch.exp(c_k - c).unsqueeze(1)  # [k, 1, B]
+    r = torch.cat([head, scale * rest.unsqueeze(0)], 1)
+    r_back = torch.cat([scale * rest.flip(0).unsqueeze(0), head.flip(1)], 1)
+    return r, r_back, index
 
 
 def scan_marginals(w: torch.Tensor, k: int) -> torch.Tensor:
     """Marginals of ``p(S) ∝ exp(Σ_{i∈S} w_i)`` over ``|S| = k`` for float ``w [..., n]``, ``1 <= k <= n``,
     in ``w``'s dtype (pick it with :func:`scan_dtype`); differentiable (any order) when ``w`` requires grad."""
     batch, n = w.shape[:-1], w.shape[-1]
-    r, index = _weights(w.reshape(-1, n), k)
+    r, backwards, index = _weights(w.reshape(-1, n), k)
     rows = r.unbind(0)  # k tensors [L, B]
-    ones = torch.ones_like(rows[0])
-    # before[j][t]: centred weight of the prefixes before position t with j items chosen (j = 0 .. k-1)
-    before = [ones]
+    # taken[j - 1][t]: centred weight of the prefixes that take position t as the j-th item
+    # (= r_j(t) times the prefixes before t with j - 1 items chosen)
+    taken = [rows[0]]
     for j in range(1, k):
-        before.append(_shift((rows[j - 1] * before[j - 1]).cumsum(0)))
-    z = (rows[k - 1] * before[k - 1]).sum(0)  # [B]: the centred partition function, >= 1
-    # after[j][t]: the same for the suffixes after position t that bring the count from j to k, run on
-    # the reversed sequence (a forward cumulative sum) and turned back once
-    backwards = r.flip(1).unbind(0)
-    after = [ones]  # count k
+        taken.append(rows[j] * _shift(taken[-1].cumsum(0)))
+    z = taken[-1].sum(0)  # [B]: the centred partition function, >= 1
+    # after[j - 1][t]: centred weight of the suffixes after position t that bring the count from j to k,
+    # run on the reversed sequence (forward cumulative sums) and turned back once at the end
+    backwards = backwards.unbind(0)
+    after = rows[0].new_ones(rows[0].shape)  # count k: nothing more to take
+    paths = taken[-1]
     for j in range(k - 1, 0, -1):
-        after.append(_shift((backwards[j] * after[-1]).cumsum(0)))
-    paths = torch.stack(before, 0) * r * torch.stack(after[::-1], 0).flip(1)  # [k, L, B]
-    mu = (paths.sum(0) / z).t()  # [B, L]
+        after = _shift((backwards[j] * after).cumsum(0))
+        paths = paths + taken[j - 1] * after.flip(0)
+    mu = (paths / z).t()  # [B, L]
     return mu[:, k:].scatter(-1, index, mu[:, :k]).reshape(*batch, n)
