@@ -154,3 +154,30 @@ def test_hard_op_gradient_unchanged_at_the_benchmark_size():
     (expected,) = torch.autograd.grad((topk_marginals_reference(w, 10) * v).sum(), w)
     torch.testing.assert_close(g, expected / 0.5, rtol=0, atol=1e-10)
     assert torch.equal(out.detach(), S.topk_hard(u, 10))
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("n,k", [(1, 1), (6, 1), (9, 4), (12, 12), (60, 10)])
+def test_closed_form_backward_equals_autograd_through_the_scans(n, k, pattern):
+    """The SST backward of the fast path (the closed-form covariance-vector product, used without
+    create_graph) against autograd through the scans and through the log-space DP, float64."""
+    gen = torch.Generator().manual_seed(n + 100 * k)
+    w = _inputs(pattern, (4, n), gen).requires_grad_(True)
+    v = torch.randn(4, n, generator=gen, dtype=torch.float64)
+    grads = []
+    for fn in (topk_scan.scan_marginals, topk_scan.scan_marginals_autograd, topk_marginals_reference):
+        (g,) = torch.autograd.grad((fn(w, k) * v).sum(), w)
+        grads.append(g)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-10)
+    torch.testing.assert_close(grads[0], grads[2], rtol=0, atol=1e-10)
+
+
+def test_closed_form_backward_float32_and_half_are_finite_at_extreme_scale():
+    gen = torch.Generator().manual_seed(21)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for scale in ((1e2, 5e3) if dtype == torch.float16 else (1e4, 1e7)):  # float16 ends at 65504
+            w = (scale * torch.randn(3, 30, generator=gen)).to(dtype).requires_grad_(True)
+            mu = S.topk_marginals(w, 5)
+            (g,) = torch.autograd.grad((mu * torch.randn(3, 30, generator=gen).to(dtype)).sum(), w)
+            assert mu.dtype == dtype and g.dtype == dtype
+            assert torch.isfinite(mu).all() and torch.isfinite(g).all()

@@ -74,9 +74,36 @@ def _weights(w: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch
 
 def scan_marginals(w: torch.Tensor, k: int) -> torch.Tensor:
     """Marginals of ``p(S) ∝ exp(Σ_{i∈S} w_i)`` over ``|S| = k`` for float ``w [..., n]``, ``1 <= k <= n``,
-    in ``w``'s dtype (pick it with :func:`scan_dtype`); differentiable (any order) when ``w`` requires grad."""
+    in ``w``'s dtype (pick it with :func:`scan_dtype`); differentiable (any order) when ``w`` requires grad.
+
+    The first derivative (the SST backward) is the closed-form covariance-vector product of
+    :class:`_ScanMarginals` (two more scans, for the first moments); a derivative taken with
+    ``create_graph`` or under ``torch.func`` goes through autograd of the scans
+    (:func:`scan_marginals_autograd`), which is differentiable again."""
     batch, n = w.shape[:-1], w.shape[-1]
-    r, backwards, index = _weights(w.reshape(-1, n), k)
+    if torch._C._functorch.get_interpreter_stack() or not (torch.is_grad_enabled() and w.requires_grad):
+        return scan_marginals_autograd(w, k)
+    return _ScanMarginals.apply(w.reshape(-1, n), k).reshape(*batch, n)
+
+
+def scan_marginals_autograd(w: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`scan_marginals` with every derivative by autograd through the scans (the reference for the
+    closed-form backward)."""
+    batch, n = w.shape[:-1], w.shape[-1]
+    mu, *_ = _scans(w.reshape(-1, n), k)
+    return mu.reshape(*batch, n)
+
+
+def _to_items(seq: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
+    """``[L, B]`` per position -> ``[B, n]`` per item (the masked copies of the top ``k`` hold zeros)."""
+    seq = seq.t()
+    return seq[:, k:].scatter(-1, index, seq[:, :k])
+
+
+def _scans(w: torch.Tensor, k: int):
+    """``(μ [B, n], rows, backwards, taken, after, z, index)`` for ``w [B, n]``: the marginals and the scans'
+    pieces (per count, ``[L, B]`` each; ``after`` in forward order, count ``j`` at ``after[j - 1]``)."""
+    r, backwards, index = _weights(w, k)
     rows = r.unbind(0)  # k tensors [L, B]
     # taken[j - 1][t]: centred weight of the prefixes that take position t as the j-th item
     # (= r_j(t) times the prefixes before t with j - 1 items chosen)
@@ -85,12 +112,56 @@ def scan_marginals(w: torch.Tensor, k: int) -> torch.Tensor:
         taken.append(rows[j] * _shift(taken[-1].cumsum(0)))
     z = taken[-1].sum(0)  # [B]: the centred partition function, >= 1
     # after[j - 1][t]: centred weight of the suffixes after position t that bring the count from j to k,
-    # run on the reversed sequence (forward cumulative sums) and turned back once at the end
+    # run on the reversed sequence (forward cumulative sums) and turned back
     backwards = backwards.unbind(0)
-    after = rows[0].new_ones(rows[0].shape)  # count k: nothing more to take
+    reverse = rows[0].new_ones(rows[0].shape)  # count k: nothing more to take
+    after = [reverse] * k
     paths = taken[-1]
     for j in range(k - 1, 0, -1):
-        after = _shift((backwards[j] * after).cumsum(0))
-        paths = paths + taken[j - 1] * after.flip(0)
-    mu = (paths / z).t()  # [B, L]
-    return mu[:, k:].scatter(-1, index, mu[:, :k]).reshape(*batch, n)
+        reverse = _shift((backwards[j] * reverse).cumsum(0))
+        after[j - 1] = reverse.flip(0)
+        paths = paths + taken[j - 1] * after[j - 1]
+    return _to_items(paths / z, index, k), rows, backwards, taken, after, z, index
+
+
+class _ScanMarginals(torch.autograd.Function):
+    """The marginals of :func:`_scans` with the closed-form backward ``Cov(X) g``.
+
+    ``(Cov(X) g)_t = E[X_t <g, X>] - μ_t E[<g, X>]``, and ``E[X_t <g, X>]`` is the scans again with first
+    moments (the expectation semiring): ``taken'_j = r_j ⊙ shift(cumsum(taken'_{j-1})) + g ⊙ taken_j``
+    (the prefix weight times the sum of ``g`` over its items, ``t`` included) and the same from the end
+    for ``after'``; ``Z E[X_t <g, X>] = Σ_j taken'_j(t) after_j(t) + taken_j(t) after'_j(t)``. Every
+    term is a centred weight times a sum of ``g``'s, so the rounding is relative to ``|g|``. With
+    ``create_graph`` the backward is autograd's through the scans instead (differentiable again).
+    """
+
+    @staticmethod
+    def forward(ctx, w, k):  # type: ignore[override]
+        mu, rows, backwards, taken, after, z, index = _scans(w, k)
+        ctx.k, ctx.rows, ctx.backwards, ctx.taken, ctx.after, ctx.z, ctx.index = k, rows, backwards, taken, after, z, index
+        ctx.save_for_backward(w, mu)
+        return mu
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        w, mu = ctx.saved_tensors
+        k = ctx.k
+        if torch.is_grad_enabled():  # create_graph: a derivative that is differentiable again
+            with torch.enable_grad():  # w: the input itself, so the result is a function of it
+                (grad,) = torch.autograd.grad(_scans(w, k)[0], w, g, create_graph=True)
+            return grad, None
+        rows, backwards, taken, after, index = ctx.rows, ctx.backwards, ctx.taken, ctx.after, ctx.index
+        g_seq = torch.cat([g.gather(-1, index).t(), g.t()], 0)  # [L, B], per position
+        g_back = g_seq.flip(0)
+        moment = g_seq * taken[0]  # taken'_1
+        total = moment * after[0]
+        for j in range(1, k):
+            moment = torch.addcmul(g_seq * taken[j], rows[j], _shift(moment.cumsum(0)))
+            total = torch.addcmul(total, moment, after[j])
+        reverse, reverse_moment = rows[0].new_ones(rows[0].shape), torch.zeros_like(rows[0])
+        for j in range(k - 1, 0, -1):
+            reverse_moment = _shift((backwards[j] * torch.addcmul(reverse_moment, g_back, reverse)).cumsum(0))
+            reverse = _shift((backwards[j] * reverse).cumsum(0))
+            total = torch.addcmul(total, taken[j - 1], reverse_moment.flip(0))
+        expect = _to_items(total / ctx.z, index, k)  # E[X_i <g, X>]
+        return expect - mu * (g * mu).sum(-1, keepdim=True), None
