@@ -45,9 +45,9 @@ def scan_dtype(n: int, k: int, dtype: torch.dtype) -> torch.dtype | None:
     return None
 
 
-def _shift(x: torch.Tensor, value: float = 0.0) -> torch.Tensor:
-    """``x`` moved one position down the scan dim (dim 0), ``value`` in front: ``out[t] = x[t - 1]``."""
-    return torch.nn.functional.pad(x[:-1], (0, 0, 1, 0), value=value)
+def _prefix(x: torch.Tensor) -> torch.Tensor:
+    """Exclusive cumulative sum along the scan dim (dim 0): ``out[t] = Σ_{t' < t} x[t']``."""
+    return torch.nn.functional.pad(x[:-1].cumsum(0), (0, 0, 1, 0))
 
 
 def _weights(w: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,7 +109,7 @@ def _scans(w: torch.Tensor, k: int):
     # (= r_j(t) times the prefixes before t with j - 1 items chosen)
     taken = [rows[0]]
     for j in range(1, k):
-        taken.append(rows[j] * _shift(taken[-1].cumsum(0)))
+        taken.append(rows[j] * _prefix(taken[-1]))
     z = taken[-1].sum(0)  # [B]: the centred partition function, >= 1
     # after[j - 1][t]: centred weight of the suffixes after position t that bring the count from j to k,
     # run on the reversed sequence (forward cumulative sums) and turned back
@@ -118,7 +118,7 @@ def _scans(w: torch.Tensor, k: int):
     after = [reverse] * k
     paths = taken[-1]
     for j in range(k - 1, 0, -1):
-        reverse = _shift((backwards[j] * reverse).cumsum(0))
+        reverse = _prefix(backwards[j] * reverse)
         after[j - 1] = reverse.flip(0)
         paths = paths + taken[j - 1] * after[j - 1]
     return _to_items(paths / z, index, k), rows, backwards, taken, after, z, index
@@ -156,12 +156,12 @@ class _ScanMarginals(torch.autograd.Function):
         moment = g_seq * taken[0]  # taken'_1
         total = moment * after[0]
         for j in range(1, k):
-            moment = torch.addcmul(g_seq * taken[j], rows[j], _shift(moment.cumsum(0)))
+            moment = torch.addcmul(g_seq * taken[j], rows[j], _prefix(moment))
             total = torch.addcmul(total, moment, after[j])
         reverse, reverse_moment = rows[0].new_ones(rows[0].shape), torch.zeros_like(rows[0])
         for j in range(k - 1, 0, -1):
-            reverse_moment = _shift((backwards[j] * torch.addcmul(reverse_moment, g_back, reverse)).cumsum(0))
-            reverse = _shift((backwards[j] * reverse).cumsum(0))
+            reverse_moment = _prefix(backwards[j] * torch.addcmul(reverse_moment, g_back, reverse))
+            reverse = _prefix(backwards[j] * reverse)
             total = torch.addcmul(total, taken[j - 1], reverse_moment.flip(0))
         expect = _to_items(total / ctx.z, index, k)  # E[X_i <g, X>]
         return expect - mu * (g * mu).sum(-1, keepdim=True), None
