@@ -102,7 +102,7 @@ def tree_cases(n):
 
     return {
         SST_TREE: sst_tree,
-        "spanning_tree (hard: Kruskal + SST grad)": lambda x, g: t.spanning_tree(_sym(x), generator=g),
+        "spanning_tree (hard: Prim + SST grad)": lambda x, g: t.spanning_tree(_sym(x), generator=g),
         "spanning_tree (relaxed)": lambda x, g: t.spanning_tree(_sym(x), hard=False, generator=g),
         "arborescence (hard: Chu-Liu/Edmonds + SST grad)": lambda x, g: t.arborescence(x, generator=g),
         "arborescence (relaxed)": lambda x, g: t.arborescence(x, hard=False, generator=g),
