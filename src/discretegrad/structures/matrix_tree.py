@@ -110,11 +110,15 @@ def _linear_elimination(logw: torch.Tensor) -> torch.Tensor:
     being masked out; the logarithms of the pivots are taken once, at the end."""
     a = logw.exp()  # the finite -inf stand-in gives exact zeros
     pivots = []
-    for _ in range(logw.shape[-1] - 1):
-        into_v = a[..., 1:, 0:1]  # in-weights of the eliminated vertex from the others
+    for m in range(logw.shape[-1], 1, -1):
+        # split, not slices: the backward of a split is one concatenation, that of a slice a zero-filled
+        # copy of the whole matrix (most of this loop's backward before)
+        top, others = a.split([1, m - 1], -2)
+        into_v, rest = others.split([1, m - 1], -1)  # in-weights of the eliminated vertex from the others
+        out_of_v = top.split([1, m - 1], -1)[1]
         d = into_v.sum(-2, keepdim=True)  # the pivot, >= e^{-S}
         pivots.append(d)
-        a = torch.addcmul(a[..., 1:, 1:], into_v, a[..., 0:1, 1:] / d)  # paths through the vertex
+        a = torch.addcmul(rest, into_v, out_of_v / d)  # paths through the vertex
     return torch.cat(pivots, -1).log().sum((-2, -1))
 
 
