@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 
 import discretegrad as dg
+from discretegrad.structures.matrix_tree import tree_marginals_reference
+from discretegrad.structures.topk import topk_marginals_reference
 from discretegrad._format import markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -62,7 +64,10 @@ def _straight_through(hard, soft):
 SST_TOPK = "SST authors: NumPy float64 DP + central finite differences (entropy, hard)"
 SST_CORR = "SST authors: NumPy float64 DP + central finite differences (corr, hard, zero pair logits)"
 SST_TREE = "SST authors: Kruskal + clip 15, exp, slogdet, autograd (spanning tree, hard)"
-BASELINES = {SST_CORR: ("topk corr",), SST_TOPK: ("topk", "l2x", "softsub"), SST_TREE: ("spanning_tree",)}
+BEFORE_TOPK = "before issue 10: topk entropy (hard), log-space chain DP + autograd (topk_marginals_reference)"
+BEFORE_TREE = "before issue 10: spanning_tree (hard), Kruskal + log-space elimination (tree_marginals_reference)"
+BASELINES = {SST_CORR: ("topk corr",), SST_TOPK: ("topk", "l2x", "softsub", BEFORE_TOPK),
+             SST_TREE: ("spanning_tree", BEFORE_TREE)}
 """Which rows each SST-authors row is the speed-up baseline for (by name prefix)."""
 
 
@@ -71,8 +76,10 @@ def topk_cases(k):
     sst = _sst_topk(sst_baseline.topk_marginals)
     sst_corr = _sst_topk(lambda u, kk: sst_baseline.corr_marginals(
         u, torch.zeros_like(u[..., 1:]) + dg.noise.gumbel_like(u[..., 1:], generator=torch.Generator().manual_seed(2)), kk))
+    before = _sst_topk(topk_marginals_reference)
     return {
         SST_TOPK: lambda x, g: sst(x, g, k),
+        BEFORE_TOPK: lambda x, g: before(x, g, k),
         SST_CORR: lambda x, g: sst_corr(x, g, k),
         "topk entropy (hard, SST grad)": lambda x, g: s.topk(x, k, generator=g),
         "topk entropy (relaxed)": lambda x, g: s.topk(x, k, hard=False, generator=g),
@@ -100,8 +107,13 @@ def tree_cases(n):
         mu = sst_baseline.tree_marginals(u)
         return _straight_through(dg.structures.kruskal(u), mu + mu.transpose(-1, -2))
 
+    def before_tree(x, g):
+        u = _sym(x) + dg.noise.symmetric_gumbel_like(x, generator=g)
+        return _straight_through(dg.structures.kruskal(u), tree_marginals_reference(u, directed=False))
+
     return {
         SST_TREE: sst_tree,
+        BEFORE_TREE: before_tree,
         "spanning_tree (hard: Prim + SST grad)": lambda x, g: t.spanning_tree(_sym(x), generator=g),
         "spanning_tree (relaxed)": lambda x, g: t.spanning_tree(_sym(x), hard=False, generator=g),
         "arborescence (hard: Chu-Liu/Edmonds + SST grad)": lambda x, g: t.arborescence(x, generator=g),
