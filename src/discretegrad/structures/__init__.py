@@ -11,6 +11,7 @@ per algorithm:
 * :mod:`.semiring`: the one chain DP over (item, count, state) in the log or max semiring
   (:func:`~.semiring.chain_score`) and its max-semiring traceback (:func:`~.semiring.chain_argmax`);
 * :mod:`.topk_scan`: the fast top-k marginals (count-centred scans over the items);
+* :mod:`.corr_marginals`: the fast correlated top-k marginals (posterior pass, closed-form backward);
 * :mod:`.topk`: k-subset solvers and Gibbs marginals built on it: :func:`topk_hard`,
   :func:`topk_marginals`, :func:`corr_topk_hard`, :func:`corr_topk_marginals`;
 * :mod:`.lml`: the limited multilabel projection :func:`lml` (bisection, implicit backward);

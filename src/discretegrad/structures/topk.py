@@ -2,7 +2,8 @@
 
 The plain top-k marginals are the count-centred scans of :mod:`.topk_scan` (the log-space chain DP
 of :mod:`.semiring` is kept as :func:`topk_marginals_reference`). Correlated top-k is the chain DP
-of :mod:`.semiring`: the marginals are ``∂ log Z / ∂ u`` by autograd (sum
+of :mod:`.semiring` (from both ends, with the closed-form backward of :mod:`.corr_marginals`; by
+autograd in :func:`corr_topk_marginals_reference`): the marginals are ``∂ log Z / ∂ u`` by autograd (sum
 semiring) and the correlated maximiser is the max-semiring traceback (equal to ``∂ max / ∂ u``). The plain top-k
 maximiser is ``torch.topk`` (no DP needed: the best k-subset of a linear score is its k largest
 entries).
@@ -13,11 +14,13 @@ from __future__ import annotations
 import torch
 
 from discretegrad._autograd import compute_dtype
+from discretegrad.structures.corr_marginals import corr_marginals
 from discretegrad.structures.logspace import gradient
 from discretegrad.structures.semiring import chain_argmax, chain_score
 from discretegrad.structures.topk_scan import scan_dtype, scan_marginals
 
-__all__ = ["topk_hard", "topk_marginals", "topk_marginals_reference", "corr_topk_hard", "corr_topk_marginals"]
+__all__ = ["topk_hard", "topk_marginals", "topk_marginals_reference", "corr_topk_hard", "corr_topk_marginals",
+           "corr_topk_marginals_reference"]
 
 
 def topk_hard(u: torch.Tensor, k: int) -> torch.Tensor:
@@ -53,9 +56,19 @@ def topk_marginals_reference(w: torch.Tensor, k: int) -> torch.Tensor:
 def corr_topk_marginals(u: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
     """Marginals ``P(x_i = 1)`` of ``p(x) ∝ exp(Σ u_i x_i + Σ v_i x_i x_{i+1})`` over ``Σx = k``.
 
-    ``∂ log Z / ∂ u`` with ``log Z`` the (item, count, state) chain DP in the log semiring.
-    Differentiable with respect to ``u`` and ``v`` when they require grad.
+    The chain DP from both ends with the closed-form SST backward of
+    :func:`~discretegrad.structures.corr_marginals.corr_marginals` (under ``torch.func`` transforms and
+    for one item: :func:`corr_topk_marginals_reference`). Differentiable with respect to ``u`` and ``v``
+    when they require grad (to any order).
     """
+    if torch._C._functorch.get_interpreter_stack() or u.shape[-1] < 2:
+        return corr_topk_marginals_reference(u, v, k)
+    return corr_marginals(u, v, k, corr_topk_marginals_reference)
+
+
+def corr_topk_marginals_reference(u: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`corr_topk_marginals` the straightforward way (the reference the fast path is tested against):
+    ``∂ log Z / ∂ u`` with ``log Z`` the (item, count, state) chain DP in the log semiring, by autograd."""
     return gradient(lambda x, pair: chain_score(x, k, pair, semiring="sum"), u, v)
 
 
