@@ -16,8 +16,10 @@ log-space reference.
 
 For a fixed count the recursion over positions is a cumulative sum, ``a_j = cumsum(r_j ⊙ shift(a_{j-1}))``,
 so the DP is ``k`` vectorised scans over the items (forward ``a``, and the same from the end, ``b``)
-instead of ``n`` sequential steps, and ``μ_t = Σ_j a_{j-1}(t-1) r_j(t) b_j(t) / Z``. Autograd through these
-scans gives the Jacobian (the covariance of the subset indicators), itself differentiable.
+instead of ``n`` sequential steps, and ``μ_t = Σ_j a_{j-1}(t-1) r_j(t) b_j(t) / Z``. The SST backward (the
+covariance of the subset indicators times the incoming gradient) is closed-form, the same scans with
+first moments (:class:`_ScanMarginals`); autograd through the scans gives it too, and is used where
+the derivative must be differentiable again.
 Tested against the log-space DP (:func:`discretegrad.structures.topk.topk_marginals_reference`) and
 enumeration; timings in ``results/benchmarks/structured.md``.
 """
@@ -28,7 +30,7 @@ import math
 
 import torch
 
-__all__ = ["LOG_RANGE", "scan_dtype", "scan_marginals"]
+__all__ = ["LOG_RANGE", "scan_dtype", "scan_marginals", "scan_marginals_autograd"]
 
 LOG_RANGE = {torch.float32: 34.0, torch.float64: 340.0}
 """Largest ``log C(n, k)`` per dtype: centred states are at most ``C(n, k)`` and the backward multiplies
