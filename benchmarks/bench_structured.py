@@ -4,24 +4,27 @@ Each time is reported as a ratio to a plain ``torch.softmax`` over the same numb
 (same batch), measured in the same run (never as an absolute target). Sizes from issue 5:
 top-k n = 100, k = 10, batch 1000; trees n = 10, batch 128 and n = 50, batch 32.
 
+The SST authors' way of computing each relaxation (``sst_baseline.py``) runs side by side.
+
     python benchmarks/bench_structured.py [--device cuda] [--reps 20] [--out results/benchmarks/structured.md]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 import discretegrad as dg
+from discretegrad.structures.matrix_tree import tree_marginals_reference
+from discretegrad.structures.topk import topk_marginals_reference
 from discretegrad._format import markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _env import environment, write_report  # noqa: E402
+import sst_baseline  # noqa: E402
+from _env import environment, interleaved, write_report  # noqa: E402
 
 
 def _softmax(x, generator=None):
@@ -32,32 +35,52 @@ def _sym(x):
     return (x + x.transpose(-1, -2)) / 2
 
 
-def measure(fn, make, device, reps, budget_s):
-    """(median, min) seconds of one forward + backward of ``sum(v * fn(x))`` and the number of reps
-    (at most ``budget_s`` seconds of reps, at least 3)."""
+def timed(fn, make, device, seed=0):
+    """A closure running one forward + backward of ``sum(v * fn(x))`` (fresh noise each call)."""
     x = make().to(device).requires_grad_(True)
     v = torch.randn(x.shape, device=device, generator=torch.Generator(device=device).manual_seed(1))
-    gen = torch.Generator(device=device).manual_seed(0)
-    (fn(x, gen) * v).sum().backward()  # warm-up
-    times, spent = [], 0.0
-    for _ in range(reps):
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def run():
+        (fn(x, gen) * v).sum().backward()
         if device == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = fn(x, gen)
-        (out * v).sum().backward()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        spent += times[-1]
-        if spent > budget_s and len(times) >= 3:
-            break
-    return statistics.median(times), min(times), len(times)
+
+    return run
+
+
+def _sst_topk(marginals):
+    """The SST authors' hard top-k op: top-k of U forward, their marginals' finite-difference backward."""
+    def op(x, g, k):
+        u = x + dg.noise.gumbel_like(x, generator=g)
+        return _straight_through(dg.structures.topk_hard(u.detach(), k), marginals(u, k))
+    return op
+
+
+def _straight_through(hard, soft):
+    return hard + (soft - soft.detach())
+
+
+SST_TOPK = "SST authors: NumPy float64 DP + central finite differences (entropy, hard)"
+SST_CORR = "SST authors: NumPy float64 DP + central finite differences (corr, hard, zero pair logits)"
+SST_TREE = "SST authors: Kruskal + clip 15, exp, slogdet, autograd (spanning tree, hard)"
+BEFORE_TOPK = "before issue 10: topk entropy (hard), log-space chain DP + autograd (topk_marginals_reference)"
+BEFORE_TREE = "before issue 10: spanning_tree (hard), Kruskal + log-space elimination (tree_marginals_reference)"
+BASELINES = {SST_CORR: ("topk corr",), SST_TOPK: ("topk", "l2x", "softsub", BEFORE_TOPK),
+             SST_TREE: ("spanning_tree", BEFORE_TREE)}
+"""Which rows each SST-authors row is the speed-up baseline for (by name prefix)."""
 
 
 def topk_cases(k):
     s = dg.subsets
+    sst = _sst_topk(sst_baseline.topk_marginals)
+    sst_corr = _sst_topk(lambda u, kk: sst_baseline.corr_marginals(
+        u, torch.zeros_like(u[..., 1:]) + dg.noise.gumbel_like(u[..., 1:], generator=torch.Generator().manual_seed(2)), kk))
+    before = _sst_topk(topk_marginals_reference)
     return {
+        SST_TOPK: lambda x, g: sst(x, g, k),
+        BEFORE_TOPK: lambda x, g: before(x, g, k),
+        SST_CORR: lambda x, g: sst_corr(x, g, k),
         "topk entropy (hard, SST grad)": lambda x, g: s.topk(x, k, generator=g),
         "topk entropy (relaxed)": lambda x, g: s.topk(x, k, hard=False, generator=g),
         "topk binary_entropy (hard)": lambda x, g: s.topk(x, k, relaxation="binary_entropy", generator=g),
@@ -79,8 +102,19 @@ def tree_cases(n):
         adj[..., i, j] = sel
         return adj + adj.transpose(-1, -2)
 
+    def sst_tree(x, g):
+        u = _sym(x) + dg.noise.symmetric_gumbel_like(x, generator=g)
+        mu = sst_baseline.tree_marginals(u)
+        return _straight_through(dg.structures.kruskal(u), mu + mu.transpose(-1, -2))
+
+    def before_tree(x, g):
+        u = _sym(x) + dg.noise.symmetric_gumbel_like(x, generator=g)
+        return _straight_through(dg.structures.kruskal(u), tree_marginals_reference(u, directed=False))
+
     return {
-        "spanning_tree (hard: Kruskal + SST grad)": lambda x, g: t.spanning_tree(_sym(x), generator=g),
+        SST_TREE: sst_tree,
+        BEFORE_TREE: before_tree,
+        "spanning_tree (hard: Prim + SST grad)": lambda x, g: t.spanning_tree(_sym(x), generator=g),
         "spanning_tree (relaxed)": lambda x, g: t.spanning_tree(_sym(x), hard=False, generator=g),
         "arborescence (hard: Chu-Liu/Edmonds + SST grad)": lambda x, g: t.arborescence(x, generator=g),
         "arborescence (relaxed)": lambda x, g: t.arborescence(x, hard=False, generator=g),
@@ -88,40 +122,50 @@ def tree_cases(n):
     }
 
 
+def _speedup(name, results):
+    for base, prefixes in BASELINES.items():
+        if base in results and name != base and name.startswith(prefixes):
+            return f"{results[base][1] / results[name][1]:.1f}"
+    return ""
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cpu")
     p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--budget", type=float, default=10.0, help="seconds of reps per case at most")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="results/benchmarks/structured.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     lines = ["# Structured SMT/SST ops: forward+backward time\n",
              f"Command: `python benchmarks/bench_structured.py --device {args.device} --reps {args.reps} "
-             f"--budget {args.budget} --threads {args.threads}`\n",
-             f"Environment: {environment()}\n",
-             "Time of one forward and backward of `sum(v * op(x))`, float32, over `--reps` reps (fewer, but at "
-             "least 3, when they exceed `--budget` seconds); ratios are to `torch.softmax` over the same logits "
-             "tensor measured in the same run. The machine is shared (2 cores, other jobs running), so the minimum "
-             "is the better estimate of the intrinsic cost and the median shows the contention.\n"]
+             f"--threads {args.threads}`\n",
+             f"Environment: {environment(args.device)}\n",
+             "Time of one forward and backward of `sum(v * op(x))`, float32 logits, fresh noise each call. "
+             "Interleaved repeats: one warm-up each, then `--reps` rounds that run every variant of a group in "
+             "rotating order, so contention on the shared machine (2 cores, other jobs) hits all variants alike; "
+             "the minimum is the better estimate of the intrinsic cost. 'x softmax' divides by `torch.softmax` "
+             "over the same logits tensor (forward + backward) in the same rounds; 'speed-up over SST' divides "
+             "the SST authors' way of computing the same relaxation (`benchmarks/sst_baseline.py`: a NumPy "
+             "float64 forward-backward DP with a central finite-difference backward for top-k, the clipped "
+             "`slogdet` with autograd for trees) by the row (minima).\n"]
     groups = [
         ("top-k: logits [1000, 100], k = 10", lambda: torch.randn(1000, 100), topk_cases(10)),
         ("trees: n = 10, batch 128 (edge logits [128, 10, 10])", lambda: torch.randn(128, 10, 10), tree_cases(10)),
         ("trees: n = 50, batch 32 (edge logits [32, 50, 50])", lambda: torch.randn(32, 50, 50), tree_cases(50)),
     ]
+    softmax = "baseline: torch.softmax over the same logits"
     for title, make, cases in groups:
         flat = lambda x, g: _softmax(x.flatten(1), g).reshape(x.shape)  # noqa: E731
-        base, base_min, base_reps = measure(flat, make, args.device, args.reps * 5, args.budget)
-        rows = [["baseline: torch.softmax over the same logits", f"{base * 1e3:.3f}", f"{base_min * 1e3:.3f}", "1", "1",
-                 str(base_reps)]]
-        for name, fn in cases.items():
-            t, t_min, r = measure(fn, make, args.device, args.reps, args.budget)
-            rows.append([name, f"{t * 1e3:.3f}", f"{t_min * 1e3:.3f}", f"{t / base:.0f}", f"{t_min / base_min:.0f}",
-                         str(r)])
-            print(title, name, f"{t * 1e3:.3f} ms", flush=True)
-        lines += [f"\n## {title}\n", markdown_table(["op", "median ms", "min ms", "ratio of medians",
-                                                      "ratio of minima", "reps"], rows)]
+        variants = {softmax: timed(flat, make, args.device)}
+        variants.update({name: timed(fn, make, args.device) for name, fn in cases.items()})
+        results = interleaved(variants, args.reps)
+        base_min = results[softmax][1]
+        rows = [[name, f"{med * 1e3:.3f}", f"{low * 1e3:.3f}", f"{low / base_min:.0f}", _speedup(name, results)]
+                for name, (med, low) in results.items()]
+        print(title, flush=True)
+        lines += [f"\n## {title}\n", markdown_table(["op", "median ms", "min ms", "x softmax (minima)",
+                                                      "speed-up over SST (minima)"], rows)]
     write_report(lines, args.out)
 
 

@@ -278,3 +278,51 @@ def test_hard_sample_without_autograd_is_the_same_sample(structure):
     with_grad = op(theta.clone().requires_grad_(True), generator=torch.Generator().manual_seed(1))
     without = op(theta, generator=torch.Generator().manual_seed(1))
     assert torch.equal(with_grad.detach(), without) and not without.requires_grad
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 20])
+def test_prim_is_kruskal_for_distinct_weights_and_maximal_with_ties(n):
+    """The op's solver (Prim) against the reference (Kruskal): the same tree for continuous weights; with
+    ties (integer weights) a spanning tree of the same, maximal, weight."""
+    g = torch.Generator().manual_seed(n)
+    w = _sym(torch.randn(64, n, n, generator=g, dtype=torch.float64))
+    assert torch.equal(S.prim(w), S.kruskal(w))
+    ties = _sym(torch.randint(-2, 3, (64, n, n), generator=g).double())
+    tree = S.prim(ties)
+    assert bool(dg.trees.is_spanning_tree(tree).all())
+    torch.testing.assert_close((torch.triu(tree, 1) * ties).sum((-1, -2)),
+                               (torch.triu(S.kruskal(ties), 1) * ties).sum((-1, -2)))
+    masked = w.clone()
+    masked[:, 0, 1:] = masked[:, 1:, 0] = -torch.inf  # vertex 0 reachable only by masked edges
+    if n > 1:
+        assert bool(dg.trees.is_spanning_tree(S.prim(masked)).all())
+        assert torch.equal(S.prim(masked[..., 1:, 1:]), S.kruskal(w[..., 1:, 1:]))
+
+
+def test_linear_elimination_equals_the_log_space_reference():
+    """The linear-space matrix-tree elimination (used where the centred spread allows) against the
+    log-space one, in float64 and float32 (values, marginals, SST gradient), and the switch itself."""
+    from discretegrad.structures import matrix_tree as M
+
+    g = torch.Generator().manual_seed(4)
+    for scale in (0.1, 3.0, 20.0):
+        for directed in (False, True):
+            w = torch.randn(8, 12, 12, generator=g, dtype=torch.float64) * scale
+            if not directed:
+                w = _sym(w)
+            v = torch.randn(8, 12, 12, generator=g, dtype=torch.float64)
+            out = []
+            for fn in (M.tree_marginals, M.tree_marginals_reference):
+                leaf = w.clone().requires_grad_(True)
+                mu = fn(leaf, directed=directed, root=3)
+                (grad,) = torch.autograd.grad((mu * v).sum(), leaf)
+                out.append((fn.__name__, mu.detach(), grad))
+            torch.testing.assert_close(out[0][1], out[1][1], rtol=0, atol=1e-11)
+            torch.testing.assert_close(out[0][2], out[1][2], rtol=0, atol=1e-9)
+            lz = M.tree_log_partition(w.float(), directed=directed, root=3)
+            torch.testing.assert_close(lz.double(), M.tree_log_partition_reference(w, directed=directed, root=3),
+                                       rtol=1e-6, atol=1e-5)
+    logw, _, valid = M._centred(torch.randn(2, 5, 5, generator=g) * 5, False, 0)
+    assert M._linear_dtype(logw, valid) == torch.float32
+    assert M._linear_dtype(logw * 10, valid) == torch.float64
+    assert M._linear_dtype(logw * 100, valid) is None

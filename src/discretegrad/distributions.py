@@ -285,7 +285,7 @@ class SpanningTree(_Logits, DiscreteDistribution):
     @property
     def mode(self) -> torch.Tensor:
         x = self._param.detach()
-        return S.kruskal(0.5 * (x + x.transpose(-1, -2)))
+        return S.prim(0.5 * (x + x.transpose(-1, -2)))
 
 
 class Arborescence(_Logits, DiscreteDistribution):

@@ -114,7 +114,8 @@ def spanning_tree(
     hard: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Undirected spanning tree: Kruskal SMT sample with the matrix-tree SST gradient, or ``X_t``.
+    """Undirected spanning tree: maximum-spanning-tree SMT sample (Prim, the tree Kruskal finds) with the
+    matrix-tree SST gradient, or ``X_t``.
 
     Args:
         edge_logits: symmetric ``θ [..., n, n]`` (``n >= 2``; diagonal ignored; asymmetry beyond a
@@ -135,9 +136,9 @@ def spanning_tree(
     sym = 0.5 * (x + x.transpose(-1, -2))
     u = sym + symmetric_gumbel_like(x, generator=generator)
     if hard and not _needs_grad(u):  # evaluation: the relaxation would only be discarded
-        return S.kruskal(u).to(edge_logits.dtype)
+        return S.prim(u).to(edge_logits.dtype)
     soft = S.tree_marginals(u / tau, directed=False)
-    out = straight_through(S.kruskal(u), soft) if hard else soft
+    out = straight_through(S.prim(u), soft) if hard else soft
     return out.to(edge_logits.dtype)
 
 
@@ -248,7 +249,7 @@ def _tree_mean(params: torch.Tensor) -> torch.Tensor:
 def _tree_sample(params: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     x = params.detach().to(compute_dtype(params.dtype))
     sym = 0.5 * (x + x.transpose(-1, -2))
-    return S.kruskal(sym + symmetric_gumbel_like(x, generator=generator)).to(params.dtype)
+    return S.prim(sym + symmetric_gumbel_like(x, generator=generator)).to(params.dtype)
 
 
 def _arb_sample(params: torch.Tensor, generator: torch.Generator | None, *, root: int) -> torch.Tensor:

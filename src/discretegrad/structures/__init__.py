@@ -10,10 +10,12 @@ per algorithm:
   ``no_grad``/``inference_mode`` too);
 * :mod:`.semiring`: the one chain DP over (item, count, state) in the log or max semiring
   (:func:`~.semiring.chain_score`) and its max-semiring traceback (:func:`~.semiring.chain_argmax`);
+* :mod:`.topk_scan`: the fast top-k marginals (count-centred scans over the items);
+* :mod:`.corr_marginals`: the fast correlated top-k marginals (posterior pass, closed-form backward);
 * :mod:`.topk`: k-subset solvers and Gibbs marginals built on it: :func:`topk_hard`,
   :func:`topk_marginals`, :func:`corr_topk_hard`, :func:`corr_topk_marginals`;
 * :mod:`.lml`: the limited multilabel projection :func:`lml` (bisection, implicit backward);
-* :mod:`.kruskal`: maximum spanning tree :func:`kruskal` and the edge numbering;
+* :mod:`.kruskal`: maximum spanning tree :func:`prim` (used) and :func:`kruskal` (reference), the edge numbering;
 * :mod:`.edmonds`: maximum spanning arborescence :func:`edmonds` (Chu-Liu/Edmonds);
 * :mod:`.eager`: :func:`~.eager.eager_solver`, which runs those two solvers eagerly on the whole
   batch under ``torch.func.vmap`` (they loop on data);
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from discretegrad.structures.edmonds import edmonds
 from discretegrad.structures.enumeration import all_arborescences, all_ksubsets, all_spanning_trees
-from discretegrad.structures.kruskal import kruskal
+from discretegrad.structures.kruskal import kruskal, prim
 from discretegrad.structures.kruskal_law import kruskal_law
 from discretegrad.structures.lml import lml
 from discretegrad.structures.matrix_tree import tree_log_partition, tree_marginals
@@ -42,6 +44,7 @@ __all__ = [
     "corr_topk_marginals",
     "lml",
     "kruskal",
+    "prim",
     "edmonds",
     "tree_marginals",
     "tree_log_partition",

@@ -101,9 +101,11 @@ def _chain(unary: torch.Tensor, k: int, pair: torch.Tensor | None, run_cost: tor
     # per-item columns: one autograd node each tensor, not a slice (with a full-size backward) per step
     unary_at = unary.unsqueeze(-1).unbind(-2)  # n tensors [..., 1]
     pair_at = () if pair is None else pair.unsqueeze(-1).unbind(-2)  # pair_at[i - 1] couples items i - 1, i
-    # α_{-1}: before item 0 nothing is chosen (and "x_{-1} = 0"); states [..., k+1] or [..., k+1, 2]
+    # α_{-1}: before item 0 nothing is chosen (and "x_{-1} = 0"); states [..., k+1] or [2, ..., k+1]
+    # (the state x_i first: stacking two tensors in front is two block copies, in the last dim one
+    # element at a time)
     start = torch.cat([unary.new_zeros((*batch, 1)), unary.new_full((*batch, k), neg)], -1)
-    alpha = start if pair is None else torch.stack([start, torch.full_like(start, neg)], -1)
+    alpha = start if pair is None else torch.stack([start, torch.full_like(start, neg)], 0)
     if pair is not None:  # x_i = 1 after x_{i-1} = 0 with j >= 1 ones before: a run after the first
         new_run = torch.cat([unary.new_zeros((*batch, 1)), run_cost.unsqueeze(-1).expand(*batch, k)], -1)
     for i in range(n):
@@ -111,15 +113,15 @@ def _chain(unary: torch.Tensor, k: int, pair: torch.Tensor | None, run_cost: tor
         if pair is None:
             into0 = into1 = alpha
         else:
-            last0, last1 = alpha.unbind(-1)
+            last0, last1 = alpha.unbind(0)
             into0 = plus(last0, last1)
             into1 = last0 if i == 0 else plus(last0 + new_run, last1 + pair_at[i - 1])
         # x_i = 1: count j - 1 -> j (shift right by one; count 0 becomes impossible)
         take = torch.nn.functional.pad(into1, (1, -1), value=neg) + unary_at[i]
-        alpha = plus(into0, take) if pair is None else torch.stack([into0, take], -1)
+        alpha = plus(into0, take) if pair is None else torch.stack([into0, take], 0)
         if states is not None:
             states.append(alpha)
-    return alpha[..., k] if pair is None else plus(alpha[..., k, 0], alpha[..., k, 1])
+    return alpha[..., k] if pair is None else plus(alpha[0, ..., k], alpha[1, ..., k])
 
 
 def chain_argmax(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,17 +142,17 @@ def chain_argmax(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None) 
         unary, pair, run_cost, _ = centre(unary, pair, k)  # the centred problem: same maximiser
         states: list[torch.Tensor] = []
         _chain(unary, k, pair, run_cost, "max", states)
-        last = states[-1][..., k, :]
-        state = (last[..., 1] > last[..., 0]).long()  # x_{n-1}; ties to 0 as in ⊕ = max
+        last = states[-1][..., k]  # [2, ...]
+        state = (last[1] > last[0]).long()  # x_{n-1}; ties to 0 as in ⊕ = max
         count = torch.full(unary.shape[:-1], k, dtype=torch.long, device=unary.device)  # ones in x_0..x_i
         for i in range(unary.shape[-1] - 1, -1, -1):
             x[..., i] = state.to(unary.dtype)
             if i == 0:
                 break
             count = count - state
-            prev = states[i - 1].gather(-2, count[..., None, None].expand(*count.shape, 1, 2)).squeeze(-2)
+            prev = states[i - 1].gather(-1, count.unsqueeze(-1).expand(2, *count.shape, 1)).squeeze(-1)
             # the pair term (x_i = 1 after a one) or the new-run cost (x_i = 1 after a zero, count >= 1)
-            prev_take = prev[..., 1] + pair[..., i - 1] * state
-            prev_skip = prev[..., 0] + torch.where((state == 1) & (count > 0), run_cost, 0.0)
+            prev_take = prev[1] + pair[..., i - 1] * state
+            prev_skip = prev[0] + torch.where((state == 1) & (count > 0), run_cost, 0.0)
             state = (prev_take > prev_skip).long()
     return x
