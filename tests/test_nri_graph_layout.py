@@ -279,6 +279,8 @@ def test_tiny_runs(tmp_path_factory, structure, estimator):
 
 def test_bad_settings_are_refused():
     nri.check(_config("entropy", structure="indep"))
+    with pytest.raises(ValueError, match="Expected trial 0 with search=false"):
+        nri.check(_config("entropy", search=False, trial=3))
     with pytest.raises(ValueError, match="Expected batch_size <= train_size"):
         nri.check(_config("entropy", batch_size=64, train_size=10))
 

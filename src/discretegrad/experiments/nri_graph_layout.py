@@ -193,6 +193,9 @@ def check(config: RunConfig) -> None:
                               ("test_size", p.test_size, SPLIT_SIZES["test"])):
         if size > limit:
             raise ValueError(f"Expected {name} <= {limit}, but got {size}")
+    if not p.search and p.trial != 0:
+        raise ValueError(f"Expected trial 0 with search=false (a trial only draws lr and tau; add --set trial=0), "
+                         f"but got {p.trial}")
     if p.batch_size > p.train_size:
         raise ValueError(f"Expected batch_size <= train_size ({p.train_size}), but got {p.batch_size}")
 

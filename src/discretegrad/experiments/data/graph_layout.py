@@ -132,7 +132,8 @@ def _chunk(split: str, index: int, steps: int, n_vertices: int, seed: int,
     generator = torch.Generator().manual_seed(derived_seed(seed, f"graph-layout/{split}/{index}"))
     locations, edges = generate(CHUNK, n_vertices, steps, generator)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp_data, tmp_meta = directory / f".{stem}.pt.partial", directory / f".{stem}.json.partial"
+    # per-process temporary names: concurrent runs may generate the same (deterministic) chunk
+    tmp_data, tmp_meta = (directory / f".{stem}.{os.getpid()}.{ext}.partial" for ext in ("pt", "json"))
     torch.save({"locations": locations, "edges": edges}, tmp_data)
     tmp_meta.write_text(json.dumps({"params": params, "sha256": _sha256(tmp_data)}, indent=1))
     os.replace(tmp_data, data)  # the data first: a sidecar never names a file that is not there yet
