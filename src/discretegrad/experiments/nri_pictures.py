@@ -4,9 +4,9 @@ Each finished run stores the artifact ``trees``: for the first ``n_pictures`` te
 last frame's vertex positions, the true edges and the edges of one hard sample of the inferred
 structure (at the best validation ELBO). :func:`draw_trees` draws one row per run (one panel per
 graph): true edges grey and wide, inferred edges on top, green where they are true edges and red
-where they are not. :func:`write_pictures` reads the runs of a sweep's output directory (the
-plain ``runs/<id>/{config,metrics}.json`` files, no store needed) and writes one PNG per
-``(steps, seed)``::
+where they are not. :func:`write_pictures` reads the finished runs of a sweep's store
+(``OUT/store.sqlite``, opened read-only with ``sqlite3``: the harness's store API is not an
+experiment's to import, and ``runs/`` is not committed) and writes one PNG per ``(steps, seed)``::
 
     python -m discretegrad.experiments.nri_pictures results/nri-graph-layout
 
@@ -16,7 +16,9 @@ Needs matplotlib (the ``plots`` extra).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,19 +31,25 @@ __all__ = ["draw_trees", "load_tree_records", "write_pictures", "main"]
 _PURPOSE = "nri-graph-layout tree pictures"
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    """The store opened read-only (``immutable`` when no writer's files are there to share)."""
+    if not path.is_file():
+        raise ValueError(f"Expected a sweep's store at {path}, but got no such file")
+    mode = "ro" if path.with_name(path.name + "-wal").exists() else "ro&immutable=1"
+    return sqlite3.connect(f"file:{path}?mode={mode}", uri=True)
+
+
 def load_tree_records(out: str | Path) -> list[dict[str, Any]]:
-    """One record per finished ``nri-graph-layout`` run under ``out/runs``: its estimator label,
-    seed, settings and ``trees`` artifact, sorted by (steps, seed, structure, estimator)."""
-    records = []
-    for run in sorted(Path(out).glob("runs/*/metrics.json")):
-        metrics = json.loads(run.read_text())
-        config = json.loads((run.parent / "config.json").read_text())
-        if config.get("experiment") != "nri-graph-layout" or metrics.get("status") != "finished":
-            continue
-        trees = metrics.get("artifacts", {}).get("trees")
-        if trees:
-            records.append({"estimator": trees["estimator"], "seed": config["seed"], "params": config["params"],
-                            "graphs": trees["graphs"], "final": metrics.get("final", {})})
+    """One record per finished ``nri-graph-layout`` run in the store of ``out``
+    (``out/store.sqlite``, read only): its estimator label, seed, settings, final metrics and
+    ``trees`` artifact, sorted by (steps, seed, structure, estimator)."""
+    with contextlib.closing(_connect(Path(out) / "store.sqlite")) as db:
+        rows = db.execute(
+            "SELECT r.estimator_label, r.seed, r.params, r.metrics, a.data FROM runs r JOIN artifacts a "
+            "ON a.run_id = r.run_id WHERE r.experiment = 'nri-graph-layout' AND r.status = 'finished' "
+            "AND a.name = 'trees'").fetchall()
+    records = [{"estimator": label, "seed": seed, "params": json.loads(params), "final": json.loads(metrics),
+                "graphs": json.loads(data)["graphs"]} for label, seed, params, metrics, data in rows]
     order = {"spanning_tree": 0, "indep": 1, "topk": 2}
     records.sort(key=lambda r: (r["params"]["steps"], r["seed"], order.get(r["params"]["structure"], 9),
                                 r["estimator"]))
