@@ -1,4 +1,10 @@
 """Imports every experiment module (the one list of them; the harness imports this module by
 name, ``discretegrad.harness.contract.BUILTIN_EXPERIMENTS``)."""
 
-from discretegrad.experiments import bernoulli_vae, categorical_vae, listops, poisson_gan  # noqa: F401
+from discretegrad.experiments import (  # noqa: F401
+    bernoulli_vae,
+    categorical_vae,
+    listops,
+    nri_graph_layout,
+    poisson_gan,
+)
