@@ -1,4 +1,4 @@
 """Imports every experiment module (the one list of them; the harness imports this module by
 name, ``discretegrad.harness.contract.BUILTIN_EXPERIMENTS``)."""
 
-from discretegrad.experiments import bernoulli_vae, categorical_vae, poisson_gan  # noqa: F401
+from discretegrad.experiments import bernoulli_vae, categorical_vae, l2x, l2x_aspect, poisson_gan  # noqa: F401
