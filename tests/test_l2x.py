@@ -162,15 +162,26 @@ def test_fixture_plants_the_rationale_and_its_rating(tmp_path):
                                   / "test.jsonl")
     positive, negative = set(R._POSITIVE), set(R._NEGATIVE)
     for review in test:
-        assert len(review.tokens) == 6 * R.SENTENCE
+        phrases = 3 * R.SENTENCE
+        assert phrases + 4 * R.GAP[0] <= len(review.tokens) <= phrases + 4 * R.GAP[1]
         for aspect, markers in enumerate(R.ASPECT_MARKERS):
             (start, end), = review.spans[aspect]
-            sentence = review.tokens[start:end]
-            assert sentence[0] in markers and sentence[-1] == "." and end - start == R.SENTENCE
-            pos = sum(t in positive for t in sentence)
-            neg = sum(t in negative for t in sentence)
-            assert review.ratings[aspect] == pytest.approx(pos / (pos + neg) if pos + neg else 0.5, abs=1e-6)
+            phrase = review.tokens[start:end]
+            assert phrase[0] in markers and end - start == R.SENTENCE
+            assert all(t in positive or t in negative for t in phrase[1:])
+            assert review.ratings[aspect] == pytest.approx(sum(t in positive for t in phrase) / (R.SENTENCE - 1),
+                                                           abs=1e-6)
             assert sum(t in markers for t in review.tokens) == 1  # the marker occurs only there
+        outside = [t for i, t in enumerate(review.tokens)
+                   if not any(s <= i < e for spans in review.spans for s, e in spans)]
+        assert not (set(outside) & (positive | negative))  # polar words only inside the phrases
+
+
+def test_fixture_in_memory_equals_the_written_files(tmp_path):
+    from discretegrad.experiments.l2x_aspect import load_splits
+
+    root = R.write_fixture(tmp_path, (4, 3, 2), seed=7)
+    assert load_splits("fixture", 0, (4, 3, 2), 7) == R.load_rationale_dir(root, 0)
 
 
 # ----------------------------------------------------------------------------- corr_topk in the harness

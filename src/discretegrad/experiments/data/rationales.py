@@ -22,17 +22,17 @@ indices), which we recall but could not check against the file; the training fil
 release are plain text and need converting into it. Any file that breaks a rule is refused with
 one message naming the file, the line and the rule.
 
-The fixture (:func:`make_fixture`, :func:`write_fixture`): each review is six sentences of
-:data:`SENTENCE` tokens in random order: one per aspect (a marker word of the aspect, then
-words of which about half are polar, each positive with a probability ``b_a ~ U(0, 1)`` drawn
-per review and aspect, then ``"."``) and, per aspect, one sentence without a marker whose polar
-words are positive with probability ``1 - b_a``. Aspect ``a``'s rating is the fraction of
-positive words among the polar words of its sentence, and its rationale is that sentence's
-span. Polar words occur in every sentence and the review's overall polarity is balanced, so
-neither a word's polarity nor the polarity of the whole review says anything about an aspect:
-only a word's position in the sentence that starts with the aspect's marker does, which a
-selector with local context sees only next to the marker, and which a selection of contiguous
-phrases (correlated top-k) can follow through the whole sentence.
+The fixture (:func:`make_fixture`, :func:`write_fixture`): each review plants one phrase per
+aspect, in random order, in filler text (gaps of :data:`GAP` filler words before, between and
+after): a marker word of the aspect followed by ``SENTENCE - 1`` polar words, each positive
+with probability ``b_a ~ U(0, 1)`` drawn per review and aspect. Aspect ``a``'s rating is the
+fraction of positive words of its phrase and its rationale is the phrase's span
+(:data:`SENTENCE` tokens). Every phrase is made of the same polar words, so a word's polarity
+does not say which aspect it rates; only its place in the run that starts at the aspect's
+marker does. A selector with local context (width-3 convolution) recognises just the marker's
+neighbour; a selection of contiguous phrases (correlated top-k) can extend from it through the
+phrase. Polar words picked anywhere give the mean of the three ratings, a partial solution
+(about a third of an aspect's variance).
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ __all__ = ["Review", "parse_reviews", "load_reviews", "load_rationale_dir", "Voc
 
 SPLITS = ("train", "valid", "test")
 SENTENCE = 15
+"""Tokens of a planted aspect phrase: the marker and 14 polar words."""
+GAP = (3, 10)
+"""Filler words before, between and after the phrases: uniform in this range."""
 ASPECT_MARKERS = (("appearance", "look", "colour"), ("aroma", "smell", "nose"), ("taste", "flavour", "palate"))
 _POSITIVE = ("great", "lovely", "rich", "crisp", "fresh", "bright", "smooth", "clean", "deep", "pleasant",
              "superb", "balanced")
@@ -180,32 +183,18 @@ def encode(reviews: Sequence[Review], vocab: Vocabulary, aspect: int, max_len: i
 def make_fixture(n: int, generator: torch.Generator) -> list[dict]:
     """``n`` reviews of the fixture (module docstring) as JSON-ready records of the file format."""
     pick = lambda seq: seq[int(torch.randint(len(seq), (), generator=generator))]  # noqa: E731
+    gap = lambda: [pick(_FILLER) for _ in range(int(torch.randint(GAP[0], GAP[1] + 1, (), generator=generator)))]  # noqa: E731
     records = []
     for _ in range(n):
-        sentences, polar_counts = [], []
         biases = torch.rand(len(ASPECT_MARKERS), generator=generator).tolist()
-        # one sentence per aspect, and a sentence without a marker of the opposite polarity per aspect,
-        # so that the review's overall polarity says nothing about any aspect's rating
-        plan = [(m, b) for m, b in zip(ASPECT_MARKERS, biases)] + [(None, 1.0 - b) for b in biases]
-        for marker, bias in plan:
-            words, pos, polar = [] if marker is None else [pick(marker)], 0, 0
-            while len(words) < SENTENCE - 1:
-                if float(torch.rand((), generator=generator)) < 0.5:
-                    good = float(torch.rand((), generator=generator)) < bias
-                    words.append(pick(_POSITIVE if good else _NEGATIVE))
-                    pos, polar = pos + good, polar + 1
-                else:
-                    words.append(pick(_FILLER))
-            sentences.append(words + ["."])
-            polar_counts.append((pos, polar))
-        order = torch.randperm(len(sentences), generator=generator).tolist()
-        tokens, record = [], {}
-        for slot, s in enumerate(order):
-            if s < len(ASPECT_MARKERS):
-                record[str(s)] = [[slot * SENTENCE, (slot + 1) * SENTENCE]]
-            tokens += sentences[s]
-        ratings = [round(p / q, 6) if q else 0.5 for p, q in polar_counts[:len(ASPECT_MARKERS)]]
-        records.append({"x": tokens, "y": ratings, **record})
+        tokens, record, ratings = gap(), {}, []
+        for a in torch.randperm(len(ASPECT_MARKERS), generator=generator).tolist():
+            good = (torch.rand(SENTENCE - 1, generator=generator) < biases[a]).tolist()
+            record[str(a)] = [[len(tokens), len(tokens) + SENTENCE]]
+            tokens += [pick(ASPECT_MARKERS[a])] + [pick(_POSITIVE if g else _NEGATIVE) for g in good]
+            tokens += gap()
+            ratings.append((a, round(sum(good) / len(good), 6)))
+        records.append({"x": tokens, "y": [r for _, r in sorted(ratings)], **dict(sorted(record.items()))})
     return records
 
 
