@@ -199,6 +199,14 @@ def test_corr_topk_is_selectable_by_name_without_registration():
         grid.resolve_estimators(exp, ["corr_topk:gap=1"])
 
 
+def test_k_comes_from_the_settings_not_the_estimator():
+    exp = get_experiment("l2x-aspect")
+    assert [c.label for c in grid.resolve_estimators(exp, ["entropy"])] == ["entropy"]  # k not required
+    assert grid.make_config(exp, "entropy", 0).estimator_defaults["k"] == "REQUIRED"
+    with pytest.raises(ValueError, match=r"sets them from its settings \(--set\)"):
+        grid.resolve_estimators(exp, ["entropy:k=3"])
+
+
 # ----------------------------------------------------------------------------- tiny runs
 
 SYN_TINY = {"n_train": 2000, "n_valid": 500, "batch_size": 200, "evals": 2}

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from discretegrad.experiments.common.nets import init_linear, mlp
+from discretegrad.experiments.common.nets import linear, mlp
 from discretegrad.experiments.common.seeding import derived_generator, derived_seed
 from discretegrad.experiments.common.selection import (DISTRIBUTION, LOCAL_ESTIMATORS, median_rank, needs_pairs,
                                                        relaxed_loss, subset_precision, test_mask)
@@ -80,10 +80,9 @@ class Selector(nn.Module):
     def __init__(self, d: int, hidden: int, activation: str, pairs: bool, generator: torch.Generator):
         super().__init__()
         act = nn.SELU if activation == "selu" else nn.ReLU
-        self.body = nn.Sequential(init_linear(nn.utils.skip_init(nn.Linear, d, hidden), generator), act(),
-                                  init_linear(nn.utils.skip_init(nn.Linear, hidden, hidden), generator), act())
-        self.unary = init_linear(nn.utils.skip_init(nn.Linear, hidden, d), generator)
-        self.pair = init_linear(nn.utils.skip_init(nn.Linear, hidden, d - 1), generator) if pairs else None
+        self.body = nn.Sequential(linear(d, hidden, generator), act(), linear(hidden, hidden, generator), act())
+        self.unary = linear(hidden, d, generator)
+        self.pair = linear(hidden, d - 1, generator) if pairs else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.body(x)

@@ -35,7 +35,7 @@ import json
 import torch
 from torch import nn
 
-from discretegrad.experiments.common.nets import init_linear
+from discretegrad.experiments.common.nets import linear
 from discretegrad.experiments.common.seeding import derived_generator
 from discretegrad.experiments.common.selection import (DISTRIBUTION, LOCAL_ESTIMATORS, needs_pairs, relaxed_loss,
                                                        segments, subset_precision, test_mask)
@@ -70,10 +70,6 @@ class Settings:
     tau: float = setting(0.5, "temperature of the relaxation (unless the estimator fixes one)", gt=0)
 
 
-def _linear(a: int, b: int, g: torch.Generator) -> nn.Linear:
-    return init_linear(nn.utils.skip_init(nn.Linear, a, b), g)
-
-
 def _embedding(n: int, d: int, g: torch.Generator) -> nn.Embedding:
     emb = nn.utils.skip_init(nn.Embedding, n, d)
     with torch.no_grad():
@@ -92,8 +88,8 @@ class Selector(nn.Module):
         with torch.no_grad():
             self.conv.weight.uniform_(-bound, bound, generator=g)
             self.conv.bias.uniform_(-bound, bound, generator=g)
-        self.mix, self.unary = _linear(2 * hidden, hidden, g), _linear(hidden, 1, g)
-        self.pair = _linear(2 * hidden, 1, g) if pairs else None
+        self.mix, self.unary = linear(2 * hidden, hidden, g), linear(hidden, 1, g)
+        self.pair = linear(2 * hidden, 1, g) if pairs else None
 
     def forward(self, ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = torch.relu(self.conv(self.emb(ids).transpose(1, 2))).transpose(1, 2)  # [B, L, H]
@@ -112,7 +108,7 @@ class Predictor(nn.Module):
     def __init__(self, vocab: int, embed: int, hidden: int, k: int, g: torch.Generator):
         super().__init__()
         self.emb, self.k = _embedding(vocab, embed, g), k
-        self.hidden, self.out = _linear(embed, hidden, g), _linear(hidden, 1, g)
+        self.hidden, self.out = linear(embed, hidden, g), linear(hidden, 1, g)
 
     def forward(self, ids: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # z [..., B, L] -> [..., B]
         bag = (self.emb(ids) * z.unsqueeze(-1)).sum(-2) / self.k

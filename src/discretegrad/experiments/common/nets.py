@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["init_linear", "ACTIVATIONS", "mlp"]
+__all__ = ["init_linear", "linear", "ACTIVATIONS", "mlp"]
 
 
 def init_linear(layer: nn.Linear, generator: torch.Generator) -> nn.Linear:
@@ -22,6 +22,11 @@ def init_linear(layer: nn.Linear, generator: torch.Generator) -> nn.Linear:
         if layer.bias is not None:
             layer.bias.uniform_(-bound, bound, generator=generator)
     return layer
+
+
+def linear(in_features: int, out_features: int, generator: torch.Generator) -> nn.Linear:
+    """An ``nn.Linear`` with :func:`init_linear`'s initialisation (never torch's global RNG)."""
+    return init_linear(nn.utils.skip_init(nn.Linear, in_features, out_features), generator)
 
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
