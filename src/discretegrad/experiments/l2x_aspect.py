@@ -22,7 +22,7 @@ selected words inside the annotated spans (pooled over the annotated test review
 ``segments`` = mean number of contiguous runs in a selection (1 = one phrase). ``valid_mse``
 is logged per epoch. Grid: ``k`` in 5, 10, 15 (the table's columns).
 
-Quick protocol: the fixture (2000 / 200 / 200 reviews of 75 tokens), 6 epochs, 2 seeds, the five
+Quick protocol: the fixture (2000 / 200 / 200 reviews of about 71 tokens), 6 epochs, 2 seeds, the five
 relaxations.
 """
 
