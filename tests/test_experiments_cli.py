@@ -1,4 +1,4 @@
-"""The three paper experiments through the real CLI entry point on tiny configs (seconds each)."""
+"""The paper experiments through the real CLI entry point on tiny configs (seconds each)."""
 
 from __future__ import annotations
 
@@ -86,3 +86,23 @@ def test_relax_with_two_stochastic_layers_is_planned(tmp_path, idx_root):
             "--set", "arch=two_layer", "--dry-run", "--out", str(out))
     assert r.returncode == 0 and "relax" in r.stdout and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_l2x_cli_with_corr_topk_by_name_and_resume(tmp_path):
+    args = ("l2x", "--estimators", "entropy,corr_topk:hard=False", "--set", "task=xor", "--set", "n_train=1000",
+            "--set", "n_valid=200", "--set", "batch_size=200", "--set", "evals=1")
+    records = _sweep(tmp_path / "l2x", *args)
+    labels = {r["estimator"] for r in records if r["metric"] == "median_rank" and r["n_seeds"] == 1}
+    assert labels == {"entropy", "corr_topk(hard=False)"}
+    r = cli("run", *args, "--seeds", "0", "--out", str(tmp_path / "l2x"), "--dry-run", timeout=120)
+    assert r.returncode == 0 and "2 runs, 0 to run" in r.stdout, r.stdout + r.stderr
+    r = cli("run", "l2x", "--estimators", "entropy:k=3", "--out", str(tmp_path / "bad"), timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_l2x_aspect_cli_on_the_fixture(tmp_path):
+    records = _sweep(tmp_path / "asp", "l2x-aspect", "--estimators", "l2x,corr_topk", "--set", "k=5",
+                     "--set", "fixture_train=40", "--set", "fixture_valid=10", "--set", "fixture_test=10",
+                     "--set", "epochs=1", "--set", "embed=8", "--set", "hidden=8")
+    rec = {r["estimator"]: r for r in records if r["metric"] == "subset_precision"}
+    assert set(rec) == {"l2x", "corr_topk"} and rec["corr_topk"]["paper_mean"] == 63.1

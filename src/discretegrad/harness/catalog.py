@@ -20,7 +20,8 @@ def catalog() -> dict[str, Any]:
         est.setdefault(spec.distribution, []).append(spec.describe())
     exps = [{
         "name": e.name, "distribution": e.distribution, "paper": e.paper, "description": e.description,
-        "estimators": [c.label for c in e.estimators], "quick_estimators": [c.label for c in e.quick_estimators],
+        "estimators": [c.label for c in e.estimators],
+        "local_estimators": {k: dict(v) for k, v in e.local_estimators.items()}, "quick_estimators": [c.label for c in e.quick_estimators],
         "grid": {k: list(v) for k, v in e.grid.items()},
         "quick_grid": None if e.quick_grid is None else {k: list(v) for k, v in e.quick_grid.items()},
         "seeds": list(e.seeds), "quick_seeds": list(e.quick_seeds),
@@ -54,6 +55,9 @@ def format_catalog(cat: dict[str, Any] | None = None) -> str:
     for e in cat["experiments"]:
         lines.append(f"  {e['name']}  [{e['distribution']}]  {e['paper']}")
         lines.append(f"    estimators: {', '.join(e['estimators'])}   (--quick: {', '.join(e['quick_estimators'])})")
+        for name, hp in e.get("local_estimators", {}).items():
+            lines.append(f"    own estimator {name} (not registered): "
+                         + (", ".join(f"{k}={v!r}" for k, v in hp.items()) or "-"))
         grid = "; ".join(f"{k} in {v}" for k, v in e["grid"].items()) or "-"
         lines.append(f"    grid: {grid}" + (f"   (--quick: {'; '.join(f'{k} in {v}' for k, v in e['quick_grid'].items())})"
                                              if e["quick_grid"] is not None else ""))

@@ -181,6 +181,14 @@ class Experiment:
             with the grid point as a tuple of sorted ``(key, value)`` pairs.
         artifacts: the artifacts runs log that reports tabulate (:class:`Artifact`), e.g.
             ``EFFICIENCY.with_baseline("stgs")``.
+        local_estimators: estimators the experiment implements itself, outside the registry (a
+            relaxation whose forward law is not the distribution's, e.g. correlated top-k for
+            ``topk``): ``{name: {hyperparameter: default}}``. ``--estimators`` accepts these names
+            and their hyperparameter names; their defaults are part of the run id as the
+            registry's are; their values are checked by the run (or ``check``), not by a probe call.
+        family_options: options of the distribution's family that the run supplies itself from its
+            settings (``("k",)`` for a k-subset experiment whose ``k`` is a setting): not required
+            of, and refused in, ``--estimators`` hyperparameters.
         check: optional ``check(config)`` that validates what the settings types cannot (an
             estimator/architecture pair) and the data a run will read (checksums), raising
             ``ValueError``/``TypeError``/``OSError`` with one message. The harness calls it for
@@ -206,6 +214,8 @@ class Experiment:
         dataclasses.field(default_factory=dict))
     artifacts: tuple[Artifact, ...] = ()
     check: Callable[[RunConfig], None] | None = None
+    local_estimators: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    family_options: tuple[str, ...] = ()
 
     @property
     def defaults(self) -> dict[str, Any]:

@@ -175,10 +175,23 @@ def check_overrides(experiment: Experiment, overrides: Mapping[str, Any]) -> dic
 
 def estimator_defaults(experiment: Experiment, name: str) -> dict[str, Any]:
     """The registry's default of every hyperparameter of estimator ``name`` (for the experiment's
-    distribution), as JSON values (a required one without default: ``"REQUIRED"``)."""
-    spec = get_estimator(name, distribution=experiment.distribution)
+    distribution), as JSON values (a required one without default: ``"REQUIRED"``); for one of the
+    experiment's ``local_estimators``, the defaults it declares."""
+    if name in experiment.local_estimators:
+        defaults = experiment.local_estimators[name]
+    else:
+        defaults = get_estimator(name, distribution=experiment.distribution).hyperparameters
     return {k: (v if v is None or isinstance(v, (bool, int, float, str)) else str(v))
-            for k, v in sorted(spec.hyperparameters.items())}
+            for k, v in sorted(defaults.items())}
+
+
+def _check_local_estimator(experiment: Experiment, choice: EstimatorChoice) -> None:
+    """Hyperparameter names of one of the experiment's ``local_estimators`` (values: by the run)."""
+    known = experiment.local_estimators[choice.name]
+    unknown = sorted(set(choice.hparams) - set(known))
+    if unknown:
+        raise ValueError(f"Expected hyperparameters of estimator {choice.name!r} among {sorted(known)}, "
+                         f"but got {unknown}")
 
 
 def make_config(experiment: Experiment, estimator: EstimatorChoice | str, seed: int,
@@ -198,13 +211,23 @@ def resolve_estimators(experiment: Experiment, choices: Iterable[EstimatorChoice
         choice = parse_estimator(c) if isinstance(c, str) else c
         if not isinstance(choice, EstimatorChoice):
             raise TypeError(f"Expected estimators to be EstimatorChoice or str items, but got {type(c).__name__}")
+        if choice.name in experiment.local_estimators:
+            _check_local_estimator(experiment, choice)
+            out.setdefault((choice.name, repr(sorted(choice.hparams.items()))),
+                           EstimatorChoice(choice.name, dict(choice.hparams)))
+            continue
         others = sorted(s.distribution for s in all_estimators() if s.name == choice.name)
         if others and experiment.distribution not in others:
             raise ValueError(f"Expected an estimator registered for distribution {experiment.distribution!r} "
                              f"(experiment {experiment.name!r}), but got {choice.name!r}, which is registered "
                              f"for {others}")
         spec = get_estimator(choice.name, distribution=experiment.distribution)
-        spec.check_hparam_names(dict(choice.hparams))
+        supplied = sorted(set(choice.hparams) & set(experiment.family_options))
+        if supplied:
+            raise ValueError(f"Expected no {supplied} among the hyperparameters of estimator {choice.name!r}: "
+                             f"experiment {experiment.name!r} sets them from its settings (--set), but got "
+                             f"{choice.label!r}")
+        spec.check_hparam_names({**dict.fromkeys(experiment.family_options), **choice.hparams})
         choice = EstimatorChoice(choice.name, dict(choice.hparams))
         key = (choice.name, repr(sorted(choice.hparams.items())))
         if key not in out:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["INITS", "init_linear", "ACTIVATIONS", "mlp"]
+__all__ = ["INITS", "init_linear", "linear", "ACTIVATIONS", "mlp"]
 
 INITS = ("torch", "glorot")
 
@@ -34,6 +34,11 @@ def init_linear(layer: nn.Linear, generator: torch.Generator, init: str = "torch
         if layer.bias is not None:
             layer.bias.uniform_(-bound, bound, generator=generator)
     return layer
+
+
+def linear(in_features: int, out_features: int, generator: torch.Generator) -> nn.Linear:
+    """An ``nn.Linear`` with :func:`init_linear`'s initialisation (never torch's global RNG)."""
+    return init_linear(nn.utils.skip_init(nn.Linear, in_features, out_features), generator)
 
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
