@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from discretegrad._validation import positive_float, positive_int
 
-__all__ = ["exponential", "gumbel", "gumbel_like", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
+__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "conditional_gumbel_logweights", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
            "conditional_logistic", "gumbel_with_max", "gamma", "sum_of_gamma"]
 
 
@@ -197,3 +197,31 @@ def sum_of_gamma(k: int, shape: torch.Size | tuple[int, ...], *, terms: int = 10
     scale = k / torch.arange(1, terms + 1, dtype=torch.float64, device=device)
     total = (draws * scale.reshape(terms, *([1] * len(tuple(shape))))).sum(0)
     return ((total - math.log(terms)) / k).to(dtype)
+
+
+def gumbel_perturb(logits: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``logits + G`` (no gradient) with ``G`` exactly :func:`gumbel`'s draw for the same generator state,
+    computed as ``logits - log E`` on one buffer (one pass fewer than drawing ``G`` and adding)."""
+    x = logits.detach()
+    log_e = exponential(x.shape, dtype=x.dtype, device=x.device, generator=generator).log_()
+    return torch.sub(x, log_e)
+
+
+def conditional_gumbel_logweights(logits: torch.Tensor, index: torch.Tensor, mc_samples: int, *,
+                                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """``z - T`` for ``mc_samples`` draws ``z`` of :func:`conditional_gumbel` (``T`` = the maximum, at
+    ``index``, shape ``[..., 1]``), without forming ``z``: no gradient, shape ``[mc_samples, *logits.shape]``.
+
+    From ``z_j = -logaddexp(-T, log E_j - θ_j)`` and ``T = logsumexp θ - log E_0``:
+    ``z_j - T = log σ(θ_j - logsumexp θ + log E_0 - log E_j)`` for ``j ≠ D`` and ``0`` at ``D``, so
+    ``softmax(z/τ) = softmax((z - T)/τ)`` is a logsigmoid and a softmax away (the same law and the
+    same random numbers as :func:`conditional_gumbel`)."""
+    mc_samples = positive_int("mc_samples", mc_samples)
+    x = logits.detach()
+    shape = (mc_samples, *x.shape)
+    log_e_top = exponential((*shape[:-1], 1), dtype=x.dtype, device=x.device, generator=generator).log_()
+    log_e = exponential(shape, dtype=x.dtype, device=x.device, generator=generator).log_()
+    a = (x - torch.logsumexp(x, -1, keepdim=True)) + log_e_top
+    out = F.logsigmoid(a.sub_(log_e))  # a has the full [K, ..., N] shape: broadcast over N
+    is_top = index == torch.arange(x.shape[-1], device=x.device)  # [..., N]; == has a vmap rule, scatter_ has none
+    return out.masked_fill_(is_top, 0.0)

@@ -1,0 +1,210 @@
+"""The categorical straight-through ops as custom ``autograd.Function``s with closed-form backward passes.
+
+Each Function takes the sample index ``D`` (drawn outside, with the noise, so that the Function
+itself is deterministic: ``torch.func.vmap`` generates its rule and ``torch.compile`` traces it),
+returns the exact one-hot ``D`` in the input's dtype, and applies the softmax Jacobian
+``J(p) = diag(p) - ppᵀ`` as ``J(p) v = p ⊙ v - p ⟨p, v⟩`` (no ``N x N`` matrix, no autograd graph).
+What each saves for backward is the least it needs: the input logits and an ``int32`` index (the
+softmax is recomputed in backward: no saved probability vector), or, for STGS, the perturbed
+softmax in the input's dtype. Half-precision inputs are computed in float32; masked (``-inf``)
+logits give probability 0 and therefore an exactly zero gradient, with no ``inf - inf``.
+
+The straightforward autograd compositions these replace are kept in the tests
+(``tests/test_fused.py``), which pin every Function to them to float tolerance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from discretegrad.noise import conditional_gumbel_logweights
+
+__all__ = ["softmax", "softmax_vjp", "one_hot", "StraightThrough", "PerturbedSoftmax", "Gapped", "ReinMax",
+           "GumbelRao"]
+
+
+def _compute(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def softmax(z: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """``softmax(z / tau)`` over the last dim as max, subtract, exp and divide on one buffer (on CPU
+    several times faster than ``torch.softmax`` for short rows)."""
+    y = z - z.amax(-1, keepdim=True)
+    if tau != 1.0:
+        y.div_(tau)
+    y.exp_()
+    return y.div_(y.sum(-1, keepdim=True))
+
+
+def softmax_vjp(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``J(p) v = p ⊙ v - p ⟨p, v⟩`` along the last dim."""
+    t = p * v
+    return torch.addcmul(t, p, t.sum(-1, keepdim=True), value=-1.0)
+
+
+def one_hot(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One-hot of ``index`` (``[..., 1]``) in ``like``'s shape, dtype and device."""
+    return torch.zeros_like(like).scatter(-1, index, 1.0)
+
+
+class StraightThrough(torch.autograd.Function):
+    """ST: forward one-hot ``D``, backward ``J(softmax(θ/τ)) v / τ`` (saves θ only)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits: torch.Tensor, index: torch.Tensor, tau: float) -> torch.Tensor:
+        return one_hot(index, logits)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.tau = inputs[2]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        (logits,) = ctx.saved_tensors
+        p = softmax(_compute(logits), ctx.tau)
+        out = softmax_vjp(p, _compute(grad))
+        return (out / ctx.tau if ctx.tau != 1.0 else out).to(logits.dtype), None, None
+
+
+class PerturbedSoftmax(torch.autograd.Function):
+    """STGS (and decoupled STGS): ``perturbed = θ/τ_f + G`` given; forward one-hot ``argmax perturbed``,
+    backward ``J(y) v / (τ τ_f)`` with ``y = softmax(perturbed/τ)`` saved in the input's dtype."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits: torch.Tensor, perturbed: torch.Tensor, index: torch.Tensor, tau: float,
+                forward_tau: float):
+        y = softmax(perturbed, tau)
+        return one_hot(index, logits), y.to(logits.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+        ctx.scale = inputs[3] * inputs[4]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _unused: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        out = softmax_vjp(_compute(y), _compute(grad))
+        return (out / ctx.scale if ctx.scale != 1.0 else out).to(y.dtype), None, None, None, None
+
+
+def gap_pi(probs_of_sample: torch.Tensor) -> torch.Tensor:
+    """GST-p gap ``-log(1 - π_D)/π_D`` (``π_D`` scaled by ``1 - 1e-5``; the ``π_D → 0`` limit is 1)."""
+    p = probs_of_sample * (1 - 1e-5)
+    safe = p.clamp_min(torch.finfo(p.dtype).tiny)
+    return torch.where(p > 1e-12, -torch.log1p(-safe) / safe, torch.ones_like(p))
+
+
+def gapped_logits(x: torch.Tensor, index: torch.Tensor, gap: float | str) -> torch.Tensor:
+    """GST's perturbed logits from ``sg(θ)``: ``θ'_D = max θ``, ``θ'_j = min(θ_j, max θ - gap)``."""
+    m = x.amax(-1, keepdim=True)
+    if gap == "pi":
+        pi_d = torch.exp(x.gather(-1, index) - torch.logsumexp(x, -1, keepdim=True))
+        g: torch.Tensor | float = gap_pi(pi_d)
+    else:
+        g = float(gap)
+    return torch.minimum(x, m - g).scatter(-1, index, m)
+
+
+class Gapped(torch.autograd.Function):
+    """GST: forward one-hot ``D``, backward ``J(softmax(θ'/τ)) v / τ`` with θ' recomputed (saves θ, D)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits: torch.Tensor, index: torch.Tensor, tau: float, gap: float | str) -> torch.Tensor:
+        return one_hot(index, logits)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0], inputs[1].to(torch.int32))
+        ctx.tau, ctx.gap = inputs[2], inputs[3]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        logits, index = ctx.saved_tensors
+        p = softmax(gapped_logits(_compute(logits), index.long(), ctx.gap), ctx.tau)
+        out = softmax_vjp(p, _compute(grad))
+        return (out / ctx.tau if ctx.tau != 1.0 else out).to(logits.dtype), None, None, None
+
+
+class ReinMax(torch.autograd.Function):
+    """ReinMax: forward one-hot ``D``, backward ``2 J(π1) v - J(π0) v / 2`` with ``π0 = softmax(θ)``,
+    ``π1 = (D + softmax(θ/τ))/2``, both recomputed (saves θ, D)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits: torch.Tensor, index: torch.Tensor, tau: float) -> torch.Tensor:
+        return one_hot(index, logits)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0], inputs[1].to(torch.int32))
+        ctx.tau = inputs[2]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        logits, index = ctx.saved_tensors
+        x, v = _compute(logits), _compute(grad)
+        pi0 = softmax(x)
+        p_tau = pi0 if ctx.tau == 1.0 else softmax(x, ctx.tau)
+        pi1 = (0.5 * p_tau).scatter_add(-1, index.long(), torch.full_like(x[..., :1], 0.5))
+        out = softmax_vjp(pi1, v).mul_(2.0).sub_(softmax_vjp(pi0, v), alpha=0.5)
+        return out.to(logits.dtype), None, None
+
+
+def _chunk(numel: int, mc_samples: int) -> int:
+    """Draws per chunk: about 2^20 numbers at once, so the transient memory is bounded in K."""
+    return max(1, min(mc_samples, (1 << 20) // max(1, numel)))
+
+
+class GumbelRao(torch.autograd.Function):
+    """GR-MCK: forward one-hot ``D``; backward ``(1/K) Σ_k J(y_k) v / τ`` with
+    ``y_k = softmax(z_k/τ)``, ``z_k`` conditional Gumbels given ``D``, drawn *in backward* in chunks
+    from a generator seeded by ``seed`` (a number drawn from the caller's generator in forward).
+
+    Saves θ and ``D`` only: nothing that grows with K (no second moment, no draws); the draws are
+    made once, where they are used. The weights ``y_k`` come straight from the closed form
+    ``y_kj ∝ σ(θ_j - T_k - log E_kj)^{1/τ}`` (:func:`discretegrad.noise.conditional_gumbel_logweights`)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits: torch.Tensor, index: torch.Tensor, tau: float, mc_samples: int, seed: int) -> torch.Tensor:
+        return one_hot(index, logits)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0], inputs[1].to(torch.int32))
+        ctx.tau, ctx.mc_samples, ctx.seed = inputs[2], inputs[3], inputs[4]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        logits, index = ctx.saved_tensors
+        x, v, index = _compute(logits), _compute(grad), index.long()
+        gen = torch.Generator(device=x.device).manual_seed(ctx.seed)
+        k_total, acc = ctx.mc_samples, torch.zeros_like(x)
+        step = _chunk(x.numel(), k_total)
+        for start in range(0, k_total, step):
+            k = min(step, k_total - start)
+            y = conditional_gumbel_logweights(x, index, k, generator=gen)  # log y up to a constant, [k, ..., N]
+            y = softmax(y, ctx.tau)
+            acc += softmax_vjp(y, v).sum(0)
+        scale = 1.0 / (k_total * ctx.tau)
+        return acc.mul_(scale).to(logits.dtype), None, None, None, None
+
+
+def seed_from(generator: torch.Generator | None, device: torch.device) -> int:
+    """A 62-bit seed drawn from ``generator`` (one draw), for a generator made later (GR-MCK's backward)."""
+    return int(torch.randint(0, 2**62, (), generator=generator, device=device))
+
