@@ -12,7 +12,8 @@ repeats and as ratios to both baselines (never as an absolute target). Three sec
   version (compile time excluded: the warm-up call compiles).
 
 'saved' = bytes of the distinct storages autograd keeps for backward (saved-tensor hooks; custom
-``autograd.Function``s save through ``save_for_backward`` and are counted), the input excluded.
+``autograd.Function``s save through ``save_for_backward`` and are counted), the input included when
+an op saves it.
 
     python benchmarks/bench_categorical.py [--device cuda] [--reps 15] [--threads 1] [--compile]
         [--out results/benchmarks/categorical.md]
@@ -55,13 +56,12 @@ def plain_softmax(logits, *, generator=None):
 
 
 def saved_bytes(fn, logits, gen) -> int:
-    """Bytes of the distinct storages saved for backward by one call, the input's excluded."""
+    """Bytes of the distinct storages saved for backward by one call, the input's included when an op
+    saves it (it then outlives the caller's own use of it)."""
     storages = {}
 
     def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr != logits.untyped_storage().data_ptr():
-            storages[ptr] = t.untyped_storage().nbytes()
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -123,7 +123,7 @@ def main(argv=None):
              f"{args.reps} interleaved repeats (rotating order, one warm-up each); ratios are of medians, to the "
              "baselines measured in the same run: `F.gumbel_softmax(hard=True)` (gs) and a plain "
              "`torch.softmax` forward+backward (softmax) over the same logits. 'saved' = bytes of the distinct "
-             "storages autograd keeps for backward, the input excluded (saved-tensor hooks), ratio to gs.\n"]
+             "storages autograd keeps for backward, the input included when an op saves it (saved-tensor hooks), ratio to gs.\n"]
     head = ["op", "median ms", "min ms", "/ gs", "/ softmax", "saved KiB", "saved / gs"]
     base = {"baseline: F.gumbel_softmax(hard=True)": torch_gumbel_softmax, "baseline: softmax": plain_softmax}
     names = list(base)

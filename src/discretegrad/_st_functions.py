@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from discretegrad.noise import conditional_gumbel_logweights
+from discretegrad.noise import conditional_gumbel_logweights, conditional_gumbel_weights
 
 __all__ = ["softmax", "softmax_vjp", "one_hot", "StraightThrough", "PerturbedSoftmax", "Gapped", "ReinMax",
            "GumbelRao"]
@@ -139,7 +139,14 @@ class Gapped(torch.autograd.Function):
 
 class ReinMax(torch.autograd.Function):
     """ReinMax: forward one-hot ``D``, backward ``2 J(π1) v - J(π0) v / 2`` with ``π0 = softmax(θ)``,
-    ``π1 = (D + softmax(θ/τ))/2``, both recomputed (saves θ, D)."""
+    ``π1 = (D + p)/2``, ``p = softmax(θ/τ)``, both recomputed (saves θ, D).
+
+    Expanded with ``D`` one-hot (``s_p = ⟨p, v⟩``, ``s_0 = ⟨π0, v⟩``)::
+
+        2 J(π1) v - J(π0) v / 2 = p ⊙ (v - (v_D + s_p)/2) - π0 ⊙ (v - s_0)/2 + e_D (v_D - s_p)/2
+
+    and at ``τ = 1`` (``p = π0``) this is ``π0 ⊙ (v - v_D)/2 + e_D (v_D - s_0)/2``: one softmax, no
+    ``N``-vector ``π1``."""
 
     generate_vmap_rule = True
 
@@ -156,11 +163,19 @@ class ReinMax(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor):
         logits, index = ctx.saved_tensors
         x, v = _compute(logits), _compute(grad)
-        pi0 = softmax(x)
-        p_tau = pi0 if ctx.tau == 1.0 else softmax(x, ctx.tau)
-        pi1 = (0.5 * p_tau).scatter_add(-1, index.long(), torch.full_like(x[..., :1], 0.5))
-        out = softmax_vjp(pi1, v).mul_(2.0).sub_(softmax_vjp(pi0, v), alpha=0.5)
-        return out.to(logits.dtype), None, None
+        index = index.long()
+        pi0, v_d = softmax(x), v.gather(-1, index)
+        if ctx.tau == 1.0:
+            out = pi0 * (v - v_d)  # its row sum is s_0 - v_D
+            d_term = out.sum(-1, keepdim=True).mul_(-0.5)
+            out.mul_(0.5)
+        else:
+            p = softmax(x, ctx.tau)
+            s_p, s_0 = (p * v).sum(-1, keepdim=True), (pi0 * v).sum(-1, keepdim=True)
+            out = p * (v - 0.5 * (v_d + s_p))
+            out.sub_(pi0 * (v - s_0), alpha=0.5)
+            d_term = 0.5 * (v_d - s_p)
+        return out.scatter_add(-1, index, d_term).to(logits.dtype), None, None
 
 
 def _chunk(numel: int, mc_samples: int) -> int:
@@ -175,7 +190,9 @@ class GumbelRao(torch.autograd.Function):
 
     Saves θ and ``D`` only: nothing that grows with K (no second moment, no draws); the draws are
     made once, where they are used. The weights ``y_k`` come straight from the closed form
-    ``y_kj ∝ σ(θ_j - T_k - log E_kj)^{1/τ}`` (:func:`discretegrad.noise.conditional_gumbel_logweights`)."""
+    ``y_kj ∝ σ(θ_j - T_k - log E_kj)^{1/τ}``: for ``τ <= 1`` as ``E_0 π_j / (E_0 π_j + E_j)`` with no
+    logarithm (:func:`discretegrad.noise.conditional_gumbel_weights`), for ``τ > 1`` in log space
+    (:func:`discretegrad.noise.conditional_gumbel_logweights`)."""
 
     generate_vmap_rule = True
 
@@ -193,12 +210,17 @@ class GumbelRao(torch.autograd.Function):
         logits, index = ctx.saved_tensors
         x, v, index = _compute(logits), _compute(grad), index.long()
         gen = torch.Generator(device=x.device).manual_seed(ctx.seed)
-        k_total, acc = ctx.mc_samples, torch.zeros_like(x)
+        k_total, acc, tau = ctx.mc_samples, torch.zeros_like(x), ctx.tau
+        probs = softmax(x) if tau <= 1.0 else None
         step = _chunk(x.numel(), k_total)
         for start in range(0, k_total, step):
             k = min(step, k_total - start)
-            y = conditional_gumbel_logweights(x, index, k, generator=gen)  # log y up to a constant, [k, ..., N]
-            y = softmax(y, ctx.tau)
+            if probs is not None:  # weights exp(z - T) <= 1, no logarithm; raised to 1/τ >= 1
+                w = conditional_gumbel_weights(probs, index, k, generator=gen)
+                w = w if tau == 1.0 else w.pow_(1.0 / tau)
+                y = w.div_(w.sum(-1, keepdim=True))
+            else:  # τ > 1 would raise underflowed weights to a power below 1: log space
+                y = softmax(conditional_gumbel_logweights(x, index, k, generator=gen), tau)
             acc += softmax_vjp(y, v).sum(0)
         scale = 1.0 / (k_total * ctx.tau)
         return acc.mul_(scale).to(logits.dtype), None, None, None, None

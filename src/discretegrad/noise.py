@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from discretegrad._validation import positive_float, positive_int
 
-__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "conditional_gumbel_logweights", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
+__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "conditional_gumbel_logweights",
+           "conditional_gumbel_weights", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
            "conditional_logistic", "gumbel_with_max", "gamma", "sum_of_gamma"]
 
 
@@ -225,3 +226,23 @@ def conditional_gumbel_logweights(logits: torch.Tensor, index: torch.Tensor, mc_
     out = F.logsigmoid(a.sub_(log_e))  # a has the full [K, ..., N] shape: broadcast over N
     is_top = index == torch.arange(x.shape[-1], device=x.device)  # [..., N]; == has a vmap rule, scatter_ has none
     return out.masked_fill_(is_top, 0.0)
+
+
+def conditional_gumbel_weights(probs: torch.Tensor, index: torch.Tensor, mc_samples: int, *,
+                               generator: torch.Generator | None = None) -> torch.Tensor:
+    """``exp(z - T)`` for the draws of :func:`conditional_gumbel_logweights` (the same random numbers),
+    from ``probs = softmax(θ)``, with no logarithm: ``E_0 π_j / (E_0 π_j + E_j)`` for ``j ≠ D``, 1 at ``D``.
+
+    ``σ(θ_j - logsumexp θ + log E_0 - log E_j) = E_0 π_j / (E_0 π_j + E_j)``; the denominator is at
+    least ``E_j >= finfo.tiny``, so no ``0/0``. Where ``π_j`` underflows the weight is 0 instead of
+    a number below ``1e-29``: exact to float precision for ``softmax(z/τ)`` with ``τ <= 1`` (the
+    weights are raised to ``1/τ >= 1``); for ``τ > 1`` use the log-space version."""
+    mc_samples = positive_int("mc_samples", mc_samples)
+    p = probs.detach()
+    shape = (mc_samples, *p.shape)
+    e_top = exponential((*shape[:-1], 1), dtype=p.dtype, device=p.device, generator=generator)
+    e = exponential(shape, dtype=p.dtype, device=p.device, generator=generator)
+    q = p * e_top  # [K, ..., N]
+    w = q.div_(e + q)  # out of place: under vmap(randomness="same") e is unbatched, q batched
+    is_top = index == torch.arange(p.shape[-1], device=p.device)
+    return w.masked_fill_(is_top, 1.0)
