@@ -179,14 +179,17 @@ class ReinMax(torch.autograd.Function):
 
 
 def _chunk(numel: int, mc_samples: int) -> int:
-    """Draws per chunk: about 2^20 numbers at once, so the transient memory is bounded in K."""
-    return max(1, min(mc_samples, (1 << 20) // max(1, numel)))
+    """Draws per chunk: about 2^18 numbers at once (a few MiB of temporaries), so the transient
+    memory is bounded in K."""
+    return max(1, min(mc_samples, (1 << 18) // max(1, numel)))
 
 
 class GumbelRao(torch.autograd.Function):
     """GR-MCK: forward one-hot ``D``; backward ``(1/K) Σ_k J(y_k) v / τ`` with
     ``y_k = softmax(z_k/τ)``, ``z_k`` conditional Gumbels given ``D``, drawn *in backward* in chunks
-    from a generator seeded by ``seed`` (a number drawn from the caller's generator in forward).
+    from a generator seeded by ``seed`` (a number drawn from the caller's generator in forward; with
+    no generator, ``seed`` is ``None`` and the draws come from torch's default generator at backward
+    time, which is also what ``torch.compile`` can trace).
 
     Saves θ and ``D`` only: nothing that grows with K (no second moment, no draws); the draws are
     made once, where they are used. The weights ``y_k`` come straight from the closed form
@@ -197,7 +200,8 @@ class GumbelRao(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(logits: torch.Tensor, index: torch.Tensor, tau: float, mc_samples: int, seed: int) -> torch.Tensor:
+    def forward(logits: torch.Tensor, index: torch.Tensor, tau: float, mc_samples: int,
+                seed: int | None) -> torch.Tensor:
         return one_hot(index, logits)
 
     @staticmethod
@@ -209,7 +213,7 @@ class GumbelRao(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor):
         logits, index = ctx.saved_tensors
         x, v, index = _compute(logits), _compute(grad), index.long()
-        gen = torch.Generator(device=x.device).manual_seed(ctx.seed)
+        gen = None if ctx.seed is None else torch.Generator(device=x.device).manual_seed(ctx.seed)
         k_total, acc, tau = ctx.mc_samples, torch.zeros_like(x), ctx.tau
         probs = softmax(x) if tau <= 1.0 else None
         step = _chunk(x.numel(), k_total)
@@ -226,7 +230,10 @@ class GumbelRao(torch.autograd.Function):
         return acc.mul_(scale).to(logits.dtype), None, None, None, None
 
 
-def seed_from(generator: torch.Generator | None, device: torch.device) -> int:
-    """A 62-bit seed drawn from ``generator`` (one draw), for a generator made later (GR-MCK's backward)."""
+def seed_from(generator: torch.Generator | None, device: torch.device) -> int | None:
+    """A 62-bit seed drawn from ``generator`` (one draw), for a generator made later (GR-MCK's
+    backward); ``None`` without a generator (the backward then draws from torch's default one)."""
+    if generator is None:
+        return None
     return int(torch.randint(0, 2**62, (), generator=generator, device=device))
 

@@ -227,6 +227,10 @@ def generator_for(name: str, generator: Any, tensor: torch.Tensor) -> torch.Gene
     """``None`` or a ``torch.Generator`` on the same device type as ``tensor``."""
     if generator is None:
         return None
+    if torch.compiler.is_compiling():
+        raise TypeError(f"Expected {name}=None under torch.compile (torch {torch.__version__} cannot trace a "
+                        f"torch.Generator: a draw that takes one breaks the graph; the compiled op draws from "
+                        f"torch's default generator), but got a torch.Generator")
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"Expected {name} to be a torch.Generator or None, but got {type(generator).__name__}")
     if generator.device.type != tensor.device.type:

@@ -160,8 +160,11 @@ def gamma(concentration: float, shape: torch.Size | tuple[int, ...], *, dtype: t
     ``v > 0`` and ``log U < x²/2 + d - d v + d log v`` (acceptance above 95 %; rejected entries are
     redrawn, vectorised). For ``a < 1``: ``Gamma(a) = Gamma(a + 1) · U^{1/a}``, the power taken in
     log space (it may underflow to 0, a valid value). Computed in float64, returned in ``dtype``.
+    Under ``torch.compile`` (where no generator can be passed) it is ``torch._standard_gamma``.
     """
     a = positive_float("concentration", concentration)
+    if torch.compiler.is_compiling():  # the rejection loop is data-dependent; under compile there is no generator
+        return torch._standard_gamma(torch.full(shape, a, dtype=torch.float64, device=device)).to(dtype)
     boost = a < 1
     d = (a + 1 if boost else a) - 1 / 3
     c = 1 / (9 * d) ** 0.5
