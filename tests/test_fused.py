@@ -15,13 +15,14 @@ import pytest
 import torch
 
 import discretegrad as dg
+from _devices import DEVICES
 from discretegrad.noise import conditional_gumbel
 
 TOL = {torch.float64: (1e-10, 1e-12), torch.float32: (2e-5, 1e-6)}
 
 
 def _gumbel(x, gen):
-    return dg.noise.gumbel(x.shape, dtype=x.dtype, generator=gen)
+    return dg.noise.gumbel(x.shape, dtype=x.dtype, device=x.device, generator=gen)
 
 
 def _st(hard, soft):
@@ -67,8 +68,8 @@ def ref_reinmax(x, gen, tau=1.0):
 
 def ref_gumbel_rao(x, gen, tau=1.0, mc_samples=7):
     hard = _one_hot(x.detach() + _gumbel(x, gen))
-    seed = int(torch.randint(0, 2**62, (), generator=gen))
-    z = conditional_gumbel(x, hard.argmax(-1), mc_samples, generator=torch.Generator().manual_seed(seed))
+    seed = int(torch.randint(0, 2**62, (), generator=gen, device=x.device))
+    z = conditional_gumbel(x, hard.argmax(-1), mc_samples, generator=torch.Generator(x.device).manual_seed(seed))
     return _st(hard, torch.softmax((x + (z - x.detach())) / tau, -1).mean(0))  # K copies kept (naive)
 
 
@@ -83,22 +84,23 @@ def _compare(name, ref, hp, x, v, atol_rtol, dim=-1, x_ref=None):
     op = dg.registry.get(name, distribution="categorical").fn
     x_ref = x if x_ref is None else x_ref
     leaf = x.clone().requires_grad_(True)
-    out = op(leaf, generator=torch.Generator().manual_seed(3), dim=dim, **hp)
+    out = op(leaf, generator=torch.Generator(x.device).manual_seed(3), dim=dim, **hp)
     (g,) = torch.autograd.grad((out * v).sum(), leaf)
     rleaf = x_ref.clone().movedim(dim, -1).requires_grad_(True)
-    rout = ref(rleaf, torch.Generator().manual_seed(3), **hp)
+    rout = ref(rleaf, torch.Generator(x.device).manual_seed(3), **hp)
     (rg,) = torch.autograd.grad((rout * v.movedim(dim, -1)).sum(), rleaf)
     assert torch.equal(out.movedim(dim, -1), rout.detach())
     rtol, atol = atol_rtol
     torch.testing.assert_close(g.movedim(dim, -1), rg, rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name, ref, hp", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_fused_op_equals_autograd_reference(name, ref, hp, dtype):
+def test_fused_op_equals_autograd_reference(name, ref, hp, dtype, device):
     g = torch.Generator().manual_seed(0)
-    x = (torch.randn(7, 3, 6, generator=g, dtype=torch.float64) * 3).to(dtype)
-    v = torch.randn(7, 3, 6, generator=g, dtype=torch.float64).to(dtype)
+    x = (torch.randn(7, 3, 6, generator=g, dtype=torch.float64) * 3).to(dtype).to(device)
+    v = torch.randn(7, 3, 6, generator=g, dtype=torch.float64).to(dtype).to(device)
     _compare(name, ref, hp, x, v, TOL[dtype])
 
 
