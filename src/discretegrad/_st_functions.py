@@ -29,10 +29,10 @@ def _compute(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def softmax(z: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+def softmax(z: torch.Tensor, tau: float = 1.0, top: torch.Tensor | None = None) -> torch.Tensor:
     """``softmax(z / tau)`` over the last dim as max, subtract, exp and divide on one buffer (on CPU
-    several times faster than ``torch.softmax`` for short rows)."""
-    y = z - z.amax(-1, keepdim=True)
+    several times faster than ``torch.softmax`` for short rows); ``top``: ``z``'s row maxima if known."""
+    y = z - (z.amax(-1, keepdim=True) if top is None else top)
     if tau != 1.0:
         y.div_(tau)
     y.exp_()
@@ -73,28 +73,29 @@ class StraightThrough(torch.autograd.Function):
 
 
 class PerturbedSoftmax(torch.autograd.Function):
-    """STGS (and decoupled STGS): ``perturbed = θ/τ_f + G`` given; forward one-hot ``argmax perturbed``,
+    """STGS (and decoupled STGS): ``perturbed = θ/τ_f + G``, its row maxima ``top`` and argmax ``index``
+    given; forward one-hot ``index``,
     backward ``J(y) v / (τ τ_f)`` with ``y = softmax(perturbed/τ)`` saved in the input's dtype."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(logits: torch.Tensor, perturbed: torch.Tensor, index: torch.Tensor, tau: float,
+    def forward(logits: torch.Tensor, perturbed: torch.Tensor, top: torch.Tensor, index: torch.Tensor, tau: float,
                 forward_tau: float):
-        y = softmax(perturbed, tau)
+        y = softmax(perturbed, tau, top)
         return one_hot(index, logits), y.to(logits.dtype)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         ctx.mark_non_differentiable(output[1])
         ctx.save_for_backward(output[1])
-        ctx.scale = inputs[3] * inputs[4]
+        ctx.scale = inputs[4] * inputs[5]
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _unused: torch.Tensor):
         (y,) = ctx.saved_tensors
         out = softmax_vjp(_compute(y), _compute(grad))
-        return (out / ctx.scale if ctx.scale != 1.0 else out).to(y.dtype), None, None, None, None
+        return (out / ctx.scale if ctx.scale != 1.0 else out).to(y.dtype), None, None, None, None, None
 
 
 def gap_pi(probs_of_sample: torch.Tensor) -> torch.Tensor:

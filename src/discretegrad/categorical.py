@@ -166,11 +166,13 @@ def _setup(logits: torch.Tensor, tau: float, generator: torch.Generator | None, 
 
 
 def _gumbel_argmax(moved: torch.Tensor, generator: torch.Generator | None, forward_tau: float = 1.0):
-    """``(θ/τ_f + G`` in the compute dtype, no gradient; its argmax ``D`` as ``[..., 1]``)``: the same
-    random numbers as :func:`_sample`; a ``-inf`` logit stays ``-inf`` and never wins."""
+    """``(θ/τ_f + G`` in the compute dtype, no gradient; its row maxima and argmax ``D``, ``[..., 1]``)``:
+    the same random numbers as :func:`_sample`; a ``-inf`` logit stays ``-inf`` and never wins.
+    ``max`` gives both in one pass (the first maximal index, as ``argmax``)."""
     x = moved.detach().to(compute_dtype(moved.dtype))
     perturbed = gumbel_perturb(x if forward_tau == 1.0 else x / forward_tau, generator=generator)
-    return perturbed, perturbed.argmax(-1, keepdim=True)
+    top, index = perturbed.max(-1, keepdim=True)
+    return perturbed, top, index
 
 
 def _back(out: torch.Tensor, dim: int) -> torch.Tensor:
@@ -186,7 +188,7 @@ def st(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
     gradient step (pWGF, Cheng et al. 2019) and the GST paper's "ST" ablation.
     """
     moved, tau, generator, dim = _setup(logits, tau, generator, dim)
-    _, index = _gumbel_argmax(moved, generator)
+    _, _, index = _gumbel_argmax(moved, generator)
     return _back(fn.StraightThrough.apply(moved, index, tau), dim)
 
 
@@ -213,8 +215,8 @@ def stgs(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
     generator, log-space noise and an exactly one-hot forward value in every dtype.
     """
     moved, tau, generator, dim = _setup(logits, tau, generator, dim)
-    perturbed, index = _gumbel_argmax(moved, generator)
-    return _back(fn.PerturbedSoftmax.apply(moved, perturbed, index, tau, 1.0)[0], dim)
+    perturbed, top, index = _gumbel_argmax(moved, generator)
+    return _back(fn.PerturbedSoftmax.apply(moved, perturbed, top, index, tau, 1.0)[0], dim)
 
 
 @register("gumbel_rao", distribution="categorical", reference="Paulus et al. 2021 (Gumbel-Rao); GST eq. 11")
@@ -244,7 +246,7 @@ def gumbel_rao(
     """
     moved, tau, generator, dim = _setup(logits, tau, generator, dim)
     mc_samples = V.positive_int("mc_samples", mc_samples)
-    _, index = _gumbel_argmax(moved, generator)
+    _, _, index = _gumbel_argmax(moved, generator)
     seed = fn.seed_from(generator, moved.device)
     return _back(fn.GumbelRao.apply(moved, index, tau, mc_samples, seed), dim)
 
@@ -291,7 +293,7 @@ def gst(
     """
     gap = _check_gap(gap)
     moved, tau, generator, dim = _setup(logits, tau, generator, dim)
-    _, index = _gumbel_argmax(moved, generator)
+    _, _, index = _gumbel_argmax(moved, generator)
     return _back(fn.Gapped.apply(moved, index, tau, gap), dim)
 
 
@@ -326,7 +328,7 @@ def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
     ``J(π1)`` is applied as a fixed linear map (no ``log π1``, so no ``log 0`` for extreme logits).
     """
     moved, tau, generator, dim = _setup(logits, tau, generator, dim)
-    _, index = _gumbel_argmax(moved, generator)
+    _, _, index = _gumbel_argmax(moved, generator)
     return _back(fn.ReinMax.apply(moved, index, tau), dim)
 
 
@@ -354,5 +356,5 @@ def decoupled_stgs(logits: torch.Tensor, *, tau: float = 1.0, forward_tau: float
     """
     moved, tau, generator, dim = _setup(logits, tau, generator, dim)
     forward_tau = V.positive_float("forward_tau", forward_tau)
-    perturbed, index = _gumbel_argmax(moved, generator, forward_tau)
-    return _back(fn.PerturbedSoftmax.apply(moved, perturbed, index, tau, forward_tau)[0], dim)
+    perturbed, top, index = _gumbel_argmax(moved, generator, forward_tau)
+    return _back(fn.PerturbedSoftmax.apply(moved, perturbed, top, index, tau, forward_tau)[0], dim)
