@@ -21,8 +21,8 @@ import torch
 
 from discretegrad.noise import conditional_gumbel_logweights, conditional_gumbel_weights
 
-__all__ = ["softmax", "softmax_vjp", "one_hot", "StraightThrough", "PerturbedSoftmax", "Gapped", "ReinMax",
-           "GumbelRao"]
+__all__ = ["softmax", "softmax_vjp", "one_hot", "gap_pi", "gapped_logits", "seed_from", "StraightThrough",
+           "PerturbedSoftmax", "Gapped", "ReinMax", "GumbelRao"]
 
 
 def _compute(x: torch.Tensor) -> torch.Tensor:
@@ -50,26 +50,38 @@ def one_hot(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like).scatter(-1, index, 1.0)
 
 
-class StraightThrough(torch.autograd.Function):
-    """ST: forward one-hot ``D``, backward ``J(softmax(θ/τ)) v / τ`` (saves θ only)."""
+class _OneHot(torch.autograd.Function):
+    """Shared by the ops below: forward the exact one-hot of ``index`` in the logits' dtype; save the
+    logits and ``index`` (as int32) for a backward that recomputes what it needs; ``ctx.args`` holds
+    the remaining (non-tensor) arguments."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(logits: torch.Tensor, index: torch.Tensor, tau: float) -> torch.Tensor:
+    def forward(logits: torch.Tensor, index: torch.Tensor, *args: Any) -> torch.Tensor:
         return one_hot(index, logits)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0], inputs[1].to(torch.int32))
+        ctx.args = inputs[2:]
+
+
+class StraightThrough(_OneHot):
+    """ST: forward one-hot ``D``, backward ``J(softmax(θ/τ)) v / τ`` (args: ``tau``; saves θ only)."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
         ctx.save_for_backward(inputs[0])
-        ctx.tau = inputs[2]
+        ctx.args = inputs[2:]
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         (logits,) = ctx.saved_tensors
-        p = softmax(_compute(logits), ctx.tau)
+        (tau,) = ctx.args
+        p = softmax(_compute(logits), tau)
         out = softmax_vjp(p, _compute(grad))
-        return (out / ctx.tau if ctx.tau != 1.0 else out).to(logits.dtype), None, None
+        return (out / tau if tau != 1.0 else out).to(logits.dtype), None, None
 
 
 class PerturbedSoftmax(torch.autograd.Function):
@@ -116,29 +128,19 @@ def gapped_logits(x: torch.Tensor, index: torch.Tensor, gap: float | str) -> tor
     return torch.minimum(x, m - g).scatter(-1, index, m)
 
 
-class Gapped(torch.autograd.Function):
-    """GST: forward one-hot ``D``, backward ``J(softmax(θ'/τ)) v / τ`` with θ' recomputed (saves θ, D)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(logits: torch.Tensor, index: torch.Tensor, tau: float, gap: float | str) -> torch.Tensor:
-        return one_hot(index, logits)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        ctx.save_for_backward(inputs[0], inputs[1].to(torch.int32))
-        ctx.tau, ctx.gap = inputs[2], inputs[3]
+class Gapped(_OneHot):
+    """GST: forward one-hot ``D``, backward ``J(softmax(θ'/τ)) v / τ`` with θ' recomputed (args: ``tau, gap``)."""
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         logits, index = ctx.saved_tensors
-        p = softmax(gapped_logits(_compute(logits), index.long(), ctx.gap), ctx.tau)
+        tau, gap = ctx.args
+        p = softmax(gapped_logits(_compute(logits), index.long(), gap), tau)
         out = softmax_vjp(p, _compute(grad))
-        return (out / ctx.tau if ctx.tau != 1.0 else out).to(logits.dtype), None, None, None
+        return (out / tau if tau != 1.0 else out).to(logits.dtype), None, None, None
 
 
-class ReinMax(torch.autograd.Function):
+class ReinMax(_OneHot):
     """ReinMax: forward one-hot ``D``, backward ``2 J(π1) v - J(π0) v / 2`` with ``π0 = softmax(θ)``,
     ``π1 = (D + p)/2``, ``p = softmax(θ/τ)``, both recomputed (saves θ, D).
 
@@ -147,31 +149,21 @@ class ReinMax(torch.autograd.Function):
         2 J(π1) v - J(π0) v / 2 = p ⊙ (v - (v_D + s_p)/2) - π0 ⊙ (v - s_0)/2 + e_D (v_D - s_p)/2
 
     and at ``τ = 1`` (``p = π0``) this is ``π0 ⊙ (v - v_D)/2 + e_D (v_D - s_0)/2``: one softmax, no
-    ``N``-vector ``π1``."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(logits: torch.Tensor, index: torch.Tensor, tau: float) -> torch.Tensor:
-        return one_hot(index, logits)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        ctx.save_for_backward(inputs[0], inputs[1].to(torch.int32))
-        ctx.tau = inputs[2]
+    ``N``-vector ``π1`` (args: ``tau``)."""
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         logits, index = ctx.saved_tensors
+        (tau,) = ctx.args
         x, v = _compute(logits), _compute(grad)
         index = index.long()
         pi0, v_d = softmax(x), v.gather(-1, index)
-        if ctx.tau == 1.0:
+        if tau == 1.0:
             out = pi0 * (v - v_d)  # its row sum is s_0 - v_D
             d_term = out.sum(-1, keepdim=True).mul_(-0.5)
             out.mul_(0.5)
         else:
-            p = softmax(x, ctx.tau)
+            p = softmax(x, tau)
             s_p, s_0 = (p * v).sum(-1, keepdim=True), (pi0 * v).sum(-1, keepdim=True)
             out = p * (v - 0.5 * (v_d + s_p))
             out.sub_(pi0 * (v - s_0), alpha=0.5)
@@ -185,7 +177,7 @@ def _chunk(numel: int, mc_samples: int) -> int:
     return max(1, min(mc_samples, (1 << 18) // max(1, numel)))
 
 
-class GumbelRao(torch.autograd.Function):
+class GumbelRao(_OneHot):
     """GR-MCK: forward one-hot ``D``; backward ``(1/K) Σ_k J(y_k) v / τ`` with
     ``y_k = softmax(z_k/τ)``, ``z_k`` conditional Gumbels given ``D``, drawn *in backward* in chunks
     from a generator seeded by ``seed`` (a number drawn from the caller's generator in forward; with
@@ -196,26 +188,15 @@ class GumbelRao(torch.autograd.Function):
     made once, where they are used. The weights ``y_k`` come straight from the closed form
     ``y_kj ∝ σ(θ_j - T_k - log E_kj)^{1/τ}``: for ``τ <= 1`` as ``E_0 π_j / (E_0 π_j + E_j)`` with no
     logarithm (:func:`discretegrad.noise.conditional_gumbel_weights`), for ``τ > 1`` in log space
-    (:func:`discretegrad.noise.conditional_gumbel_logweights`)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(logits: torch.Tensor, index: torch.Tensor, tau: float, mc_samples: int,
-                seed: int | None) -> torch.Tensor:
-        return one_hot(index, logits)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        ctx.save_for_backward(inputs[0], inputs[1].to(torch.int32))
-        ctx.tau, ctx.mc_samples, ctx.seed = inputs[2], inputs[3], inputs[4]
+    (:func:`discretegrad.noise.conditional_gumbel_logweights`). Args: ``tau, mc_samples, seed``."""
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         logits, index = ctx.saved_tensors
+        tau, k_total, seed = ctx.args
         x, v, index = _compute(logits), _compute(grad), index.long()
-        gen = None if ctx.seed is None else torch.Generator(device=x.device).manual_seed(ctx.seed)
-        k_total, acc, tau = ctx.mc_samples, torch.zeros_like(x), ctx.tau
+        gen = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
+        acc = torch.zeros_like(x)
         probs = softmax(x) if tau <= 1.0 else None
         step = _chunk(x.numel(), k_total)
         for start in range(0, k_total, step):
@@ -227,7 +208,7 @@ class GumbelRao(torch.autograd.Function):
             else:  # τ > 1 would raise underflowed weights to a power below 1: log space
                 y = softmax(conditional_gumbel_logweights(x, index, k, generator=gen), tau)
             acc += softmax_vjp(y, v).sum(0)
-        scale = 1.0 / (k_total * ctx.tau)
+        scale = 1.0 / (k_total * tau)
         return acc.mul_(scale).to(logits.dtype), None, None, None, None
 
 
