@@ -12,9 +12,12 @@ one-hot). Notation below: ``π = softmax(θ)``, ``sg`` = stop-gradient.
 
 Masked logits: a ``-inf`` entry masks its category (padding, invalid actions): it is never
 sampled, has probability 0 and gets a zero gradient; every row needs one finite entry (an
-all-``-inf`` row is a ``ValueError`` when validating; NaN and ``+inf`` are refused). Inside the
-ops a masked logit is replaced by the dtype's most negative finite number (``torch.where``, so
-its gradient is exactly zero) and the sample's argmax excludes it, so no ``inf - inf`` arises.
+all-``-inf`` row is a ``ValueError`` when validating; NaN and ``+inf`` are refused). The fused ops
+(st, stgs, gst, reinmax, decoupled_stgs, gumbel_rao: custom autograd Functions with closed-form
+backward passes, :mod:`discretegrad._st_functions`) keep ``-inf`` as it is: its probability is 0,
+its gradient exactly 0, and no ``inf - inf`` is formed. The others (gumbel_softmax, nz_gst)
+replace a masked logit by the dtype's most negative finite number (``torch.where``, so its
+gradient is exactly zero) and exclude it from the sample's argmax.
 """
 
 from __future__ import annotations
