@@ -198,10 +198,13 @@ def masked_logits(name: str, value: torch.Tensor, dim: int = -1) -> None:
     if not checking():
         return
     v = value.detach()
-    if bool((torch.isnan(v) | (v == math.inf)).any()):
+    if v.numel() == 0:
+        return
+    top = v.amax(dim)  # one pass: a NaN propagates into its row's max, +inf is the max, an all -inf row's max is -inf
+    if bool((torch.isnan(top) | (top == math.inf)).any()):
         raise ValueError(f"Expected {name} ({_describe(value)}) to be finite or -inf (masked), "
                          f"but found NaN or +inf values")
-    if v.shape[dim] > 0 and not bool(torch.isfinite(v).any(dim).all()):
+    if bool((top == -math.inf).any()):
         raise ValueError(f"Expected {name} ({_describe(value)}) to have at least one finite entry per row "
                          f"(-inf masks a category), but found a row with every entry -inf")
 
@@ -224,6 +227,10 @@ def generator_for(name: str, generator: Any, tensor: torch.Tensor) -> torch.Gene
     """``None`` or a ``torch.Generator`` on the same device type as ``tensor``."""
     if generator is None:
         return None
+    if torch.compiler.is_compiling():
+        raise TypeError(f"Expected {name}=None under torch.compile (torch {torch.__version__} cannot trace a "
+                        f"torch.Generator: a draw that takes one breaks the graph; the compiled op draws from "
+                        f"torch's default generator), but got a torch.Generator")
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"Expected {name} to be a torch.Generator or None, but got {type(generator).__name__}")
     if generator.device.type != tensor.device.type:

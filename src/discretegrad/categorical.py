@@ -12,9 +12,12 @@ one-hot). Notation below: ``π = softmax(θ)``, ``sg`` = stop-gradient.
 
 Masked logits: a ``-inf`` entry masks its category (padding, invalid actions): it is never
 sampled, has probability 0 and gets a zero gradient; every row needs one finite entry (an
-all-``-inf`` row is a ``ValueError`` when validating; NaN and ``+inf`` are refused). Inside the
-ops a masked logit is replaced by the dtype's most negative finite number (``torch.where``, so
-its gradient is exactly zero) and the sample's argmax excludes it, so no ``inf - inf`` arises.
+all-``-inf`` row is a ``ValueError`` when validating; NaN and ``+inf`` are refused). The fused ops
+(st, stgs, gst, reinmax, decoupled_stgs, gumbel_rao: custom autograd Functions with closed-form
+backward passes, :mod:`discretegrad._st_functions`) keep ``-inf`` as it is: its probability is 0,
+its gradient exactly 0, and no ``inf - inf`` is formed. The others (gumbel_softmax, nz_gst)
+replace a masked logit by the dtype's most negative finite number (``torch.where``, so its
+gradient is exactly zero) and exclude it from the sample's argmax.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from torch.distributions import constraints
 
 from discretegrad import _validation as V
 from discretegrad import relax, score_function
-from discretegrad._autograd import compute_dtype, softmax_jacobian_surrogate, straight_through
+from discretegrad import _st_functions as fn
+from discretegrad._autograd import compute_dtype, straight_through
+from discretegrad._st_functions import gap_pi
 from discretegrad.family import Example, Family, Param, Relaxation
-from discretegrad.noise import conditional_gumbel, gumbel_max
+from discretegrad.noise import conditional_gumbel, gumbel_max, gumbel_perturb
 from discretegrad.registry import register, register_family
 
 __all__ = ["check_logits", "decoupled_stgs", "family", "gap_pi", "gst", "gumbel_rao", "gumbel_softmax", "nz_gst", "one_hot_like",
@@ -149,9 +154,32 @@ def _finish(out: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _sample(x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None):
     """Gumbel-max sample: (perturbed logits θ+G, index D, one-hot D); masked categories never win."""
-    perturbed, _ = gumbel_max(x.detach(), generator=generator)
+    perturbed = gumbel_perturb(x, generator=generator)
     index = perturbed.masked_fill(mask, -math.inf).argmax(-1)
     return perturbed, index, one_hot_like(index, x.detach())
+
+
+def _setup(logits: torch.Tensor, tau: float, generator: torch.Generator | None, dim: int):
+    """Checks for the fused ops; ``(logits with dim moved last, tau, generator, dim)``. Masked
+    (``-inf``) entries stay as they are: the Functions never form ``inf - inf``."""
+    dim = _check_dim(dim, logits)
+    moved = logits if dim in (-1, logits.dim() - 1) else logits.movedim(dim, -1)
+    check_logits(moved)
+    return moved, V.positive_float("tau", tau), V.generator_for("generator", generator, logits), dim
+
+
+def _gumbel_argmax(moved: torch.Tensor, generator: torch.Generator | None, forward_tau: float = 1.0):
+    """``(θ/τ_f + G`` in the compute dtype, no gradient; its row maxima and argmax ``D``, ``[..., 1]``)``:
+    the same random numbers as :func:`_sample`; a ``-inf`` logit stays ``-inf`` and never wins.
+    ``max`` gives both in one pass (the first maximal index, as ``argmax``)."""
+    x = moved.detach().to(compute_dtype(moved.dtype))
+    perturbed = gumbel_perturb(x if forward_tau == 1.0 else x / forward_tau, generator=generator)
+    top, index = perturbed.max(-1, keepdim=True)
+    return perturbed, top, index
+
+
+def _back(out: torch.Tensor, dim: int) -> torch.Tensor:
+    return out if dim in (-1, out.dim() - 1) else out.movedim(-1, dim)
 
 
 @register("st", distribution="categorical", reference="Bengio et al. 2013; GST eq. 7")
@@ -162,9 +190,9 @@ def st(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
     ``D + p - sg(p)``. Biased; it is the expectation-difference projection of a Wasserstein
     gradient step (pWGF, Cheng et al. 2019) and the GST paper's "ST" ablation.
     """
-    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
-    _, _, hard = _sample(x, mask, generator)
-    return _finish(straight_through(hard, torch.softmax(x / tau, -1)), logits, dim)
+    moved, tau, generator, dim = _setup(logits, tau, generator, dim)
+    _, _, index = _gumbel_argmax(moved, generator)
+    return _back(fn.StraightThrough.apply(moved, index, tau), dim)
 
 
 @register("gumbel_softmax", distribution="categorical", relaxed=True,
@@ -189,26 +217,9 @@ def stgs(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
     Same estimator as ``torch.nn.functional.gumbel_softmax(hard=True)``, with explicit
     generator, log-space noise and an exactly one-hot forward value in every dtype.
     """
-    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
-    perturbed, _, hard = _sample(x, mask, generator)
-    noisy = x + (perturbed - x.detach())  # θ + G with gradient through θ
-    return _finish(straight_through(hard, torch.softmax(noisy / tau, -1)), logits, dim)
-
-
-def _rao_moments(x: torch.Tensor, index: torch.Tensor, mc_samples: int, tau: float, chunk: int,
-                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of ``y_k = softmax(z_k/τ)`` and of ``y_k y_kᵀ`` over K conditional draws ``z_k``.
-
-    The draws are made ``chunk`` at a time, so the forward pass holds at most ``chunk`` copies of
-    the logits at once (peak memory bounded independently of K)."""
-    mean = torch.zeros_like(x)
-    second = x.new_zeros((*x.shape, x.shape[-1]))
-    for start in range(0, mc_samples, chunk):
-        z = conditional_gumbel(x, index, min(chunk, mc_samples - start), generator=generator)
-        y = torch.softmax(z / tau, -1)
-        mean += y.sum(0)
-        second += torch.einsum("k...i,k...j->...ij", y, y)
-    return mean / mc_samples, second / mc_samples
+    moved, tau, generator, dim = _setup(logits, tau, generator, dim)
+    perturbed, top, index = _gumbel_argmax(moved, generator)
+    return _back(fn.PerturbedSoftmax.apply(moved, perturbed, top, index, tau, 1.0)[0], dim)
 
 
 @register("gumbel_rao", distribution="categorical", reference="Paulus et al. 2021 (Gumbel-Rao); GST eq. 11")
@@ -230,35 +241,17 @@ def gumbel_rao(
     Variant: the noise is held fixed (no gradient through the conditional Gumbels' dependence
     on θ), as in the GST paper's GR-MCK and its public reference code; that is the estimator
     whose expectation equals STGS's. The conditional Gumbels are drawn in log space
-    (:func:`discretegrad.noise.conditional_gumbel`). Memory: instead of keeping K copies of the
-    logits for backward, the Jacobian ``(diag(ȳ) - mean_k y_k y_kᵀ)/τ`` is formed in the forward
-    pass; only ``ȳ`` and the ``N x N`` second moment (or the K draws when ``N > K``, whichever is
-    smaller) are saved; the forward draws are processed in chunks of bounded memory.
+    (:func:`discretegrad.noise.conditional_gumbel_logweights`). Memory and time: the forward value
+    needs no draw but ``D``; the K conditional draws are made in the backward pass, in chunks of
+    bounded memory, from a generator seeded by one number drawn from ``generator`` in the forward
+    pass (:class:`discretegrad._st_functions.GumbelRao`). Only the logits and ``D`` are saved: the
+    memory kept for backward does not grow with K, and no draw is made when no gradient is taken.
     """
-    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
+    moved, tau, generator, dim = _setup(logits, tau, generator, dim)
     mc_samples = V.positive_int("mc_samples", mc_samples)
-    _, index, hard = _sample(x, mask, generator)
-    n = x.shape[-1]
-    if n < mc_samples:
-        chunk = max(1, (1 << 20) // max(1, x.numel()))  # about 1M numbers per chunk of draws
-        mean, second = _rao_moments(x.detach(), index, mc_samples, tau, chunk, generator)
-        surrogate = softmax_jacobian_surrogate(x, mean, second) / tau
-    else:  # fewer numbers to keep: the K draws themselves
-        z = conditional_gumbel(x, index, mc_samples, generator=generator)  # [K, ..., N], no grad
-        y = torch.softmax(z / tau, -1)
-        surrogate = (softmax_jacobian_surrogate(x.unsqueeze(0), y)).mean(0) / tau
-    return _finish(straight_through(hard, surrogate), logits, dim)
-
-
-def gap_pi(probs_of_sample: torch.Tensor) -> torch.Tensor:
-    """GST-p gap ``-log(1 - π_D)/π_D``: the expected STGS gap given the sample (GST Sec. 4).
-
-    ``π_D`` is scaled by ``1 - 1e-5`` (as the authors' code) so ``log(0)`` never occurs; the
-    ``π_D → 0`` limit is 1.
-    """
-    p = probs_of_sample * (1 - 1e-5)
-    safe = p.clamp_min(torch.finfo(p.dtype).tiny)
-    return torch.where(p > 1e-12, -torch.log1p(-safe) / safe, torch.ones_like(p))
+    _, _, index = _gumbel_argmax(moved, generator)
+    seed = fn.seed_from(generator, moved.device)
+    return _back(fn.GumbelRao.apply(moved, index, tau, mc_samples, seed), dim)
 
 
 def _check_gap(gap: float | str) -> float | str:
@@ -283,21 +276,6 @@ def _gapped_logits(x: torch.Tensor, index: torch.Tensor, hard: torch.Tensor, gap
     return torch.where(hard.bool(), m, torch.minimum(x, m - g))
 
 
-def _gapped_straight_through(logits: torch.Tensor, tau: float, gap: float | str, generator: torch.Generator | None,
-                             dim: int, *, detach: bool) -> torch.Tensor:
-    """``D + softmax(θ'/τ) - sg(softmax(θ'/τ))`` with the gapped logits ``θ'`` of :func:`_gapped_logits`,
-    computed from ``sg(θ)`` and moved with identity Jacobian (``detach``, GST) or as a
-    differentiable function of ``θ`` (NZ-GST)."""
-    gap = _check_gap(gap)
-    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
-    _, index, hard = _sample(x, mask, generator)
-    if detach:
-        moved = x + (_gapped_logits(x.detach(), index, hard, gap) - x.detach())
-    else:
-        moved = _gapped_logits(x, index, hard, gap)
-    return _finish(straight_through(hard, torch.softmax(moved / tau, -1)), logits, dim)
-
-
 @register("gst", distribution="categorical", reference=_GST + ", eq. 17-19")
 def gst(
     logits: torch.Tensor,
@@ -316,7 +294,10 @@ def gst(
     ``gap="pi"`` uses ``-log(1 - π_D)/π_D``, the expected gap of STGS. ``gap=0`` is the paper's
     GST-0.0 ablation. Biased, deterministic given D (no Gumbel noise in the backward pass).
     """
-    return _gapped_straight_through(logits, tau, gap, generator, dim, detach=True)
+    gap = _check_gap(gap)
+    moved, tau, generator, dim = _setup(logits, tau, generator, dim)
+    _, _, index = _gumbel_argmax(moved, generator)
+    return _back(fn.Gapped.apply(moved, index, tau, gap), dim)
 
 
 @register("nz_gst", distribution="categorical", reference=_GST + ", Table 1 (ablation)")
@@ -333,7 +314,10 @@ def nz_gst(
     ``θ'_D = max θ`` and ``θ'_j = min(θ_j, max θ - gap)`` as differentiable functions of θ (the
     gap itself, for ``gap="pi"``, is held fixed). The GST paper shows this breaks training.
     """
-    return _gapped_straight_through(logits, tau, gap, generator, dim, detach=False)
+    gap = _check_gap(gap)
+    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
+    _, index, hard = _sample(x, mask, generator)
+    return _finish(straight_through(hard, torch.softmax(_gapped_logits(x, index, hard, gap) / tau, -1)), logits, dim)
 
 
 @register("reinmax", distribution="categorical",
@@ -346,11 +330,9 @@ def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
     ``2 J(π1) - J(π0)/2``, where ``J(p) = diag(p) - ppᵀ`` is the softmax Jacobian at ``p``.
     ``J(π1)`` is applied as a fixed linear map (no ``log π1``, so no ``log 0`` for extreme logits).
     """
-    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
-    _, _, hard = _sample(x, mask, generator)
-    pi1 = 0.5 * (hard + torch.softmax(x.detach() / tau, -1))
-    soft = 2.0 * softmax_jacobian_surrogate(x, pi1) - 0.5 * torch.softmax(x, -1)
-    return _finish(straight_through(hard, soft), logits, dim)
+    moved, tau, generator, dim = _setup(logits, tau, generator, dim)
+    _, _, index = _gumbel_argmax(moved, generator)
+    return _back(fn.ReinMax.apply(moved, index, tau), dim)
 
 
 @register("decoupled_stgs", distribution="categorical",
@@ -375,9 +357,7 @@ def decoupled_stgs(logits: torch.Tensor, *, tau: float = 1.0, forward_tau: float
     bias); with ``forward_tau ≠ 1`` the forward sample is not drawn from ``softmax(θ)`` either,
     so it optimises the tempered objective.
     """
-    x, mask, tau, generator = _prepare(logits, tau, generator, dim)
+    moved, tau, generator, dim = _setup(logits, tau, generator, dim)
     forward_tau = V.positive_float("forward_tau", forward_tau)
-    scaled = torch.where(mask, x, x / forward_tau)  # masked entries stay finite (no inf - inf)
-    perturbed, _, hard = _sample(scaled, mask, generator)
-    noisy = scaled + (perturbed - scaled.detach())
-    return _finish(straight_through(hard, torch.softmax(noisy / tau, -1)), logits, dim)
+    perturbed, top, index = _gumbel_argmax(moved, generator, forward_tau)
+    return _back(fn.PerturbedSoftmax.apply(moved, perturbed, top, index, tau, forward_tau)[0], dim)

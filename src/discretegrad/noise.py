@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from discretegrad._validation import positive_float, positive_int
 
-__all__ = ["exponential", "gumbel", "gumbel_like", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
+__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "conditional_gumbel_logweights",
+           "conditional_gumbel_weights", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
            "conditional_logistic", "gumbel_with_max", "gamma", "sum_of_gamma"]
 
 
@@ -159,8 +160,11 @@ def gamma(concentration: float, shape: torch.Size | tuple[int, ...], *, dtype: t
     ``v > 0`` and ``log U < x²/2 + d - d v + d log v`` (acceptance above 95 %; rejected entries are
     redrawn, vectorised). For ``a < 1``: ``Gamma(a) = Gamma(a + 1) · U^{1/a}``, the power taken in
     log space (it may underflow to 0, a valid value). Computed in float64, returned in ``dtype``.
+    Under ``torch.compile`` (where no generator can be passed) it is ``torch._standard_gamma``.
     """
     a = positive_float("concentration", concentration)
+    if torch.compiler.is_compiling():  # the rejection loop is data-dependent; under compile there is no generator
+        return torch._standard_gamma(torch.full(shape, a, dtype=torch.float64, device=device)).to(dtype)
     boost = a < 1
     d = (a + 1 if boost else a) - 1 / 3
     c = 1 / (9 * d) ** 0.5
@@ -197,3 +201,51 @@ def sum_of_gamma(k: int, shape: torch.Size | tuple[int, ...], *, terms: int = 10
     scale = k / torch.arange(1, terms + 1, dtype=torch.float64, device=device)
     total = (draws * scale.reshape(terms, *([1] * len(tuple(shape))))).sum(0)
     return ((total - math.log(terms)) / k).to(dtype)
+
+
+def gumbel_perturb(logits: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``logits + G`` (no gradient) with ``G`` exactly :func:`gumbel`'s draw for the same generator state,
+    computed as ``logits - log E`` on one buffer (one pass fewer than drawing ``G`` and adding)."""
+    x = logits.detach()
+    log_e = exponential(x.shape, dtype=x.dtype, device=x.device, generator=generator).log_()
+    return torch.sub(x, log_e)
+
+
+def conditional_gumbel_logweights(logits: torch.Tensor, index: torch.Tensor, mc_samples: int, *,
+                                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """``z - T`` for ``mc_samples`` draws ``z`` of :func:`conditional_gumbel` (``T`` = the maximum, at
+    ``index``, shape ``[..., 1]``), without forming ``z``: no gradient, shape ``[mc_samples, *logits.shape]``.
+
+    From ``z_j = -logaddexp(-T, log E_j - θ_j)`` and ``T = logsumexp θ - log E_0``:
+    ``z_j - T = log σ(θ_j - logsumexp θ + log E_0 - log E_j)`` for ``j ≠ D`` and ``0`` at ``D``, so
+    ``softmax(z/τ) = softmax((z - T)/τ)`` is a logsigmoid and a softmax away (the same law and the
+    same random numbers as :func:`conditional_gumbel`)."""
+    mc_samples = positive_int("mc_samples", mc_samples)
+    x = logits.detach()
+    shape = (mc_samples, *x.shape)
+    log_e_top = exponential((*shape[:-1], 1), dtype=x.dtype, device=x.device, generator=generator).log_()
+    log_e = exponential(shape, dtype=x.dtype, device=x.device, generator=generator).log_()
+    a = (x - torch.logsumexp(x, -1, keepdim=True)) + log_e_top
+    out = F.logsigmoid(a.sub_(log_e))  # a has the full [K, ..., N] shape: broadcast over N
+    is_top = index == torch.arange(x.shape[-1], device=x.device)  # [..., N]; == has a vmap rule, scatter_ has none
+    return out.masked_fill_(is_top, 0.0)
+
+
+def conditional_gumbel_weights(probs: torch.Tensor, index: torch.Tensor, mc_samples: int, *,
+                               generator: torch.Generator | None = None) -> torch.Tensor:
+    """``exp(z - T)`` for the draws of :func:`conditional_gumbel_logweights` (the same random numbers),
+    from ``probs = softmax(θ)``, with no logarithm: ``E_0 π_j / (E_0 π_j + E_j)`` for ``j ≠ D``, 1 at ``D``.
+
+    ``σ(θ_j - logsumexp θ + log E_0 - log E_j) = E_0 π_j / (E_0 π_j + E_j)``; the denominator is at
+    least ``E_j >= finfo.tiny``, so no ``0/0``. Where ``π_j`` underflows the weight is 0 instead of
+    a number below ``1e-29``: exact to float precision for ``softmax(z/τ)`` with ``τ <= 1`` (the
+    weights are raised to ``1/τ >= 1``); for ``τ > 1`` use the log-space version."""
+    mc_samples = positive_int("mc_samples", mc_samples)
+    p = probs.detach()
+    shape = (mc_samples, *p.shape)
+    e_top = exponential((*shape[:-1], 1), dtype=p.dtype, device=p.device, generator=generator)
+    e = exponential(shape, dtype=p.dtype, device=p.device, generator=generator)
+    q = p * e_top  # [K, ..., N]
+    w = q.div_(e + q)  # out of place: under vmap(randomness="same") e is unbatched, q batched
+    is_top = index == torch.arange(p.shape[-1], device=p.device)
+    return w.masked_fill_(is_top, 1.0)

@@ -1,0 +1,221 @@
+"""The categorical straight-through ops as custom ``autograd.Function``s with closed-form backward passes.
+
+Each Function takes the sample index ``D`` (drawn outside, with the noise, so that the Function
+itself is deterministic: ``torch.func.vmap`` generates its rule and ``torch.compile`` traces it),
+returns the exact one-hot ``D`` in the input's dtype, and applies the softmax Jacobian
+``J(p) = diag(p) - ppᵀ`` as ``J(p) v = p ⊙ v - p ⟨p, v⟩`` (no ``N x N`` matrix, no autograd graph).
+What each saves for backward is the least it needs: the input logits and an ``int32`` index (the
+softmax is recomputed in backward: no saved probability vector), or, for STGS, the perturbed
+softmax in the input's dtype. Half-precision inputs are computed in float32; masked (``-inf``)
+logits give probability 0 and therefore an exactly zero gradient, with no ``inf - inf``.
+
+The straightforward autograd compositions these replace are kept in the tests
+(``tests/test_fused.py``), which pin every Function to them to float tolerance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from discretegrad.noise import conditional_gumbel_logweights, conditional_gumbel_weights
+
+__all__ = ["softmax", "softmax_vjp", "one_hot", "gap_pi", "gapped_logits", "seed_from", "StraightThrough",
+           "PerturbedSoftmax", "Gapped", "ReinMax", "GumbelRao"]
+
+
+def _compute(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def softmax(z: torch.Tensor, tau: float = 1.0, top: torch.Tensor | None = None) -> torch.Tensor:
+    """``softmax(z / tau)`` over the last dim as max, subtract, exp and divide on one buffer (on CPU
+    several times faster than ``torch.softmax`` for short rows); ``top``: ``z``'s row maxima if known."""
+    y = z - (z.amax(-1, keepdim=True) if top is None else top)
+    if tau != 1.0:
+        y.div_(tau)
+    y.exp_()
+    return y.div_(y.sum(-1, keepdim=True))
+
+
+def softmax_vjp(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``J(p) v = p ⊙ v - p ⟨p, v⟩`` along the last dim."""
+    t = p * v
+    return torch.addcmul(t, p, t.sum(-1, keepdim=True), value=-1.0)
+
+
+def one_hot(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One-hot of ``index`` (``[..., 1]``) in ``like``'s shape, dtype and device."""
+    return torch.zeros_like(like).scatter(-1, index, 1.0)
+
+
+class _OneHot(torch.autograd.Function):
+    """Shared by the ops below: forward the exact one-hot of ``index`` in the logits' dtype; save the
+    logits and ``index`` (as int32) for a backward that recomputes what it needs; ``ctx.args`` holds
+    the remaining (non-tensor) arguments."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits: torch.Tensor, index: torch.Tensor, *args: Any) -> torch.Tensor:
+        return one_hot(index, logits)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0], inputs[1].to(torch.int32))
+        ctx.args = inputs[2:]
+
+
+class StraightThrough(_OneHot):
+    """ST: forward one-hot ``D``, backward ``J(softmax(θ/τ)) v / τ`` (args: ``tau``; saves θ only)."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.args = inputs[2:]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        (logits,) = ctx.saved_tensors
+        (tau,) = ctx.args
+        p = softmax(_compute(logits), tau)
+        out = softmax_vjp(p, _compute(grad))
+        return (out / tau if tau != 1.0 else out).to(logits.dtype), None, None
+
+
+class PerturbedSoftmax(torch.autograd.Function):
+    """STGS (and decoupled STGS): ``perturbed = θ/τ_f + G``, its row maxima ``top`` and argmax ``index``
+    given; forward one-hot ``index``,
+    backward ``J(y) v / (τ τ_f)`` with ``y = softmax(perturbed/τ)`` saved in the input's dtype."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits: torch.Tensor, perturbed: torch.Tensor, top: torch.Tensor, index: torch.Tensor, tau: float,
+                forward_tau: float):
+        y = softmax(perturbed, tau, top)
+        return one_hot(index, logits), y.to(logits.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+        ctx.scale = inputs[4] * inputs[5]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _unused: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        out = softmax_vjp(_compute(y), _compute(grad))
+        return (out / ctx.scale if ctx.scale != 1.0 else out).to(y.dtype), None, None, None, None, None
+
+
+def gap_pi(probs_of_sample: torch.Tensor) -> torch.Tensor:
+    """GST-p gap ``-log(1 - π_D)/π_D`` (``π_D`` scaled by ``1 - 1e-5``; the ``π_D → 0`` limit is 1)."""
+    p = probs_of_sample * (1 - 1e-5)
+    safe = p.clamp_min(torch.finfo(p.dtype).tiny)
+    return torch.where(p > 1e-12, -torch.log1p(-safe) / safe, torch.ones_like(p))
+
+
+def gapped_logits(x: torch.Tensor, index: torch.Tensor, gap: float | str) -> torch.Tensor:
+    """GST's perturbed logits from ``sg(θ)``: ``θ'_D = max θ``, ``θ'_j = min(θ_j, max θ - gap)``."""
+    m = x.amax(-1, keepdim=True)
+    if gap == "pi":
+        pi_d = torch.exp(x.gather(-1, index) - torch.logsumexp(x, -1, keepdim=True))
+        g: torch.Tensor | float = gap_pi(pi_d)
+    else:
+        g = float(gap)
+    return torch.minimum(x, m - g).scatter(-1, index, m)
+
+
+class Gapped(_OneHot):
+    """GST: forward one-hot ``D``, backward ``J(softmax(θ'/τ)) v / τ`` with θ' recomputed (args: ``tau, gap``)."""
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        logits, index = ctx.saved_tensors
+        tau, gap = ctx.args
+        p = softmax(gapped_logits(_compute(logits), index.long(), gap), tau)
+        out = softmax_vjp(p, _compute(grad))
+        return (out / tau if tau != 1.0 else out).to(logits.dtype), None, None, None
+
+
+class ReinMax(_OneHot):
+    """ReinMax: forward one-hot ``D``, backward ``2 J(π1) v - J(π0) v / 2`` with ``π0 = softmax(θ)``,
+    ``π1 = (D + p)/2``, ``p = softmax(θ/τ)``, both recomputed (saves θ, D).
+
+    Expanded with ``D`` one-hot (``s_p = ⟨p, v⟩``, ``s_0 = ⟨π0, v⟩``)::
+
+        2 J(π1) v - J(π0) v / 2 = p ⊙ (v - (v_D + s_p)/2) - π0 ⊙ (v - s_0)/2 + e_D (v_D - s_p)/2
+
+    and at ``τ = 1`` (``p = π0``) this is ``π0 ⊙ (v - v_D)/2 + e_D (v_D - s_0)/2``: one softmax, no
+    ``N``-vector ``π1`` (args: ``tau``)."""
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        logits, index = ctx.saved_tensors
+        (tau,) = ctx.args
+        x, v = _compute(logits), _compute(grad)
+        index = index.long()
+        pi0, v_d = softmax(x), v.gather(-1, index)
+        if tau == 1.0:
+            out = pi0 * (v - v_d)  # its row sum is s_0 - v_D
+            d_term = out.sum(-1, keepdim=True).mul_(-0.5)
+            out.mul_(0.5)
+        else:
+            p = softmax(x, tau)
+            s_p, s_0 = (p * v).sum(-1, keepdim=True), (pi0 * v).sum(-1, keepdim=True)
+            out = p * (v - 0.5 * (v_d + s_p))
+            out.sub_(pi0 * (v - s_0), alpha=0.5)
+            d_term = 0.5 * (v_d - s_p)
+        return out.scatter_add(-1, index, d_term).to(logits.dtype), None, None
+
+
+def _chunk(numel: int, mc_samples: int) -> int:
+    """Draws per chunk: about 2^18 numbers at once (a few MiB of temporaries), so the transient
+    memory is bounded in K."""
+    return max(1, min(mc_samples, (1 << 18) // max(1, numel)))
+
+
+class GumbelRao(_OneHot):
+    """GR-MCK: forward one-hot ``D``; backward ``(1/K) Σ_k J(y_k) v / τ`` with
+    ``y_k = softmax(z_k/τ)``, ``z_k`` conditional Gumbels given ``D``, drawn *in backward* in chunks
+    from a generator seeded by ``seed`` (a number drawn from the caller's generator in forward; with
+    no generator, ``seed`` is ``None`` and the draws come from torch's default generator at backward
+    time, which is also what ``torch.compile`` can trace).
+
+    Saves θ and ``D`` only: nothing that grows with K (no second moment, no draws); the draws are
+    made once, where they are used. The weights ``y_k`` come straight from the closed form
+    ``y_kj ∝ σ(θ_j - T_k - log E_kj)^{1/τ}``: for ``τ <= 1`` as ``E_0 π_j / (E_0 π_j + E_j)`` with no
+    logarithm (:func:`discretegrad.noise.conditional_gumbel_weights`), for ``τ > 1`` in log space
+    (:func:`discretegrad.noise.conditional_gumbel_logweights`). Args: ``tau, mc_samples, seed``."""
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        logits, index = ctx.saved_tensors
+        tau, k_total, seed = ctx.args
+        x, v, index = _compute(logits), _compute(grad), index.long()
+        gen = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
+        acc = torch.zeros_like(x)
+        probs = softmax(x) if tau <= 1.0 else None
+        step = _chunk(x.numel(), k_total)
+        for start in range(0, k_total, step):
+            k = min(step, k_total - start)
+            if probs is not None:  # weights exp(z - T) <= 1, no logarithm; raised to 1/τ >= 1
+                w = conditional_gumbel_weights(probs, index, k, generator=gen)
+                w = w if tau == 1.0 else w.pow_(1.0 / tau)
+                y = w.div_(w.sum(-1, keepdim=True))
+            else:  # τ > 1 would raise underflowed weights to a power below 1: log space
+                y = softmax(conditional_gumbel_logweights(x, index, k, generator=gen), tau)
+            acc += softmax_vjp(y, v).sum(0)
+        scale = 1.0 / (k_total * tau)
+        return acc.mul_(scale).to(logits.dtype), None, None, None, None
+
+
+def seed_from(generator: torch.Generator | None, device: torch.device) -> int | None:
+    """A 62-bit seed drawn from ``generator`` (one draw), for a generator made later (GR-MCK's
+    backward); ``None`` without a generator (the backward then draws from torch's default one)."""
+    if generator is None:
+        return None
+    return int(torch.randint(0, 2**62, (), generator=generator, device=device))
+

@@ -1,0 +1,189 @@
+"""The fused categorical ops (custom autograd Functions, ``discretegrad._st_functions``) against the
+straightforward autograd compositions they replace, kept here as the reference: same sample, same
+gradient to float tolerance, in float64, float32 and the half types, with masks, ``dim`` and
+temperatures; and what they save for backward against ``F.gumbel_softmax(hard=True)``.
+
+The references below are the implementations the library had before the Functions (autograd
+through ``hard + soft - sg(soft)``), rewritten from the formulas: they draw the same random
+numbers (Gumbel by inversion from ``torch.rand`` with the generator, then for GR-MCK one seed and
+the conditional Gumbels from a generator seeded with it).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import discretegrad as dg
+from _devices import DEVICES
+from discretegrad.noise import conditional_gumbel
+
+TOL = {torch.float64: (1e-10, 1e-12), torch.float32: (2e-5, 1e-6)}
+
+
+def _gumbel(x, gen):
+    return dg.noise.gumbel(x.shape, dtype=x.dtype, device=x.device, generator=gen)
+
+
+def _st(hard, soft):
+    return hard + (soft - soft.detach())  # exactly hard in the forward pass
+
+
+def _one_hot(z):
+    return torch.nn.functional.one_hot(z.argmax(-1), z.shape[-1]).to(z.dtype)
+
+
+def ref_st(x, gen, tau=1.0):
+    return _st(_one_hot(x.detach() + _gumbel(x, gen)), torch.softmax(x / tau, -1))
+
+
+def ref_stgs(x, gen, tau=1.0, forward_tau=1.0):
+    scaled = x / forward_tau
+    noisy = scaled + _gumbel(x, gen)
+    return _st(_one_hot(noisy.detach()), torch.softmax(noisy / tau, -1))
+
+
+def ref_gst(x, gen, tau=1.0, gap=1.0):
+    hard = _one_hot(x.detach() + _gumbel(x, gen))
+    xd = x.detach()
+    m = xd.max(-1, keepdim=True).values
+    if gap == "pi":
+        g = dg.categorical.gap_pi((torch.softmax(xd, -1) * hard).sum(-1, keepdim=True))
+    else:
+        g = gap
+    moved = torch.where(hard.bool(), m, torch.minimum(xd, m - g))
+    return _st(hard, torch.softmax((x + (moved - xd)) / tau, -1))
+
+
+def _surrogate(x, p):  # linear in x with Jacobian diag(p) - p pᵀ
+    p = p.detach()
+    return p * x - p * (p * x).sum(-1, keepdim=True)
+
+
+def ref_reinmax(x, gen, tau=1.0):
+    hard = _one_hot(x.detach() + _gumbel(x, gen))
+    pi1 = 0.5 * (hard + torch.softmax(x.detach() / tau, -1))
+    return _st(hard, 2.0 * _surrogate(x, pi1) - 0.5 * torch.softmax(x, -1))
+
+
+def ref_gumbel_rao(x, gen, tau=1.0, mc_samples=7):
+    hard = _one_hot(x.detach() + _gumbel(x, gen))
+    seed = int(torch.randint(0, 2**62, (), generator=gen, device=x.device))
+    z = conditional_gumbel(x, hard.argmax(-1), mc_samples, generator=torch.Generator(x.device).manual_seed(seed))
+    return _st(hard, torch.softmax((x + (z - x.detach())) / tau, -1).mean(0))  # K copies kept (naive)
+
+
+CASES = [("st", ref_st, {"tau": 0.7}), ("gumbel_rao", ref_gumbel_rao, {"tau": 2.5, "mc_samples": 5}),
+         ("gumbel_rao", ref_gumbel_rao, {"tau": 1.0, "mc_samples": 3}), ("stgs", ref_stgs, {"tau": 0.6}),
+         ("decoupled_stgs", ref_stgs, {"tau": 0.8, "forward_tau": 2.5}), ("gst", ref_gst, {"tau": 0.5, "gap": 1.2}),
+         ("gst", ref_gst, {"gap": "pi"}), ("gst", ref_gst, {"gap": 0.0, "tau": 2.0}), ("reinmax", ref_reinmax, {}),
+         ("reinmax", ref_reinmax, {"tau": 1.7}), ("gumbel_rao", ref_gumbel_rao, {"tau": 0.5, "mc_samples": 7})]
+
+
+def _compare(name, ref, hp, x, v, atol_rtol, dim=-1, x_ref=None):
+    op = dg.registry.get(name, distribution="categorical").fn
+    x_ref = x if x_ref is None else x_ref
+    leaf = x.clone().requires_grad_(True)
+    out = op(leaf, generator=torch.Generator(x.device).manual_seed(3), dim=dim, **hp)
+    (g,) = torch.autograd.grad((out * v).sum(), leaf)
+    rleaf = x_ref.clone().movedim(dim, -1).requires_grad_(True)
+    rout = ref(rleaf, torch.Generator(x.device).manual_seed(3), **hp)
+    (rg,) = torch.autograd.grad((rout * v.movedim(dim, -1)).sum(), rleaf)
+    assert torch.equal(out.movedim(dim, -1), rout.detach())
+    rtol, atol = atol_rtol
+    torch.testing.assert_close(g.movedim(dim, -1), rg, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name, ref, hp", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_fused_op_equals_autograd_reference(name, ref, hp, dtype, device):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(7, 3, 6, generator=g, dtype=torch.float64) * 3).to(dtype).to(device)
+    v = torch.randn(7, 3, 6, generator=g, dtype=torch.float64).to(dtype).to(device)
+    _compare(name, ref, hp, x, v, TOL[dtype])
+
+
+@pytest.mark.parametrize("name, ref, hp", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_fused_op_with_masks_and_dim(name, ref, hp):
+    """-inf categories and categories on dim 1: the reference sees finite stand-ins (it would form
+    inf - inf), the fused op the -inf itself; same sample, same gradient, exact zeros where masked."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 6, 4, generator=g, dtype=torch.float64)
+    mask = torch.rand(5, 6, 4, generator=g) < 0.3
+    mask[:, 0] = False  # one finite category per row (categories on dim 1)
+    v = torch.randn(5, 6, 4, generator=g, dtype=torch.float64)
+    op = dg.registry.get(name, distribution="categorical").fn
+    masked = x.masked_fill(mask, -float("inf"))
+    leaf = masked.clone().requires_grad_(True)
+    out = op(leaf, generator=torch.Generator().manual_seed(3), dim=1, **hp)
+    (grad,) = torch.autograd.grad((out * v).sum(), leaf)
+    assert torch.isfinite(grad).all() and (grad[mask] == 0).all() and (out[mask] == 0).all()
+    _compare(name, ref, hp, masked, v, TOL[torch.float64], dim=1, x_ref=x.masked_fill(mask, -1e300))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name, ref, hp", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_fused_op_half_dtypes_match_float32_reference(name, ref, hp, dtype):
+    """Half inputs are computed in float32: the sample equals the float32 reference's and the
+    gradient equals it to the half type's rounding (STGS keeps its softmax in the half type)."""
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(9, 8, generator=g) * 2).to(dtype)
+    v = torch.randn(9, 8, generator=g).to(dtype)
+    op = dg.registry.get(name, distribution="categorical").fn
+    leaf = x.clone().requires_grad_(True)
+    out = op(leaf, generator=torch.Generator().manual_seed(3), **hp)
+    (grad,) = torch.autograd.grad((out * v).sum(), leaf)
+    rleaf = x.float().requires_grad_(True)
+    rout = ref(rleaf, torch.Generator().manual_seed(3), **hp)
+    (rg,) = torch.autograd.grad((rout * v.float()).sum(), rleaf)
+    assert out.dtype == dtype and grad.dtype == dtype and torch.equal(out.float(), rout.detach())
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(grad.float(), rg, rtol=4 * eps, atol=4 * eps * float(rg.abs().max()))
+
+
+def _saved_bytes(fn, x):
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(x)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(16, 30, 10), (8, 4, 100)])
+@pytest.mark.parametrize("name", ["st", "stgs", "gst", "reinmax", "decoupled_stgs"])
+def test_saved_for_backward_at_most_torch_gumbel_softmax(name, shape, dtype):
+    """Counting every storage saved (the input included, when an op keeps it)."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(dtype).requires_grad_(True)
+    op = dg.registry.get(name, distribution="categorical").fn
+    ours = _saved_bytes(lambda t: op(t, generator=torch.Generator().manual_seed(0)), x)
+    with torch.random.fork_rng():
+        theirs = _saved_bytes(lambda t: torch.nn.functional.gumbel_softmax(t, hard=True), x)
+    assert 0 < ours <= theirs
+
+
+def test_gumbel_rao_saves_the_same_for_k_1000_as_for_stgs_scale():
+    """GR-MCK saves the logits and D whatever K: at most 2x what STGS saves."""
+    x = torch.randn(100, 30, 10, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    stgs = _saved_bytes(lambda t: dg.categorical.stgs(t, generator=torch.Generator().manual_seed(0)), x)
+    for k in (1, 100, 1000):
+        gr = _saved_bytes(lambda t: dg.categorical.gumbel_rao(t, mc_samples=k, generator=torch.Generator().manual_seed(0)), x)
+        assert gr <= 2 * stgs
+
+
+def test_gumbel_rao_no_draw_without_backward_and_generator_advanced_once():
+    """The forward pass draws D and one seed; the K conditional draws happen in backward only, from
+    their own generator, so the caller's stream after the call does not depend on K."""
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    states = []
+    for k in (3, 300):
+        gen = torch.Generator().manual_seed(5)
+        out = dg.categorical.gumbel_rao(x, mc_samples=k, generator=gen)
+        out.sum().backward()
+        states.append(gen.get_state())
+    assert torch.equal(states[0], states[1])
