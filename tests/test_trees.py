@@ -326,3 +326,32 @@ def test_linear_elimination_equals_the_log_space_reference():
     assert M._linear_dtype(logw, valid) == torch.float32
     assert M._linear_dtype(logw * 10, valid) == torch.float64
     assert M._linear_dtype(logw * 100, valid) is None
+
+
+@pytest.mark.parametrize("hard", [True, False])
+def test_sst_gradient_learns_a_target_spanning_tree(hard):
+    """End to end through the op: Adam on the edge logits of a 10-vertex tree distribution, with
+    the squared distance of the (straight-through or relaxed) SST sample to a fixed target tree
+    as the loss, must concentrate the hard samples on the target. Seeded, so deterministic; a
+    sign or indexing error in the gradient leaves the overlap near chance (9 * 9/45 ≈ 1.8 of 9
+    edges), the working gradient gives about 8.8 of 9 after 300 steps (measured: 8.77 hard,
+    8.97 relaxed). Rules out the op as the cause of the NRI spanning-tree result
+    (results/nri-graph-layout/README.md)."""
+    g = torch.Generator().manual_seed(0)
+    n = 10
+    w = torch.randn(n, n, generator=g, dtype=torch.float64)
+    target = dg.trees.spanning_tree((w + w.T) / 2, generator=g)
+    theta = torch.zeros(n, n, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([theta], lr=0.05)
+    for _ in range(300):
+        z = dg.trees.spanning_tree(theta, tau=1.0, hard=hard, generator=g)
+        loss = (z - target).square().sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            theta.copy_((theta + theta.T) / 2)
+    with torch.no_grad():
+        samples = torch.stack([dg.trees.spanning_tree(theta, generator=g) for _ in range(200)])
+    overlap = float((samples * target).sum((-1, -2)).mean() / 2)
+    assert overlap > 8.0, overlap
