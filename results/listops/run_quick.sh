@@ -6,5 +6,5 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 OUT=${LISTOPS_OUT:-results/listops}
 for seed in ${@:-0 1 2}; do
   .venv/bin/discretegrad run listops --quick --seeds "$seed" --out "$OUT" --quiet
-  .venv/bin/discretegrad run listops --quick --seeds "$seed" --estimators stgs --set latent=arborescence --out "$OUT" --quiet
+  .venv/bin/discretegrad run listops --quick --seeds "$seed" --estimators stgs --set latent=arborescence --set gcn_layers=2 --out "$OUT" --quiet
 done
