@@ -153,6 +153,32 @@ def test_hard_samples_are_k_hot(relaxation, n, k):
     assert bool(((z == 0) | (z == 1)).all()) and bool((z.sum(-1) == k).all())
 
 
+def test_corr_pair_logits_make_samples_contiguous():
+    """The coupling is what correlated top-k is for: with equal word logits, strong positive pair
+    logits make the hard samples one run, strong negative ones make them runs of one word, and an
+    anchored word pulls the run onto itself. Independent top-k is the reference: a uniform k-subset
+    of n has E[#runs] = k - k(k-1)/n exactly (7.75 here), checked within 5 Monte Carlo standard errors
+    (false-failure rate 6e-7, normal approximation over 4000 rows). The correlated thresholds sit more
+    than 30 standard errors from the measured means (1.10 runs at +8, 9.996 at -8; SE 0.005 and 0.001)."""
+    from discretegrad.experiments.common.selection import segments
+
+    g = torch.Generator().manual_seed(0)
+    b, n, k = 4000, 40, 10
+    theta = torch.zeros(b, n, dtype=torch.float64)
+    pairs = lambda value: torch.full((b, n - 1), value, dtype=torch.float64)  # noqa: E731
+    independent = segments(dg.subsets.topk(theta, k, generator=g))
+    se = float(independent.std()) / b ** 0.5
+    assert abs(float(independent.mean()) - (k - k * (k - 1) / n)) < 5 * se
+    attract = segments(dg.subsets.topk(theta, k, relaxation="corr", pair_logits=pairs(8.0), generator=g))
+    assert float(attract.mean()) < 1.3
+    repel = segments(dg.subsets.topk(theta, k, relaxation="corr", pair_logits=pairs(-8.0), generator=g))
+    assert float(repel.mean()) > 9.9
+    anchored = theta.clone()
+    anchored[:, 20] = 20.0
+    z = dg.subsets.topk(anchored, k, relaxation="corr", pair_logits=pairs(8.0), generator=g)
+    assert float(z[:, 20].mean()) > 0.99 and float(segments(z).mean()) < 1.5
+
+
 def test_corr_hard_sample_is_the_exact_maximiser():
     theta = torch.randn(20, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     pairs = _pairs(theta) * 3

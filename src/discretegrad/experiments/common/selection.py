@@ -27,7 +27,7 @@ from discretegrad.experiments.common.estimators import estimator_kwargs, samples
 from discretegrad.harness.contract import RunConfig
 
 __all__ = ["DISTRIBUTION", "LOCAL_ESTIMATORS", "needs_pairs", "relaxed_loss", "test_mask",
-           "median_rank", "subset_precision", "segments"]
+           "median_rank", "subset_precision", "segments", "adjacent"]
 
 DISTRIBUTION = "topk"
 
@@ -103,3 +103,16 @@ def segments(mask: torch.Tensor) -> torch.Tensor:
     on = mask > 0.5
     starts = on[..., 1:] & ~on[..., :-1]
     return (on[..., 0].long() + starts.sum(-1)).to(torch.float64)
+
+
+def adjacent(mask: torch.Tensor) -> float:
+    """Percentage of all selected positions (pooled over rows) next to another selected position:
+    100 for selections made of runs of two or more, 0 when no two selected positions touch."""
+    on = mask > 0.5
+    touching = torch.zeros_like(on)
+    touching[..., 1:] |= on[..., :-1]
+    touching[..., :-1] |= on[..., 1:]
+    selected = float(on.sum())
+    if selected == 0:
+        raise ValueError("Expected a selection with at least one selected position, but got none")
+    return 100.0 * float((on & touching).sum()) / selected

@@ -22,17 +22,21 @@ indices), which we recall but could not check against the file; the training fil
 release are plain text and need converting into it. Any file that breaks a rule is refused with
 one message naming the file, the line and the rule.
 
-The fixture (:func:`make_fixture`, :func:`write_fixture`): each review plants one phrase per
-aspect, in random order, in filler text (gaps of :data:`GAP` filler words before, between and
-after): a marker word of the aspect followed by ``SENTENCE - 1`` polar words, each positive
-with probability ``b_a ~ U(0, 1)`` drawn per review and aspect. Aspect ``a``'s rating is the
-fraction of positive words of its phrase and its rationale is the phrase's span
-(:data:`SENTENCE` tokens). Every phrase is made of the same polar words, so a word's polarity
-does not say which aspect it rates; only its place in the run that starts at the aspect's
-marker does. A selector with local context (width-3 convolution) recognises just the marker's
-neighbour; a selection of contiguous phrases (correlated top-k) can extend from it through the
-phrase. Polar words picked anywhere give the mean of the three ratings, a partial solution
-(about a third of an aspect's variance).
+The fixture (:func:`make_fixture`, :func:`write_fixture`) is built so that contiguity decides.
+Every aspect has its own polar words (:data:`ASPECT_WORDS`: positive and negative). A review
+holds, per aspect, one planted phrase of :data:`SENTENCE` of that aspect's words, each positive
+with probability ``b_a ~ U(0, 1)`` drawn per review and aspect, and :data:`DISTRACTORS` short runs
+of :data:`RUN` words of the same aspect, each positive with probability 1/2 whatever the rating
+(sentiment that rates nothing). The pieces come in random order, separated by :data:`GAP` filler
+words. Aspect ``a``'s rating is the fraction of positive words of its phrase and its rationale
+is the phrase's span. Every word of a phrase also occurs in the random runs, and so does every
+width-3 window of a phrase word (a run of :data:`RUN` = 4 holds both the windows of a phrase's
+interior and those of its edges), so a selector that scores words one at a time from local
+context cannot tell the phrase from the runs: the runs hold as many interior windows as the
+phrase, so about half of its picks fall outside the phrase. Only length tells them apart: ``k``
+contiguous words of the aspect, for ``k > RUN``, fit in the phrase alone, which a
+chain-structured selection (correlated top-k, with pair scores for adjacent words) can express.
+Scattered picks of the aspect's words mix the rating with coin flips.
 """
 
 from __future__ import annotations
@@ -47,17 +51,26 @@ from pathlib import Path
 import torch
 
 __all__ = ["Review", "parse_reviews", "load_reviews", "load_rationale_dir", "Vocabulary", "encode",
-           "make_fixture", "fixture_splits", "write_fixture", "SPLITS", "SENTENCE", "ASPECT_MARKERS"]
+           "make_fixture", "fixture_splits", "write_fixture", "SPLITS", "SENTENCE", "RUN", "DISTRACTORS", "ASPECT_WORDS"]
 
 SPLITS = ("train", "valid", "test")
-SENTENCE = 15
-"""Tokens of a planted aspect phrase: the marker and 14 polar words."""
-GAP = (3, 10)
-"""Filler words before, between and after the phrases: uniform in this range."""
-ASPECT_MARKERS = (("appearance", "look", "colour"), ("aroma", "smell", "nose"), ("taste", "flavour", "palate"))
-_POSITIVE = ("great", "lovely", "rich", "crisp", "fresh", "bright", "smooth", "clean", "deep", "pleasant",
-             "superb", "balanced")
-_NEGATIVE = ("dull", "flat", "thin", "stale", "muddy", "harsh", "weak", "sour", "murky", "bland", "off", "watery")
+SENTENCE = 12
+"""Tokens of a planted aspect phrase (its rationale)."""
+RUN = 4
+"""Tokens of a random run of an aspect's words: fewer than every ``k`` of the grid (5, 10, 15)."""
+DISTRACTORS = 5
+"""Random runs per aspect and review: ``DISTRACTORS * (RUN - 2)`` interior windows, as many as the
+phrase's ``SENTENCE - 2``."""
+GAP = (1, 3)
+"""Filler words before, between and after the pieces: uniform in this range."""
+ASPECT_WORDS = (  # (positive, negative) words of each aspect
+    (("golden", "amber", "clear", "bright", "creamy", "lacing"),
+     ("murky", "cloudy", "pale", "hazy", "dull", "patchy")),
+    (("fragrant", "floral", "fruity", "piney", "spicy", "fresh"),
+     ("stale", "musty", "skunky", "faint", "papery", "cardboard")),
+    (("rich", "smooth", "crisp", "balanced", "malty", "juicy"),
+     ("bland", "watery", "thin", "harsh", "metallic", "astringent")),
+)
 _FILLER = ("the", "a", "it", "is", "with", "and", "of", "some", "quite", "very", "bit", "this", "beer", "glass",
            "pour", "one", "but", "there", "in", "too", "really", "rather", "fairly", "just", "hint", "note", "more",
            "than", "expected", "here", "overall", "still", "also", "much", "light", "head", "body", "finish",
@@ -182,19 +195,33 @@ def encode(reviews: Sequence[Review], vocab: Vocabulary, aspect: int, max_len: i
 
 def make_fixture(n: int, generator: torch.Generator) -> list[dict]:
     """``n`` reviews of the fixture (module docstring) as JSON-ready records of the file format."""
-    pick = lambda seq: seq[int(torch.randint(len(seq), (), generator=generator))]  # noqa: E731
-    gap = lambda: [pick(_FILLER) for _ in range(int(torch.randint(GAP[0], GAP[1] + 1, (), generator=generator)))]  # noqa: E731
+    def words(aspect: int, count: int, p_positive: float) -> list[str]:
+        positive, negative = ASPECT_WORDS[aspect]
+        good = (torch.rand(count, generator=generator) < p_positive).tolist()
+        picks = torch.randint(len(positive), (count,), generator=generator).tolist()
+        return [(positive if g else negative)[i] for g, i in zip(good, picks)]
+
+    def gap() -> list[str]:
+        size = int(torch.randint(GAP[0], GAP[1] + 1, (), generator=generator))
+        return [_FILLER[i] for i in torch.randint(len(_FILLER), (size,), generator=generator).tolist()]
+
+    n_aspects = len(ASPECT_WORDS)
+    pieces = [(a, 0) for a in range(n_aspects)] + [(a, RUN) for a in range(n_aspects) for _ in range(DISTRACTORS)]
     records = []
     for _ in range(n):
-        biases = torch.rand(len(ASPECT_MARKERS), generator=generator).tolist()
-        tokens, record, ratings = gap(), {}, []
-        for a in torch.randperm(len(ASPECT_MARKERS), generator=generator).tolist():
-            good = (torch.rand(SENTENCE - 1, generator=generator) < biases[a]).tolist()
-            record[str(a)] = [[len(tokens), len(tokens) + SENTENCE]]
-            tokens += [pick(ASPECT_MARKERS[a])] + [pick(_POSITIVE if g else _NEGATIVE) for g in good]
+        biases = torch.rand(n_aspects, generator=generator).tolist()
+        tokens, record, ratings = gap(), {}, [0.0] * n_aspects
+        for piece in torch.randperm(len(pieces), generator=generator).tolist():
+            a, run = pieces[piece]
+            if run:
+                tokens += words(a, run, 0.5)
+            else:  # the aspect's phrase: its rationale and its rating
+                phrase = words(a, SENTENCE, biases[a])
+                record[str(a)] = [[len(tokens), len(tokens) + SENTENCE]]
+                ratings[a] = round(sum(w in ASPECT_WORDS[a][0] for w in phrase) / SENTENCE, 6)
+                tokens += phrase
             tokens += gap()
-            ratings.append((a, round(sum(good) / len(good), 6)))
-        records.append({"x": tokens, "y": [r for _, r in sorted(ratings)], **dict(sorted(record.items()))})
+        records.append({"x": tokens, "y": ratings, **dict(sorted(record.items()))})
     return records
 
 
