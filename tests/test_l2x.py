@@ -197,23 +197,26 @@ def test_fixture_plants_the_rationale_and_its_rating(tmp_path):
 
 def test_fixture_makes_contiguity_decisive():
     """What the fixture is for: its phrase words are individually ambiguous (each also occurs in the
-    random runs, and so does its width-3 window of word classes), so the best selector that scores
-    positions one at a time from that window picks about half its words outside the phrase, while
+    random runs, and so does its width-3 window of word classes: aspect and polarity), so the best
+    selector that scores positions one at a time from that window picks about half its words
+    outside the phrase (a window holding under 1 % of the positions is left out: too few to rank), while
     ``k`` contiguous words of the aspect (``k`` > RUN, as every ``k`` of the grid) lie in the phrase."""
     reviews = [R.parse_reviews([json.dumps(r)])[0] for r in R.make_fixture(400, gen(3))]
+    positive = {w for pos, _ in R.ASPECT_WORDS for w in pos}
     assert R.RUN < min(get_experiment("l2x-aspect").grid["k"]) <= R.SENTENCE
     inside, outside = set(), set()
     counts: dict[tuple, list[int]] = {}
     for review in reviews:
         (start, end), = review.spans[0]
-        classes = [-1, *(_word_aspect(t) for t in review.tokens), -1]
+        classes = [-1, *((_word_aspect(t), t in positive) for t in review.tokens), -1]
         for i, t in enumerate(review.tokens):
             (inside if start <= i < end else outside).add(t)
             counts.setdefault(tuple(classes[i:i + 3]), [0, 0])[start <= i < end] += 1
     assert inside <= outside  # every phrase word also occurs outside the phrases
     # the best window rule: rank by P(in the phrase | window), pick the expected number of phrase words
-    best = max(c[1] / sum(c) for c in counts.values())
-    assert best < 0.6  # measured 0.50: 10 interior windows in the phrase, 5 runs x 2 outside
+    positions = sum(len(r.tokens) for r in reviews)
+    best = max(c[1] / sum(c) for c in counts.values() if sum(c) >= positions / 100)
+    assert best < 0.6  # measured 0.54 (SE 0.01); 0.5 expected: 10 interior windows in the phrase, 5 runs x 2 outside
 
 
 def test_fixture_in_memory_equals_the_written_files(tmp_path):

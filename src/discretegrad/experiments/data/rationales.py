@@ -26,14 +26,15 @@ The fixture (:func:`make_fixture`, :func:`write_fixture`) is built so that conti
 Every aspect has its own polar words (:data:`ASPECT_WORDS`: positive and negative). A review
 holds, per aspect, one planted phrase of :data:`SENTENCE` of that aspect's words, each positive
 with probability ``b_a ~ U(0, 1)`` drawn per review and aspect, and :data:`DISTRACTORS` short runs
-of :data:`RUN` words of the same aspect, each positive with probability 1/2 whatever the rating
-(sentiment that rates nothing). The pieces come in random order, separated by :data:`GAP` filler
+of :data:`RUN` words of the same aspect, drawn the same way with a probability of their own,
+``U(0, 1)`` per run (sentiment that rates nothing). The pieces come in random order, separated by :data:`GAP` filler
 words. Aspect ``a``'s rating is the fraction of positive words of its phrase and its rationale
 is the phrase's span. Every word of a phrase also occurs in the random runs, and so does every
-width-3 window of a phrase word (a run of :data:`RUN` = 4 holds both the windows of a phrase's
-interior and those of its edges), so a selector that scores words one at a time from local
-context cannot tell the phrase from the runs: the runs hold as many interior windows as the
-phrase, so about half of its picks fall outside the phrase. Only length tells them apart: ``k``
+width-3 window of a phrase word, with the same law (a run of :data:`RUN` = 4 holds both the
+windows of a phrase's interior and those of its edges, and its polarities agree as much as a
+phrase's), so a selector that scores words one at a time from local context cannot tell the
+phrase from the runs: the runs hold as many interior windows as the phrase, so about half of its
+picks fall outside the phrase. Only length tells them apart: ``k``
 contiguous words of the aspect, for ``k > RUN``, fit in the phrase alone, which a
 chain-structured selection (correlated top-k, with pair scores for adjacent words) can express.
 Scattered picks of the aspect's words mix the rating with coin flips.
@@ -214,7 +215,7 @@ def make_fixture(n: int, generator: torch.Generator) -> list[dict]:
         for piece in torch.randperm(len(pieces), generator=generator).tolist():
             a, run = pieces[piece]
             if run:
-                tokens += words(a, run, 0.5)
+                tokens += words(a, run, float(torch.rand((), generator=generator)))
             else:  # the aspect's phrase: its rationale and its rating
                 phrase = words(a, SENTENCE, biases[a])
                 record[str(a)] = [[len(tokens), len(tokens) + SENTENCE]]
