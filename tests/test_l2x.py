@@ -308,12 +308,14 @@ def test_corr_topk_selector_feeds_and_learns_pair_logits():
 
 @pytest.mark.slow
 def test_corr_topk_selects_the_planted_phrase_and_independent_top_k_cannot():
-    """End to end on a small fixture (100 steps, one seeded run each): correlated top-k learns to
+    """End to end on a small fixture (120 steps, one seeded run each): correlated top-k learns to
     select one contiguous run inside the phrase; the independent SST top-k stays near the window
-    bound of about half inside. Measured at these settings: corr_topk 93.7 % precision, 1.0
-    segments, MSE 1.27; entropy 50.7 %, 6.3 segments, MSE 3.33 (seed 1: 98.4 % against 49.0 %)."""
+    bound of about half inside. Measured at these settings: corr_topk 100 % precision, 1.0
+    segments, MSE 0.52; entropy 50.2 %, 7.1 segments, MSE 3.66 (seed 1: 99.4 % against 43.7 %).
+    With fewer steps (100 of batch 40 from 800 reviews) corr_topk had not yet left its first phase,
+    in which the pair logits fall (contiguous picks in a random run are worse than scattered ones)."""
     exp = get_experiment("l2x-aspect")
-    small = {"fixture_train": 800, "fixture_valid": 50, "fixture_test": 100, "epochs": 5, "batch_size": 40,
+    small = {"fixture_train": 1500, "fixture_valid": 50, "fixture_test": 100, "epochs": 4, "batch_size": 50,
              "lr": 3e-3, "embed": 32, "hidden": 32, "k": 10}
     corr, _ = run_tiny(exp, "corr_topk", **small)
     independent, _ = run_tiny(exp, "entropy", **small)
