@@ -4,8 +4,9 @@ BeerAdvocate; Paulus et al. 2020), on a user-supplied data set or on a generated
 Data (:mod:`discretegrad.experiments.data.rationales`): ``--set data=DIR`` reads
 ``DIR/{train,valid,test}.jsonl`` in the documented format (tokens, aspect ratings in [0, 1],
 annotated rationale spans; BeerAdvocate itself is not redistributable), ``data=fixture`` (the
-default) generates the fixture of planted aspect sentences in memory (``fixture_*`` settings)
-and parses it with the same loader. ``aspect`` picks the rating to predict.
+default) generates the fixture in memory (``fixture_*`` settings: planted aspect phrases among
+shorter random runs of the same words, where only a long contiguous run gives the rationale
+away) and parses it with the same loader. ``aspect`` picks the rating to predict.
 
 Model (the L2X word-level design of Chen et al. 2018, smaller): selector = embedding → Conv1d
 (width 3) ReLU → concatenated with its global max-pool → a position-wise layer → one logit per
