@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["straight_through", "zero_with_grad", "compute_dtype"]
+__all__ = ["straight_through", "zero_with_grad", "compute_dtype", "under_func_transform"]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype estimators compute in: float32 for half types, the input dtype otherwise."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def under_func_transform() -> bool:
+    """Whether the code runs under a ``torch.func`` transform (``vmap``, ``grad``, ``jvp``) in eager mode.
+
+    ``False`` under ``torch.compile``: dynamo cannot trace the interpreter-stack query (a graph break),
+    and the compiled paths are written so that they need no transform-specific branch."""
+    return not torch.compiler.is_compiling() and bool(torch._C._functorch.get_interpreter_stack())
 
 
 def zero_with_grad(x: torch.Tensor) -> torch.Tensor:
