@@ -21,7 +21,7 @@ import torch
 
 from discretegrad.noise import conditional_gumbel_logweights, conditional_gumbel_weights
 
-__all__ = ["softmax", "softmax_vjp", "one_hot", "gap_pi", "gapped_logits", "seed_from", "StraightThrough",
+__all__ = ["apply", "softmax", "softmax_vjp", "one_hot", "gap_pi", "gapped_logits", "seed_from", "StraightThrough",
            "PerturbedSoftmax", "Gapped", "ReinMax", "GumbelRao"]
 
 
@@ -48,6 +48,21 @@ def softmax_vjp(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 def one_hot(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """One-hot of ``index`` (``[..., 1]``) in ``like``'s shape, dtype and device."""
     return torch.zeros_like(like).scatter(-1, index, 1.0)
+
+
+def apply(function: type[torch.autograd.Function], *args: Any) -> Any:
+    """``function.apply(*args)`` without torch's per-call ``inspect.signature`` binding, in eager mode.
+
+    For a Function with ``setup_context``, ``Function.apply`` binds the arguments to ``forward``'s
+    signature on every call to fill in defaults (about a third of a tiny op's forward on this CPU,
+    measured with cProfile, ``docs/performance.md``). The ops here pass every argument positionally,
+    so the binding is the identity and the call can go straight to the C++ entry point
+    (``torch._C._FunctionBase.apply``, what ``Function.apply`` calls after binding). Under
+    ``torch.func`` transforms and ``torch.compile`` (which trace ``Function.apply`` themselves) it is
+    torch's own ``apply``."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return super(torch.autograd.Function, function).apply(*args)  # type: ignore[misc]
 
 
 class _OneHot(torch.autograd.Function):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from discretegrad._validation import positive_float, positive_int
 
-__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "conditional_gumbel_logweights",
+__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "categorical_inverse_cdf", "conditional_gumbel_logweights",
            "conditional_gumbel_weights", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
            "conditional_logistic", "gumbel_with_max", "gamma", "sum_of_gamma"]
 
@@ -249,3 +249,31 @@ def conditional_gumbel_weights(probs: torch.Tensor, index: torch.Tensor, mc_samp
     w = q.div_(e + q)  # out of place: under vmap(randomness="same") e is unbatched, q batched
     is_top = index == torch.arange(p.shape[-1], device=p.device)
     return w.masked_fill_(is_top, 1.0)
+
+
+def categorical_inverse_cdf(logits: torch.Tensor, *, generator: torch.Generator | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(index, top)``: a sample ``D ~ Categorical(softmax(logits))`` over the last dim by inversion of
+    its distribution function, with **one uniform per row** (not one Gumbel per entry), and the row
+    maxima ``top`` (both ``[..., 1]``; no gradient).
+
+    With ``e = exp(logits - top)`` and its running sums ``c_j = e_0 + ... + e_j``, ``D`` is the number
+    of ``c_j <= U c_{N-1}``, ``U ~ U[0, 1)``: category ``j`` is drawn iff ``c_{j-1} <= U c_{N-1} < c_j``,
+    with probability ``e_j / c_{N-1} = softmax(logits)_j``. A ``-inf`` logit has ``e_j = 0`` and is
+    never drawn (its interval is empty), and ``U c_{N-1} < c_{N-1}`` in round-to-nearest (``U <= 1 - ε/2``,
+    ``c_{N-1} >= 1``), so ``D`` is always a category with positive probability. Rounding: the running
+    sums are in the logits' dtype, so a probability below about ``ε`` times the running sum before it
+    (``6e-8`` in float32) is rounded into its neighbours' intervals, the same order as the resolution
+    of the uniform draw itself. Cost: one ``exp`` pass, one ``cumsum`` and a binary search per row,
+    against ``rand``, two logarithms and a ``max`` over every entry for Gumbel-max; the law is the
+    same, the random stream is not (other numbers are drawn for the same generator state)."""
+    x = logits.detach()
+    top = x.amax(-1, keepdim=True)
+    cdf = torch.sub(x, top).contiguous().exp_().cumsum(-1)  # contiguous: searchsorted would copy (and warn)
+    # out of place: under vmap(randomness="same") the draw is unbatched, the sums batched
+    u = torch.rand(top.shape, dtype=x.dtype, device=x.device, generator=generator) * cdf[..., -1:]
+    if torch._C._are_functorch_transforms_active():  # searchsorted has no vmap rule: count instead
+        index = (cdf <= u).sum(-1, keepdim=True)
+    else:
+        index = torch.searchsorted(cdf, u, right=True)
+    return index.clamp_max_(x.shape[-1] - 1), top
