@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from discretegrad._validation import positive_float, positive_int
 
-__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "categorical_inverse_cdf", "conditional_gumbel_logweights",
+__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "categorical_inverse_cdf", "inverse_cdf_parts", "conditional_gumbel_logweights",
            "conditional_gumbel_weights", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
            "conditional_logistic", "gumbel_with_max", "gamma", "sum_of_gamma"]
 
@@ -255,7 +255,8 @@ def categorical_inverse_cdf(logits: torch.Tensor, *, generator: torch.Generator 
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(index, top)``: a sample ``D ~ Categorical(softmax(logits))`` over the last dim by inversion of
     its distribution function, with **one uniform per row** (not one Gumbel per entry), and the row
-    maxima ``top`` (both ``[..., 1]``; no gradient).
+    maxima ``top`` (both ``[..., 1]``; no gradient). :func:`inverse_cdf_parts` also returns the
+    unnormalised probabilities it computes on the way.
 
     With ``e = exp(logits - top)`` and its running sums ``c_j = e_0 + ... + e_j``, ``D`` is the number
     of ``c_j <= U c_{N-1}``, ``U ~ U[0, 1)``: category ``j`` is drawn iff ``c_{j-1} <= U c_{N-1} < c_j``,
@@ -267,13 +268,23 @@ def categorical_inverse_cdf(logits: torch.Tensor, *, generator: torch.Generator 
     of the uniform draw itself. Cost: one ``exp`` pass, one ``cumsum`` and a binary search per row,
     against ``rand``, two logarithms and a ``max`` over every entry for Gumbel-max; the law is the
     same, the random stream is not (other numbers are drawn for the same generator state)."""
+    index, top, _, _ = inverse_cdf_parts(logits, generator=generator)
+    return index, top
+
+
+def inverse_cdf_parts(logits: torch.Tensor, *, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(index, top, e, total)`` of :func:`categorical_inverse_cdf`: ``e = exp(logits - top)`` and its row
+    sums ``total`` (``[..., 1]``), so that ``softmax(logits) = e / total`` costs one division."""
     x = logits.detach()
     top = x.amax(-1, keepdim=True)
-    cdf = torch.sub(x, top).contiguous().exp_().cumsum(-1)  # contiguous: searchsorted would copy (and warn)
+    e = torch.sub(x, top).contiguous().exp_()  # contiguous: searchsorted would copy (and warn)
+    cdf = e.cumsum(-1)
+    total = cdf[..., -1:].clone()  # its own storage: saved for backward without the running sums
     # out of place: under vmap(randomness="same") the draw is unbatched, the sums batched
-    u = torch.rand(top.shape, dtype=x.dtype, device=x.device, generator=generator) * cdf[..., -1:]
+    u = torch.rand(top.shape, dtype=x.dtype, device=x.device, generator=generator) * total
     if torch._C._are_functorch_transforms_active():  # searchsorted has no vmap rule: count instead
         index = (cdf <= u).sum(-1, keepdim=True)
     else:
         index = torch.searchsorted(cdf, u, right=True)
-    return index.clamp_max_(x.shape[-1] - 1), top
+    return index.clamp_max_(x.shape[-1] - 1), top, e, total
