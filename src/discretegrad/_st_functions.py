@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from discretegrad._autograd import softmax
 from discretegrad.noise import conditional_gumbel_logweights, conditional_gumbel_weights
 
 __all__ = ["apply", "softmax", "softmax_vjp", "one_hot", "gap_pi", "gapped_logits", "seed_from", "StraightThrough",
@@ -27,16 +28,6 @@ __all__ = ["apply", "softmax", "softmax_vjp", "one_hot", "gap_pi", "gapped_logit
 
 def _compute(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def softmax(z: torch.Tensor, tau: float = 1.0, top: torch.Tensor | None = None) -> torch.Tensor:
-    """``softmax(z / tau)`` over the last dim as max, subtract, exp and divide on one buffer (on CPU
-    several times faster than ``torch.softmax`` for short rows); ``top``: ``z``'s row maxima if known."""
-    y = z - (z.amax(-1, keepdim=True) if top is None else top)
-    if tau != 1.0:
-        y.div_(tau)
-    y.exp_()
-    return y.div_(y.sum(-1, keepdim=True))
 
 
 def softmax_vjp(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -82,21 +73,20 @@ class _OneHot(torch.autograd.Function):
         ctx.args = inputs[2:]
 
 
-def _save_probs(ctx: Any, logits: torch.Tensor, index: torch.Tensor | None, tau: float, e: torch.Tensor,
-                total: torch.Tensor) -> None:
+def _save_probs(ctx: Any, logits: torch.Tensor, index: torch.Tensor | None, tau: float, probs: torch.Tensor) -> None:
     """Save what ST and ReinMax need for ``softmax(θ)`` in backward: at ``τ = 1`` with a float32/float64
-    input, the sampler's ``e = exp(θ - max θ)`` and row sums (``softmax(θ) = e / total``, one division
-    instead of recomputing the exponentials; ``e`` is the size of the logits, ``total`` one number per
-    row); otherwise the logits (recomputed in backward). ``index`` (as int32) when given."""
-    ctx.from_probs = tau == 1.0 and e.dtype == logits.dtype
+    input, the sampler's ``softmax(θ)`` itself (the size of the logits, which are then not saved: no
+    recomputation); otherwise the logits (the softmax recomputed in backward). ``index`` (as int32)
+    when given."""
+    ctx.from_probs = tau == 1.0 and probs.dtype == logits.dtype
     ctx.dtype, ctx.tau = logits.dtype, tau
-    first = (e, total) if ctx.from_probs else (logits,)
-    ctx.save_for_backward(*first, *(() if index is None else (index.to(torch.int32),)))
+    first = probs if ctx.from_probs else logits
+    ctx.save_for_backward(first, *(() if index is None else (index.to(torch.int32),)))
 
 
 def _probs(ctx: Any, saved: tuple, tau: float = 1.0) -> torch.Tensor:
-    """``softmax(θ/τ)`` in the compute dtype from what :func:`_save_probs` saved (``τ`` = 1 when from ``e``)."""
-    return saved[0] / saved[1] if ctx.from_probs else softmax(_compute(saved[0]), tau)
+    """``softmax(θ/τ)`` in the compute dtype from what :func:`_save_probs` saved (``τ`` = 1 when saved)."""
+    return saved[0] if ctx.from_probs else softmax(_compute(saved[0]), tau)
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -104,19 +94,19 @@ def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class StraightThrough(_OneHot):
-    """ST: forward one-hot ``D``, backward ``J(softmax(θ/τ)) v / τ`` (args: ``tau, e, total`` from the
-    sampler; saves ``e, total`` at ``τ = 1``, else θ only: :func:`_save_probs`)."""
+    """ST: forward one-hot ``D``, backward ``J(softmax(θ/τ)) v / τ`` (args: ``tau, probs``, the sampler's
+    ``softmax(θ)``; saves it at ``τ = 1``, else θ only: :func:`_save_probs`)."""
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        logits, _, tau, e, total = inputs
-        _save_probs(ctx, logits, None, tau, e, total)
+        logits, _, tau, probs = inputs
+        _save_probs(ctx, logits, None, tau, probs)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         tau = ctx.tau
         out = softmax_vjp(_probs(ctx, ctx.saved_tensors, tau), _compute(grad))
-        return _cast(out / tau if tau != 1.0 else out, ctx.dtype), None, None, None, None
+        return _cast(out / tau if tau != 1.0 else out, ctx.dtype), None, None, None
 
 
 class PerturbedSoftmax(torch.autograd.Function):
@@ -178,19 +168,19 @@ class Gapped(_OneHot):
 class ReinMax(_OneHot):
     """ReinMax: forward one-hot ``D``, backward ``2 J(π1) v - J(π0) v / 2`` with ``π0 = softmax(θ)``,
     ``π1 = (D + p)/2``, ``p = softmax(θ/τ)``, both recomputed (saves θ and D, or at ``τ = 1`` the
-    sampler's ``e, total`` and D: :func:`_save_probs`).
+    sampler's ``softmax(θ)`` and D: :func:`_save_probs`).
 
     Expanded with ``D`` one-hot (``s_p = ⟨p, v⟩``, ``s_0 = ⟨π0, v⟩``)::
 
         2 J(π1) v - J(π0) v / 2 = p ⊙ (v - (v_D + s_p)/2) - π0 ⊙ (v - s_0)/2 + e_D (v_D - s_p)/2
 
     and at ``τ = 1`` (``p = π0``) this is ``π0 ⊙ (v - v_D)/2 + e_D (v_D - s_0)/2``: one softmax, no
-    ``N``-vector ``π1`` (args: ``tau, e, total``)."""
+    ``N``-vector ``π1`` (args: ``tau, probs``)."""
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        logits, index, tau, e, total = inputs
-        _save_probs(ctx, logits, index, tau, e, total)
+        logits, index, tau, probs = inputs
+        _save_probs(ctx, logits, index, tau, probs)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
@@ -208,7 +198,7 @@ class ReinMax(_OneHot):
             out = p * (v - 0.5 * (v_d + s_p))
             out.sub_(pi0 * (v - s_0), alpha=0.5)
             d_term = 0.5 * (v_d - s_p)
-        return _cast(out.scatter_add(-1, index, d_term), ctx.dtype), None, None, None, None
+        return _cast(out.scatter_add(-1, index, d_term), ctx.dtype), None, None, None
 
 
 def _chunk(numel: int, mc_samples: int) -> int:

@@ -175,10 +175,10 @@ def _setup(logits: torch.Tensor, tau: float, generator: torch.Generator | None, 
 
 
 def _check_rows(moved: torch.Tensor, top: torch.Tensor) -> None:
-    """:func:`check_logits`' value check from ``top``, the row maxima of the logits (or of the logits plus
-    finite noise): a row's maximum is finite iff the row has no NaN, no ``+inf`` and a finite entry, so
-    a valid input costs no pass over the logits and one sync; an invalid one gets check_logits' message.
-    The maxima are summed first (one small kernel and one read; measured 7x cheaper than
+    """:func:`check_logits`' value check from ``top``, one number per row that is finite iff the row has no
+    NaN, no ``+inf`` and a finite entry (the row maxima of the logits plus finite noise, or the totals
+    of the inverse-CDF sampler's running sums), so a valid input costs no pass over the logits and one
+    sync; an invalid one gets check_logits' message. The numbers are summed first (one small kernel and one read; measured 7x cheaper than
     ``isfinite(top).all()``, which converts and compares); a sum that overflows only sends a valid
     input through the full check."""
     if V.checking() and not math.isfinite(float(top.sum())):
@@ -203,12 +203,13 @@ def _gumbel_argmax(moved: torch.Tensor, generator: torch.Generator | None, forwa
 
 
 def _inverse_cdf(moved: torch.Tensor, generator: torch.Generator | None):
-    """``(D [..., 1], e, total)`` for the ops whose forward pass needs only the sample (st, gst, reinmax,
+    """``(D [..., 1], softmax(θ))`` for the ops whose forward pass needs only the sample (st, gst, reinmax,
     gumbel_rao): one uniform per row by inversion (:func:`discretegrad.noise.inverse_cdf_parts`), the
-    same law as Gumbel-max, other random numbers; ``softmax(θ) = e / total``. Checks the logits' values."""
-    index, top, e, total = inverse_cdf_parts(_compute_input(moved), generator=generator)
-    _check_rows(moved, top)
-    return index, e, total
+    same law as Gumbel-max, other random numbers. Checks the logits' values (from the running sums'
+    totals, NaN exactly for an invalid row)."""
+    index, probs, total = inverse_cdf_parts(_compute_input(moved), generator=generator)
+    _check_rows(moved, total)
+    return index, probs
 
 
 def _back(out: torch.Tensor, dim: int) -> torch.Tensor:
@@ -224,8 +225,8 @@ def st(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
     gradient step (pWGF, Cheng et al. 2019) and the GST paper's "ST" ablation.
     """
     moved, tau, generator, dim = _setup(logits, tau, generator, dim)
-    index, e, total = _inverse_cdf(moved, generator)
-    return _back(fn.apply(fn.StraightThrough, moved, index, tau, e, total), dim)
+    index, probs = _inverse_cdf(moved, generator)
+    return _back(fn.apply(fn.StraightThrough, moved, index, tau, probs), dim)
 
 
 @register("gumbel_softmax", distribution="categorical", relaxed=True,
@@ -282,7 +283,7 @@ def gumbel_rao(
     """
     moved, tau, generator, dim = _setup(logits, tau, generator, dim)
     mc_samples = V.positive_int("mc_samples", mc_samples)
-    index, _, _ = _inverse_cdf(moved, generator)
+    index, _ = _inverse_cdf(moved, generator)
     seed = fn.seed_from(generator, moved.device)
     return _back(fn.apply(fn.GumbelRao, moved, index, tau, mc_samples, seed), dim)
 
@@ -329,7 +330,7 @@ def gst(
     """
     gap = _check_gap(gap)
     moved, tau, generator, dim = _setup(logits, tau, generator, dim)
-    index, _, _ = _inverse_cdf(moved, generator)
+    index, _ = _inverse_cdf(moved, generator)
     return _back(fn.apply(fn.Gapped, moved, index, tau, gap), dim)
 
 
@@ -364,8 +365,8 @@ def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1,
     ``J(π1)`` is applied as a fixed linear map (no ``log π1``, so no ``log 0`` for extreme logits).
     """
     moved, tau, generator, dim = _setup(logits, tau, generator, dim)
-    index, e, total = _inverse_cdf(moved, generator)
-    return _back(fn.apply(fn.ReinMax, moved, index, tau, e, total), dim)
+    index, probs = _inverse_cdf(moved, generator)
+    return _back(fn.apply(fn.ReinMax, moved, index, tau, probs), dim)
 
 
 @register("decoupled_stgs", distribution="categorical",

@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from discretegrad._autograd import softmax
 from discretegrad._validation import positive_float, positive_int
 
 __all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "categorical_inverse_cdf", "inverse_cdf_parts", "conditional_gumbel_logweights",
@@ -253,38 +254,39 @@ def conditional_gumbel_weights(probs: torch.Tensor, index: torch.Tensor, mc_samp
 
 def categorical_inverse_cdf(logits: torch.Tensor, *, generator: torch.Generator | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(index, top)``: a sample ``D ~ Categorical(softmax(logits))`` over the last dim by inversion of
-    its distribution function, with **one uniform per row** (not one Gumbel per entry), and the row
-    maxima ``top`` (both ``[..., 1]``; no gradient). :func:`inverse_cdf_parts` also returns the
-    unnormalised probabilities it computes on the way.
+    """``(index, probs)``: a sample ``D ~ Categorical(softmax(logits))`` over the last dim (``[..., 1]``)
+    by inversion of its distribution function, with **one uniform per row** (not one Gumbel per
+    entry), and ``probs = softmax(logits)`` computed on the way (no gradient).
 
-    With ``e = exp(logits - top)`` and its running sums ``c_j = e_0 + ... + e_j``, ``D`` is the number
-    of ``c_j <= U c_{N-1}``, ``U ~ U[0, 1)``: category ``j`` is drawn iff ``c_{j-1} <= U c_{N-1} < c_j``,
-    with probability ``e_j / c_{N-1} = softmax(logits)_j``. A ``-inf`` logit has ``e_j = 0`` and is
-    never drawn (its interval is empty), and ``U c_{N-1} < c_{N-1}`` in round-to-nearest (``U <= 1 - ε/2``,
-    ``c_{N-1} >= 1``), so ``D`` is always a category with positive probability. Rounding: the running
-    sums are in the logits' dtype, so a probability below about ``ε`` times the running sum before it
-    (``6e-8`` in float32) is rounded into its neighbours' intervals, the same order as the resolution
-    of the uniform draw itself. Cost: one ``exp`` pass, one ``cumsum`` and a binary search per row,
-    against ``rand``, two logarithms and a ``max`` over every entry for Gumbel-max; the law is the
-    same, the random stream is not (other numbers are drawn for the same generator state)."""
-    index, top, _, _ = inverse_cdf_parts(logits, generator=generator)
-    return index, top
+    With the running sums ``c_j = p_0 + ... + p_j``, ``D`` is the number of ``c_j <= U c_{N-1}``,
+    ``U ~ U[0, 1)``: category ``j`` is drawn iff ``c_{j-1} <= U c_{N-1} < c_j``, with probability
+    ``p_j / c_{N-1}`` (``c_{N-1}`` is 1 up to rounding and is used as it is, so the rounding of the
+    normalisation does not bias the law). A ``-inf`` logit has ``p_j = 0`` and is never drawn (its
+    interval is empty), and ``U c_{N-1} < c_{N-1}`` in round-to-nearest (``U <= 1 - ε/2``), so ``D`` is
+    always a category of positive probability. Rounding: the running sums are in the logits' dtype,
+    so a probability below about ``ε`` times the running sum before it (``6e-8`` in float32) is
+    rounded into its neighbours' intervals, the order of the uniform draw's own resolution. Cost:
+    one softmax, one ``cumsum`` and a binary search per row, against ``rand``, two logarithms and a
+    ``max`` over every entry for Gumbel-max; the same law, other random numbers for the same
+    generator state. A row with NaN, ``+inf`` or no finite entry gives NaN probabilities (check the
+    values first, or see :func:`inverse_cdf_parts`)."""
+    index, probs, _ = inverse_cdf_parts(logits, generator=generator)
+    return index, probs
 
 
 def inverse_cdf_parts(logits: torch.Tensor, *, generator: torch.Generator | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(index, top, e, total)`` of :func:`categorical_inverse_cdf`: ``e = exp(logits - top)`` and its row
-    sums ``total`` (``[..., 1]``), so that ``softmax(logits) = e / total`` costs one division."""
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(index, probs, total)`` of :func:`categorical_inverse_cdf`, with ``total = c_{N-1}`` (``[..., 1]``):
+    1 up to rounding for a valid row, NaN for a row with NaN, ``+inf`` or no finite entry (so it is
+    also the value check)."""
     x = logits.detach()
-    top = x.amax(-1, keepdim=True)
-    e = torch.sub(x, top).contiguous().exp_()  # contiguous: searchsorted would copy (and warn)
-    cdf = e.cumsum(-1)
-    total = cdf[..., -1:].clone()  # its own storage: saved for backward without the running sums
+    probs = softmax(x)
+    cdf = probs.cumsum(-1)
+    total = cdf[..., -1:]
     # out of place: under vmap(randomness="same") the draw is unbatched, the sums batched
-    u = torch.rand(top.shape, dtype=x.dtype, device=x.device, generator=generator) * total
+    u = torch.rand(total.shape, dtype=x.dtype, device=x.device, generator=generator) * total
     if torch._C._are_functorch_transforms_active():  # searchsorted has no vmap rule: count instead
         index = (cdf <= u).sum(-1, keepdim=True)
     else:
         index = torch.searchsorted(cdf, u, right=True)
-    return index.clamp_max_(x.shape[-1] - 1), top, e, total
+    return index.clamp_max_(x.shape[-1] - 1), probs, total
