@@ -99,13 +99,23 @@ def test_gap_pi_limits_are_finite():
     assert torch.isfinite(g).all() and g[0] == 1.0 and g[-1] > 10
 
 
-def test_all_hard_estimators_share_the_sample():
-    """For one generator state every hard estimator draws the same D (common random numbers)."""
+INVERSE_CDF_OPS = {"st", "gst", "reinmax", "gumbel_rao"}  # forward needs only D: one uniform per row
+
+
+def test_hard_estimators_share_the_sample_within_their_sampler():
+    """For one generator state the hard estimators of one sampler draw the same D (common random
+    numbers): the inverse-CDF ops (one uniform per row) and the Gumbel-max ops (one Gumbel per entry)."""
     theta = torch.randn(100, 7, generator=torch.Generator().manual_seed(0))
-    outs = [s.fn(theta, generator=torch.Generator().manual_seed(9)) for s in dg.estimators("categorical")
-            if s.kind == "op" and not s.relaxed]
-    for o in outs[1:]:
-        assert torch.equal(o, outs[0])
+    groups: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+    for s in dg.estimators("categorical"):
+        if s.kind == "op" and not s.relaxed:
+            groups[s.name in INVERSE_CDF_OPS].append(s.fn(theta, generator=torch.Generator().manual_seed(9)))
+    assert len(groups[True]) == len(INVERSE_CDF_OPS) and len(groups[False]) >= 3
+    for outs in groups.values():
+        for o in outs[1:]:
+            assert torch.equal(o, outs[0])
+    sample = dg.get_family("categorical").sample(theta, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(sample, groups[False][0])  # the family's sampler is Gumbel-max
 
 
 def test_stgs_matches_torch_gumbel_softmax_gradient_formula():

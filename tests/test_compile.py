@@ -23,14 +23,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*should not be instantiated:De
               pytest.mark.filterwarnings("ignore:.*torch.jit.script_method. is deprecated:DeprecationWarning")]
 
 
-# Relaxations whose marginals are ∂ log Z by torch.autograd.grad inside the forward pass
-# (structures.logspace.gradient): dynamo traces neither autograd.grad nor the functorch interpreter
-# check before it, and torch.func.grad under dynamo returns marginals the outer autograd cannot
-# differentiate (measured: zero gradients with an autograd.Function around it), so these break the
-# graph. An explicit backward DP for the marginals (issue 10, P4) would make them compile.
-MARGINALS_BY_AUTOGRAD = {"topk:entropy", "topk:entropy_relaxed", "topk:simple", "spanning_tree:entropy",
-                         "spanning_tree:entropy_relaxed", "arborescence:entropy", "arborescence:entropy_relaxed"}
-
 # Ops that compile but draw other random numbers than eager for the same state, and why.
 DIFFERENT_DRAWS = {"topk:imle": "its Gamma noise is torch._standard_gamma under compile: the eager "
                                 "Marsaglia-Tsang rejection loop is data-dependent"}
@@ -53,9 +45,7 @@ def _run(fn, params, v):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", [pytest.param(s, marks=pytest.mark.xfail(
-    sid(s) in MARGINALS_BY_AUTOGRAD, reason="marginals by torch.autograd.grad: a graph break", strict=True))
-    for s in OPS], ids=sid)
+@pytest.mark.parametrize("spec", OPS, ids=sid)
 def test_op_compiles_with_fullgraph_and_matches_eager(spec):
     params = case_for(spec.distribution).law_params().float()
     v = torch.linspace(-1, 1, params.numel()).reshape(params.shape)

@@ -5,8 +5,9 @@ temperatures; and what they save for backward against ``F.gumbel_softmax(hard=Tr
 
 The references below are the implementations the library had before the Functions (autograd
 through ``hard + soft - sg(soft)``), rewritten from the formulas: they draw the same random
-numbers (Gumbel by inversion from ``torch.rand`` with the generator, then for GR-MCK one seed and
-the conditional Gumbels from a generator seeded with it).
+numbers (for stgs and decoupled_stgs Gumbel by inversion from ``torch.rand`` with the generator; for
+st, gst, reinmax and gumbel_rao one uniform per row inverted through the running sums of the
+softmax; then for GR-MCK one seed and the conditional Gumbels from a generator seeded with it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ def _gumbel(x, gen):
     return dg.noise.gumbel(x.shape, dtype=x.dtype, device=x.device, generator=gen)
 
 
+def _inverse_cdf_sample(x, gen):
+    """One-hot ``D`` as st, gst, reinmax and gumbel_rao draw it: one uniform per row, ``D`` = the number
+    of running sums of ``softmax(x)`` at or below it (the straightforward way: normalised first)."""
+    cdf = torch.softmax(x.detach(), -1).cumsum(-1)
+    u = torch.rand((*x.shape[:-1], 1), dtype=x.dtype, device=x.device, generator=gen) * cdf[..., -1:]
+    index = (cdf <= u).sum(-1).clamp_max(x.shape[-1] - 1)
+    return torch.nn.functional.one_hot(index, x.shape[-1]).to(x.dtype)
+
+
 def _st(hard, soft):
     return hard + (soft - soft.detach())  # exactly hard in the forward pass
 
@@ -34,7 +44,7 @@ def _one_hot(z):
 
 
 def ref_st(x, gen, tau=1.0):
-    return _st(_one_hot(x.detach() + _gumbel(x, gen)), torch.softmax(x / tau, -1))
+    return _st(_inverse_cdf_sample(x, gen), torch.softmax(x / tau, -1))
 
 
 def ref_stgs(x, gen, tau=1.0, forward_tau=1.0):
@@ -44,7 +54,7 @@ def ref_stgs(x, gen, tau=1.0, forward_tau=1.0):
 
 
 def ref_gst(x, gen, tau=1.0, gap=1.0):
-    hard = _one_hot(x.detach() + _gumbel(x, gen))
+    hard = _inverse_cdf_sample(x, gen)
     xd = x.detach()
     m = xd.max(-1, keepdim=True).values
     if gap == "pi":
@@ -61,13 +71,13 @@ def _surrogate(x, p):  # linear in x with Jacobian diag(p) - p pᵀ
 
 
 def ref_reinmax(x, gen, tau=1.0):
-    hard = _one_hot(x.detach() + _gumbel(x, gen))
+    hard = _inverse_cdf_sample(x, gen)
     pi1 = 0.5 * (hard + torch.softmax(x.detach() / tau, -1))
     return _st(hard, 2.0 * _surrogate(x, pi1) - 0.5 * torch.softmax(x, -1))
 
 
 def ref_gumbel_rao(x, gen, tau=1.0, mc_samples=7):
-    hard = _one_hot(x.detach() + _gumbel(x, gen))
+    hard = _inverse_cdf_sample(x, gen)
     seed = int(torch.randint(0, 2**62, (), generator=gen, device=x.device))
     z = conditional_gumbel(x, hard.argmax(-1), mc_samples, generator=torch.Generator(x.device).manual_seed(seed))
     return _st(hard, torch.softmax((x + (z - x.detach())) / tau, -1).mean(0))  # K copies kept (naive)
@@ -187,3 +197,48 @@ def test_gumbel_rao_no_draw_without_backward_and_generator_advanced_once():
         out.sum().backward()
         states.append(gen.get_state())
     assert torch.equal(states[0], states[1])
+
+
+def _law_bound(p: torch.Tensor, draws: int, false_failure: float) -> torch.Tensor:
+    """Two-sided per-category bound on ``|frequency - p|`` over ``draws`` i.i.d. draws: ``z`` standard
+    errors ``sqrt(p (1 - p) / draws)``, ``z`` Bonferroni-corrected over the categories so that the whole
+    check fails with probability at most ``false_failure`` for a correct sampler (normal approximation;
+    ``p = 0`` gives a bound of 0: a masked category must never be drawn)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - false_failure / (2 * p.numel()))
+    return z * (p * (1 - p) / draws).sqrt()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_inverse_cdf_sampler_has_the_categorical_law(dtype):
+    """``noise.categorical_inverse_cdf`` (st, gst, reinmax, gumbel_rao) draws ``Categorical(softmax(θ))``:
+    200,000 draws per row of logits with a mask, a near-tie, an extreme spread and one category; each
+    frequency within the Monte Carlo bound of ``_law_bound`` (false-failure rate 1e-6 per row for a
+    random seed; the seed is fixed, so the test is deterministic)."""
+    rows = [[2.0, -float("inf"), 0.5, -1.0, 0.5, 1.0], [30.0, 0.0, -30.0, 29.0, -float("inf"), 28.5],
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [-float("inf")] * 5 + [3.0]]
+    draws = 200_000
+    for row in rows:
+        theta = torch.tensor(row, dtype=dtype)
+        index, probs = dg.noise.categorical_inverse_cdf(theta.expand(draws, -1),
+                                                        generator=torch.Generator().manual_seed(len(row)))
+        assert index.shape == (draws, 1)
+        torch.testing.assert_close(probs[0], torch.softmax(theta, -1))
+        freq = torch.bincount(index[:, 0], minlength=theta.numel()).double() / draws
+        p = torch.softmax(theta.double(), -1)
+        assert ((freq - p).abs() <= _law_bound(p, draws, 1e-6)).all(), (row, freq, p)
+
+
+def test_inverse_cdf_ops_forward_law_in_bfloat16_and_dim():
+    """The registered ops' forward samples (computed in float32 for a bfloat16 input, categories on dim 0)
+    have the law ``softmax(θ)`` of the rounded logits: the same bound as above (false-failure rate 1e-6)."""
+    theta = torch.tensor([1.5, -0.5, 0.0, -float("inf"), 2.0], dtype=torch.bfloat16)
+    draws = 100_000
+    p = torch.softmax(theta.double(), -1)
+    for name in ("st", "gst", "reinmax", "gumbel_rao"):
+        op = dg.registry.get(name, distribution="categorical").fn
+        out = op(theta.unsqueeze(1).expand(-1, draws), dim=0, generator=torch.Generator().manual_seed(4))
+        assert out.dtype == torch.bfloat16 and (out.sum(0) == 1).all()
+        freq = out.double().mean(1)
+        assert ((freq - p).abs() <= _law_bound(p, draws, 1e-6)).all(), (name, freq, p)

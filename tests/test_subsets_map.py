@@ -68,7 +68,8 @@ def test_simple_with_k_one_is_softmax_straight_through(gen):
     leaf = theta.clone().requires_grad_(True)
     state = gen.get_state()
     z = dg.subsets_map.simple(leaf, k=1, generator=gen)
-    d = dg.categorical.st(theta, generator=torch.Generator().set_state(state))  # same Gumbel draws, argmax
+    # stgs: the same Gumbel draws and argmax (st samples by inverse CDF, other numbers, the same law)
+    d = dg.categorical.stgs(theta, generator=torch.Generator().set_state(state))
     assert torch.equal(z.detach(), d)
     (grad,) = torch.autograd.grad((z * v).sum(), leaf)
     p = torch.softmax(theta, -1)

@@ -19,24 +19,15 @@ from typing import Any
 
 import torch
 
+from discretegrad._autograd import softmax
 from discretegrad.noise import conditional_gumbel_logweights, conditional_gumbel_weights
 
-__all__ = ["softmax", "softmax_vjp", "one_hot", "gap_pi", "gapped_logits", "seed_from", "StraightThrough",
+__all__ = ["apply", "softmax", "softmax_vjp", "one_hot", "gap_pi", "gapped_logits", "seed_from", "StraightThrough",
            "PerturbedSoftmax", "Gapped", "ReinMax", "GumbelRao"]
 
 
 def _compute(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def softmax(z: torch.Tensor, tau: float = 1.0, top: torch.Tensor | None = None) -> torch.Tensor:
-    """``softmax(z / tau)`` over the last dim as max, subtract, exp and divide on one buffer (on CPU
-    several times faster than ``torch.softmax`` for short rows); ``top``: ``z``'s row maxima if known."""
-    y = z - (z.amax(-1, keepdim=True) if top is None else top)
-    if tau != 1.0:
-        y.div_(tau)
-    y.exp_()
-    return y.div_(y.sum(-1, keepdim=True))
 
 
 def softmax_vjp(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -48,6 +39,21 @@ def softmax_vjp(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 def one_hot(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """One-hot of ``index`` (``[..., 1]``) in ``like``'s shape, dtype and device."""
     return torch.zeros_like(like).scatter(-1, index, 1.0)
+
+
+def apply(function: type[torch.autograd.Function], *args: Any) -> Any:
+    """``function.apply(*args)`` without torch's per-call ``inspect.signature`` binding, in eager mode.
+
+    For a Function with ``setup_context``, ``Function.apply`` binds the arguments to ``forward``'s
+    signature on every call to fill in defaults (about a third of a tiny op's forward on this CPU,
+    measured with cProfile, ``docs/performance.md``). The ops here pass every argument positionally,
+    so the binding is the identity and the call can go straight to the C++ entry point
+    (``torch._C._FunctionBase.apply``, what ``Function.apply`` calls after binding). Under
+    ``torch.func`` transforms and ``torch.compile`` (which trace ``Function.apply`` themselves) it is
+    torch's own ``apply``."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return super(torch.autograd.Function, function).apply(*args)  # type: ignore[misc]
 
 
 class _OneHot(torch.autograd.Function):
@@ -67,21 +73,40 @@ class _OneHot(torch.autograd.Function):
         ctx.args = inputs[2:]
 
 
+def _save_probs(ctx: Any, logits: torch.Tensor, index: torch.Tensor | None, tau: float, probs: torch.Tensor) -> None:
+    """Save what ST and ReinMax need for ``softmax(θ)`` in backward: at ``τ = 1`` with a float32/float64
+    input, the sampler's ``softmax(θ)`` itself (the size of the logits, which are then not saved: no
+    recomputation); otherwise the logits (the softmax recomputed in backward). ``index`` (as int32)
+    when given."""
+    ctx.from_probs = tau == 1.0 and probs.dtype == logits.dtype
+    ctx.dtype, ctx.tau = logits.dtype, tau
+    first = probs if ctx.from_probs else logits
+    ctx.save_for_backward(first, *(() if index is None else (index.to(torch.int32),)))
+
+
+def _probs(ctx: Any, saved: tuple, tau: float = 1.0) -> torch.Tensor:
+    """``softmax(θ/τ)`` in the compute dtype from what :func:`_save_probs` saved (``τ`` = 1 when saved)."""
+    return saved[0] if ctx.from_probs else softmax(_compute(saved[0]), tau)
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 class StraightThrough(_OneHot):
-    """ST: forward one-hot ``D``, backward ``J(softmax(θ/τ)) v / τ`` (args: ``tau``; saves θ only)."""
+    """ST: forward one-hot ``D``, backward ``J(softmax(θ/τ)) v / τ`` (args: ``tau, probs``, the sampler's
+    ``softmax(θ)``; saves it at ``τ = 1``, else θ only: :func:`_save_probs`)."""
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        ctx.save_for_backward(inputs[0])
-        ctx.args = inputs[2:]
+        logits, _, tau, probs = inputs
+        _save_probs(ctx, logits, None, tau, probs)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        (logits,) = ctx.saved_tensors
-        (tau,) = ctx.args
-        p = softmax(_compute(logits), tau)
-        out = softmax_vjp(p, _compute(grad))
-        return (out / tau if tau != 1.0 else out).to(logits.dtype), None, None
+        tau = ctx.tau
+        out = softmax_vjp(_probs(ctx, ctx.saved_tensors, tau), _compute(grad))
+        return _cast(out / tau if tau != 1.0 else out, ctx.dtype), None, None, None
 
 
 class PerturbedSoftmax(torch.autograd.Function):
@@ -142,33 +167,38 @@ class Gapped(_OneHot):
 
 class ReinMax(_OneHot):
     """ReinMax: forward one-hot ``D``, backward ``2 J(π1) v - J(π0) v / 2`` with ``π0 = softmax(θ)``,
-    ``π1 = (D + p)/2``, ``p = softmax(θ/τ)``, both recomputed (saves θ, D).
+    ``π1 = (D + p)/2``, ``p = softmax(θ/τ)``, both recomputed (saves θ and D, or at ``τ = 1`` the
+    sampler's ``softmax(θ)`` and D: :func:`_save_probs`).
 
     Expanded with ``D`` one-hot (``s_p = ⟨p, v⟩``, ``s_0 = ⟨π0, v⟩``)::
 
         2 J(π1) v - J(π0) v / 2 = p ⊙ (v - (v_D + s_p)/2) - π0 ⊙ (v - s_0)/2 + e_D (v_D - s_p)/2
 
     and at ``τ = 1`` (``p = π0``) this is ``π0 ⊙ (v - v_D)/2 + e_D (v_D - s_0)/2``: one softmax, no
-    ``N``-vector ``π1`` (args: ``tau``)."""
+    ``N``-vector ``π1`` (args: ``tau, probs``)."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        logits, index, tau, probs = inputs
+        _save_probs(ctx, logits, index, tau, probs)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        logits, index = ctx.saved_tensors
-        (tau,) = ctx.args
-        x, v = _compute(logits), _compute(grad)
-        index = index.long()
-        pi0, v_d = softmax(x), v.gather(-1, index)
+        *saved, index = ctx.saved_tensors
+        tau = ctx.tau
+        v, index = _compute(grad), index.long()
+        pi0, v_d = _probs(ctx, saved), v.gather(-1, index)
         if tau == 1.0:
             out = pi0 * (v - v_d)  # its row sum is s_0 - v_D
             d_term = out.sum(-1, keepdim=True).mul_(-0.5)
             out.mul_(0.5)
         else:
-            p = softmax(x, tau)
+            p = softmax(_compute(saved[0]), tau)
             s_p, s_0 = (p * v).sum(-1, keepdim=True), (pi0 * v).sum(-1, keepdim=True)
             out = p * (v - 0.5 * (v_d + s_p))
             out.sub_(pi0 * (v - s_0), alpha=0.5)
             d_term = 0.5 * (v_d - s_p)
-        return out.scatter_add(-1, index, d_term).to(logits.dtype), None, None
+        return _cast(out.scatter_add(-1, index, d_term), ctx.dtype), None, None, None
 
 
 def _chunk(numel: int, mc_samples: int) -> int:

@@ -201,6 +201,8 @@ def masked_logits(name: str, value: torch.Tensor, dim: int = -1) -> None:
     if v.numel() == 0:
         return
     top = v.amax(dim)  # one pass: a NaN propagates into its row's max, +inf is the max, an all -inf row's max is -inf
+    if bool(torch.isfinite(top).all()):  # the common case: one reduction and one sync
+        return
     if bool((torch.isnan(top) | (top == math.inf)).any()):
         raise ValueError(f"Expected {name} ({_describe(value)}) to be finite or -inf (masked), "
                          f"but found NaN or +inf values")

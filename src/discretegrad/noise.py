@@ -14,9 +14,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from discretegrad._autograd import softmax
 from discretegrad._validation import positive_float, positive_int
 
-__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "conditional_gumbel_logweights",
+__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "categorical_inverse_cdf", "inverse_cdf_parts", "conditional_gumbel_logweights",
            "conditional_gumbel_weights", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
            "conditional_logistic", "gumbel_with_max", "gamma", "sum_of_gamma"]
 
@@ -249,3 +250,43 @@ def conditional_gumbel_weights(probs: torch.Tensor, index: torch.Tensor, mc_samp
     w = q.div_(e + q)  # out of place: under vmap(randomness="same") e is unbatched, q batched
     is_top = index == torch.arange(p.shape[-1], device=p.device)
     return w.masked_fill_(is_top, 1.0)
+
+
+def categorical_inverse_cdf(logits: torch.Tensor, *, generator: torch.Generator | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(index, probs)``: a sample ``D ~ Categorical(softmax(logits))`` over the last dim (``[..., 1]``)
+    by inversion of its distribution function, with **one uniform per row** (not one Gumbel per
+    entry), and ``probs = softmax(logits)`` computed on the way (no gradient).
+
+    With the running sums ``c_j = p_0 + ... + p_j``, ``D`` is the number of ``c_j <= U c_{N-1}``,
+    ``U ~ U[0, 1)``: category ``j`` is drawn iff ``c_{j-1} <= U c_{N-1} < c_j``, with probability
+    ``p_j / c_{N-1}`` (``c_{N-1}`` is 1 up to rounding and is used as it is, so the rounding of the
+    normalisation does not bias the law). A ``-inf`` logit has ``p_j = 0`` and is never drawn (its
+    interval is empty), and ``U c_{N-1} < c_{N-1}`` in round-to-nearest (``U <= 1 - ε/2``), so ``D`` is
+    always a category of positive probability. Rounding: the running sums are in the logits' dtype,
+    so a probability below about ``ε`` times the running sum before it (``6e-8`` in float32) is
+    rounded into its neighbours' intervals, the order of the uniform draw's own resolution. Cost:
+    one softmax, one ``cumsum`` and a binary search per row, against ``rand``, two logarithms and a
+    ``max`` over every entry for Gumbel-max; the same law, other random numbers for the same
+    generator state. A row with NaN, ``+inf`` or no finite entry gives NaN probabilities (check the
+    values first, or see :func:`inverse_cdf_parts`)."""
+    index, probs, _ = inverse_cdf_parts(logits, generator=generator)
+    return index, probs
+
+
+def inverse_cdf_parts(logits: torch.Tensor, *, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(index, probs, total)`` of :func:`categorical_inverse_cdf`, with ``total = c_{N-1}`` (``[..., 1]``):
+    1 up to rounding for a valid row, NaN for a row with NaN, ``+inf`` or no finite entry (so it is
+    also the value check)."""
+    x = logits.detach()
+    probs = softmax(x)
+    cdf = probs.cumsum(-1)
+    total = cdf[..., -1:]
+    # out of place: under vmap(randomness="same") the draw is unbatched, the sums batched
+    u = torch.rand(total.shape, dtype=x.dtype, device=x.device, generator=generator) * total
+    if torch._C._are_functorch_transforms_active():  # searchsorted has no vmap rule: count instead
+        index = (cdf <= u).sum(-1, keepdim=True)
+    else:
+        index = torch.searchsorted(cdf, u, right=True)
+    return index.clamp_max_(x.shape[-1] - 1), probs, total

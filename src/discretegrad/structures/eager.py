@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from discretegrad._autograd import under_func_transform
+
 __all__ = ["eager_solver"]
 
 
@@ -41,7 +43,7 @@ def eager_solver(solve: Callable[..., torch.Tensor]) -> Callable[..., torch.Tens
 
     @functools.wraps(solve)
     def wrapped(u: torch.Tensor, *args: object) -> torch.Tensor:
-        if torch._C._functorch.get_interpreter_stack():
+        if under_func_transform():
             return _Eager.apply(u.detach(), solve, args)
         return solve(u, *args)
 

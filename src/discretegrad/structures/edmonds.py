@@ -6,6 +6,7 @@ with the undirected solver in :mod:`.kruskal` or with the log-space DPs.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -44,7 +45,12 @@ def edmonds(u: torch.Tensor, root: int) -> torch.Tensor:
     active = torch.ones(batch, n, dtype=torch.bool, device=device)  # nodes not yet merged into another
     doublings = max(1, math.ceil(math.log2(n))) + 1  # 2^doublings >= n: enough to walk around any cycle
     contractions = []  # what each round needs to undo its contraction
-    while True:
+    # eager: until no element has a cycle; under torch.compile (no data-dependent exit) a fixed n - 1
+    # rounds: each contraction merges at least two of the n - 1 non-root nodes, so at most n - 2 rounds
+    # contract and the last finds no cycle; a round with no cycle changes nothing (every update below is
+    # masked by has_cycle), so the result is the same
+    compiling = torch.compiler.is_compiling()
+    for _ in range(n - 1) if compiling else itertools.count():
         # greedy in-edge of every active non-root node (the root and merged nodes point to the root)
         best_parent = score.masked_fill(~active.unsqueeze(-1), neg).argmax(1)
         best_parent = torch.where(active & not_root, best_parent, root)
@@ -55,7 +61,7 @@ def edmonds(u: torch.Tensor, root: int) -> torch.Tensor:
             ancestor = ancestor.gather(1, ancestor)
         on_cycle = torch.zeros(batch, n, dtype=torch.bool, device=device).scatter(1, ancestor, True) & not_root
         has_cycle = on_cycle.any(1)
-        if not bool(has_cycle.any()):
+        if not compiling and not bool(has_cycle.any()):
             break
         # label each cycle by its smallest node: the minimum over the first 2^doublings ancestors
         cycle_label = torch.where(on_cycle, nodes, n)
@@ -83,6 +89,8 @@ def edmonds(u: torch.Tensor, root: int) -> torch.Tensor:
         score = score.scatter(2, rep_col, new_col.unsqueeze(2)).scatter(1, rep_row, new_row.unsqueeze(1))
         active = active & ~(in_cycle & (nodes != rep.unsqueeze(1)))  # the other cycle nodes are merged away
         contractions.append((in_cycle, best_parent, enter_at, leave_from, rep, has_cycle))
+    if compiling:  # the greedy in-edges after the last round (eager: computed by the round that exits)
+        best_parent = torch.where(active & not_root, score.masked_fill(~active.unsqueeze(-1), neg).argmax(1), root)
     # expand the contractions, last first
     parent = best_parent
     for in_cycle, cycle_parent, enter_at, leave_from, rep, has_cycle in reversed(contractions):
@@ -96,6 +104,6 @@ def edmonds(u: torch.Tensor, root: int) -> torch.Tensor:
         new_parent = new_parent.scatter(1, entered, rep_parent)
         parent = torch.where(has_cycle.unsqueeze(1), new_parent, parent)
     adj = torch.zeros(batch, n, n, dtype=u.dtype, device=device)
-    child = nodes[not_root]
+    child = torch.cat([nodes[:root], nodes[root + 1:]])  # the non-root nodes (static shape, for compile)
     adj[torch.arange(batch, device=device).unsqueeze(1), parent[:, child], child.unsqueeze(0)] = 1.0
     return adj.reshape(u.shape)

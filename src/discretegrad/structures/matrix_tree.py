@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from discretegrad._autograd import compute_dtype
+from discretegrad._autograd import compute_dtype, under_func_transform
 from discretegrad.structures.logspace import gradient, logaddexp, neg_inf
 
-__all__ = ["tree_log_partition", "tree_log_partition_reference", "tree_marginals", "tree_marginals_reference"]
+__all__ = ["tree_log_partition", "tree_log_partition_reference", "tree_marginals", "tree_marginals_reference",
+           "tree_marginals_unrolled"]
 
 
 def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> torch.Tensor:
@@ -86,7 +87,7 @@ def _linear_dtype(logw: torch.Tensor, valid: torch.Tensor) -> torch.dtype | None
     relative, as in log space. The float32 range is tried first, then float64; beyond both, and under
     ``torch.func`` transforms or compilation (the choice reads the data), ``None``: the log-space path.
     """
-    if torch._C._functorch.get_interpreter_stack() or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or under_func_transform():
         return None
     spread = float(-logw.detach().masked_fill(~valid, 0.0).amin()) if logw.numel() else 0.0
     candidates = (logw.dtype, torch.float64) if logw.dtype == torch.float32 else (torch.float64,)
@@ -160,7 +161,53 @@ def tree_marginals_reference(w: torch.Tensor, *, directed: bool, root: int = 0) 
 
 
 def _marginals(log_partition, w: torch.Tensor, directed: bool, root: int) -> torch.Tensor:
+    if torch.compiler.is_compiling():  # dynamo cannot trace torch.autograd.grad
+        return tree_marginals_unrolled(w, directed=directed, root=root)
     mu = gradient(lambda x: log_partition(x, directed=directed, root=root), w)
     if not directed:  # ∂/∂w_ij = ∂/∂w_ji = μ_{ij}/2
         mu = mu + mu.transpose(-1, -2)
     return mu
+
+
+def tree_marginals_unrolled(w: torch.Tensor, *, directed: bool, root: int = 0) -> torch.Tensor:
+    """:func:`tree_marginals_reference` with the reverse pass of the log-space elimination written out
+    as tensor code instead of taken by ``torch.autograd.grad``: what ``torch.compile`` runs.
+
+    The marginals are the same adjoints autograd computes (``∂ log Z`` through every step, in the
+    same order and with the same ops: ``σ`` of the ``logaddexp`` gap, the pivot's ``softmax``), so they
+    agree with the reference to rounding; they are plain differentiable tensor code, so the SST
+    gradient (their Jacobian times a vector) is autograd's backward through both passes, as the
+    reference's ``create_graph`` derivative is. Half precision is computed in float32."""
+    logw, _, valid = _centred(w, directed, root)
+    adjoint = _log_elimination_adjoint(logw).masked_fill(~valid, 0.0)
+    n, root = w.shape[-1], root if directed else 0  # undirected: rooted at vertex 0, as in _centred
+    order = [v for v in range(n) if v != root] + [root]
+    back = torch.tensor(sorted(range(n), key=order.__getitem__), device=w.device)  # inverse of the root-last order
+    mu = adjoint.index_select(-2, back).index_select(-1, back)
+    return mu if directed else mu + mu.transpose(-1, -2)  # symmetrised weights: both entries of an edge
+
+
+def _log_elimination_adjoint(logw: torch.Tensor) -> torch.Tensor:
+    """``∂ _log_elimination(logw) / ∂ logw`` by the elimination forward (keeping every step's inputs)
+    and its reverse pass, written out (no ``torch.autograd.grad``)."""
+    neg = neg_inf(logw.dtype)
+    steps = []
+    for m in range(logw.shape[-1], 1, -1):
+        into_v = logw[..., 1:, 0]
+        into_v = into_v - into_v.detach().amax(-1, keepdim=True)  # the detached pivot: no derivative
+        log_d = torch.logsumexp(into_v, -1)
+        rest = logw[..., 1:, 1:]
+        through = into_v.unsqueeze(-1) + logw[..., 0, 1:].unsqueeze(-2) - log_d[..., None, None]
+        self_loop = torch.eye(m - 1, dtype=torch.bool, device=logw.device)
+        steps.append((into_v, log_d, rest, through, self_loop))
+        logw = logaddexp(rest, through).masked_fill(self_loop, neg)
+    grad = torch.zeros_like(logw)  # the last 1 x 1 matrix: not read
+    for into_v, log_d, rest, through, self_loop in reversed(steps):
+        grad = grad.masked_fill(self_loop, 0.0)
+        to_through = grad * torch.sigmoid(through - rest)  # logaddexp's derivative in its second argument
+        to_rest = grad * torch.sigmoid(rest - through)
+        d_log_d = 1.0 - to_through.sum((-2, -1))  # log Z += log d, and through = ... - log d
+        d_into = to_through.sum(-1) + d_log_d.unsqueeze(-1) * torch.softmax(into_v, -1)
+        top = torch.cat([torch.zeros_like(d_log_d).unsqueeze(-1), to_through.sum(-2)], -1)  # row of v
+        grad = torch.cat([top.unsqueeze(-2), torch.cat([d_into.unsqueeze(-1), to_rest], -1)], -2)
+    return grad

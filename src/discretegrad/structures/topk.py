@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from discretegrad._autograd import compute_dtype
+from discretegrad._autograd import compute_dtype, under_func_transform
 from discretegrad.structures.corr_marginals import corr_marginals
 from discretegrad.structures.logspace import gradient
 from discretegrad.structures.semiring import chain_argmax, chain_score
@@ -61,7 +61,7 @@ def corr_topk_marginals(u: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tenso
     for one item: :func:`corr_topk_marginals_reference`). Differentiable with respect to ``u`` and ``v``
     when they require grad (to any order).
     """
-    if torch._C._functorch.get_interpreter_stack() or u.shape[-1] < 2:
+    if under_func_transform() or u.shape[-1] < 2:
         return corr_topk_marginals_reference(u, v, k)
     return corr_marginals(u, v, k, corr_topk_marginals_reference)
 

@@ -30,6 +30,8 @@ import math
 
 import torch
 
+from discretegrad._autograd import under_func_transform
+
 __all__ = ["LOG_RANGE", "scan_dtype", "scan_marginals", "scan_marginals_autograd"]
 
 LOG_RANGE = {torch.float32: 34.0, torch.float64: 340.0}
@@ -91,7 +93,9 @@ def scan_marginals(w: torch.Tensor, k: int) -> torch.Tensor:
     ``create_graph`` or under ``torch.func`` goes through autograd of the scans
     (:func:`scan_marginals_autograd`), which is differentiable again."""
     batch, n = w.shape[:-1], w.shape[-1]
-    if torch._C._functorch.get_interpreter_stack() or not (torch.is_grad_enabled() and w.requires_grad):
+    # under torch.compile: autograd through the scans (the Function's create_graph branch calls
+    # torch.autograd.grad, which dynamo cannot trace)
+    if torch.compiler.is_compiling() or under_func_transform() or not (torch.is_grad_enabled() and w.requires_grad):
         return scan_marginals_autograd(w, k)
     return _ScanMarginals.apply(w.reshape(-1, n), k).reshape(*batch, n)
 
