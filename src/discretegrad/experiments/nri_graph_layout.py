@@ -11,7 +11,8 @@ Protocol (``reference/FACTS.md`` §3.5; data: :mod:`discretegrad.experiments.dat
   teacher-forced (1 step) in evaluation;
 * latent structure (the ``structure`` grid key), each with the exponential-family-entropy
   stochastic softmax trick of its family: ``spanning_tree`` (``dg.trees``: Kruskal /
-  matrix-tree marginals), ``topk`` with ``k = n - 1`` (``dg.subsets``: Gumbel-top-k / the chain
+  matrix-tree marginals), ``topk`` with ``k = n - 1`` (the family option the run supplies, declared in
+  ``family_options``; ``dg.subsets``: Gumbel-top-k / the chain
   DP marginals; the poster's "|V|-1 edges") and ``indep`` (one Bernoulli per undirected edge:
   the binary Gumbel-softmax, whose relaxation is exactly that trick for independent bits);
 * the estimator names the variant: ``entropy_relaxed`` trains on the relaxed sample (the
