@@ -11,7 +11,8 @@ Protocol (``reference/FACTS.md`` §3.5; data: :mod:`discretegrad.experiments.dat
   teacher-forced (1 step) in evaluation;
 * latent structure (the ``structure`` grid key), each with the exponential-family-entropy
   stochastic softmax trick of its family: ``spanning_tree`` (``dg.trees``: Kruskal /
-  matrix-tree marginals), ``topk`` with ``k = n - 1`` (``dg.subsets``: Gumbel-top-k / the chain
+  matrix-tree marginals), ``topk`` with ``k = n - 1`` (the family option the run supplies, declared in
+  ``family_options``; ``dg.subsets``: Gumbel-top-k / the chain
   DP marginals; the poster's "|V|-1 edges") and ``indep`` (one Bernoulli per undirected edge:
   the binary Gumbel-softmax, whose relaxation is exactly that trick for independent bits);
 * the estimator names the variant: ``entropy_relaxed`` trains on the relaxed sample (the
@@ -47,7 +48,7 @@ from typing import Any
 import torch
 
 import discretegrad as dg
-from discretegrad.experiments.common.estimators import estimator_kwargs
+from discretegrad.experiments.common.estimators import estimator_kwargs, family_options
 from discretegrad.experiments.common.seeding import derived_generator, derived_seed
 from discretegrad.experiments.common.training import Best, require_finite, train
 from discretegrad.experiments.data.graph_layout import SPLIT_SIZES, load_graph_layout
@@ -115,6 +116,12 @@ def _prediction_steps(p: Settings) -> int:
     return p.prediction_steps or min(p.steps - 1, 10)
 
 
+def _options(p: Settings) -> dict[str, Any]:
+    """The structure family's options, supplied from the settings (``EXPERIMENT.family_options``):
+    ``k = n - 1`` for ``topk``, none for the others."""
+    return family_options(EXPERIMENT, _FAMILY[p.structure], {"k": p.n_vertices - 1})
+
+
 def _lr_tau(p: Settings) -> tuple[float, float]:
     return search_point(p.trial) if p.search else (p.lr, p.tau)
 
@@ -153,12 +160,13 @@ def _batches(n_train: int, batch_size: int, per_epoch: int, generator: torch.Gen
 
 
 @torch.no_grad()
-def evaluate(model: NRIModel, x: torch.Tensor, edges: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
-    """Hard-sample ELBO (teacher-forced), edge precision/recall (%) and the hard graphs ``[N, n, n]``."""
+def evaluate(model: NRIModel, x: torch.Tensor, edges: torch.Tensor, generator: torch.Generator,
+             options: dict[str, Any]) -> dict[str, Any]:
+    """Hard-sample ELBO (teacher-forced), edge precision/recall (%) and the hard graphs ``[N, n, n]``;
+    ``options``: the structure family's (:func:`_options`)."""
     was_training = model.training
     model.eval()
     family = get_family(_FAMILY[model.structure])
-    options = {"k": model.n - 1} if model.structure == "topk" else {}
     elbos, graphs = [], []
     for start in range(0, x.shape[0], _EVAL_CHUNK):
         xb = x[start:start + _EVAL_CHUNK]
@@ -191,7 +199,7 @@ def make_step(model: NRIModel, optimiser: torch.optim.Optimizer, p: Settings, ch
     straight-through) sample of the structure through ``dg.surrogate``, ``NLL + KL`` batch mean,
     backward, optimiser update; returns the detached loss."""
     family_name, estimator = latent_estimator(p.structure, choice.name)
-    options = {"k": p.n_vertices - 1} if p.structure == "topk" else {}
+    options = _options(p)
     resolved = RunConfig("nri-graph-layout", EstimatorChoice(estimator, dict(choice.hparams)), 0, p, {})
     kwargs = {**estimator_kwargs(resolved, family_name, tau), **options}
     pred_steps = _prediction_steps(p)
@@ -262,11 +270,11 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     def step(xb: torch.Tensor, index: int) -> torch.Tensor:
         return train_step(xb)
 
-    g_eval = derived_generator(config.seed, "eval", device)
+    g_eval, options = derived_generator(config.seed, "eval", device), _options(p)
     best: dict[str, Any] = {"elbo": -math.inf, "state": None}
 
     def validate(epoch: int) -> dict[str, float]:
-        m = evaluate(model, valid_x, valid_e, g_eval)
+        m = evaluate(model, valid_x, valid_e, g_eval, options)
         if m["elbo"] > best["elbo"]:
             best.update(elbo=m["elbo"], state=copy.deepcopy(model.state_dict()))
         return {"valid_elbo": m["elbo"], "valid_precision": m["precision"], "valid_recall": m["recall"]}
@@ -276,7 +284,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
                   measure_efficiency=p.efficiency)
     if best["state"] is not None:
         model.load_state_dict(best["state"])
-    m = evaluate(model, test_x, test_e, derived_generator(config.seed, "test", device))
+    m = evaluate(model, test_x, test_e, derived_generator(config.seed, "test", device), options)
     ctx.log_artifact("trees", {"structure": p.structure, "estimator": config.estimator.label,
                                "graphs": _tree_records(test_x.cpu(), test_e.cpu(), m["graphs"].cpu(), p.n_pictures)})
     final.update(test_elbo=m["elbo"], test_precision=m["precision"], test_recall=m["recall"],
@@ -320,4 +328,5 @@ EXPERIMENT = register_experiment(Experiment(
     divergence_metric="train_loss",
     artifacts=(EFFICIENCY.with_baseline("entropy_relaxed"),),
     paper_results=_paper_results(),
+    family_options=("k",),
 ))

@@ -188,7 +188,10 @@ class Experiment:
             registry's are; their values are checked by the run (or ``check``), not by a probe call.
         family_options: options of the distribution's family that the run supplies itself from its
             settings (``("k",)`` for a k-subset experiment whose ``k`` is a setting): not required
-            of, and refused in, ``--estimators`` hyperparameters.
+            of, and refused in, ``--estimators`` hyperparameters. A run that samples other families
+            than ``distribution`` (NRI's latent structures) declares theirs too; an estimator is
+            only held to the ones it takes (:func:`discretegrad.experiments.common.estimators.family_options`
+            picks a family's from the run's values).
         check: optional ``check(config)`` that validates what the settings types cannot (an
             estimator/architecture pair) and the data a run will read (checksums), raising
             ``ValueError``/``TypeError``/``OSError`` with one message. The harness calls it for

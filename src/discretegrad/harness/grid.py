@@ -227,7 +227,10 @@ def resolve_estimators(experiment: Experiment, choices: Iterable[EstimatorChoice
             raise ValueError(f"Expected no {supplied} among the hyperparameters of estimator {choice.name!r}: "
                              f"experiment {experiment.name!r} sets them from its settings (--set), but got "
                              f"{choice.label!r}")
-        spec.check_hparam_names({**dict.fromkeys(experiment.family_options), **choice.hparams})
+        # the run supplies these itself; only the ones this estimator takes count (an experiment
+        # whose runs sample several families, as NRI's structures do, declares the union)
+        supplied_by_run = dict.fromkeys(o for o in experiment.family_options if o in spec.hyperparameters)
+        spec.check_hparam_names({**supplied_by_run, **choice.hparams})
         choice = EstimatorChoice(choice.name, dict(choice.hparams))
         key = (choice.name, repr(sorted(choice.hparams.items())))
         if key not in out:
