@@ -78,10 +78,14 @@ class Settings:
     latent: str = setting("parent", "parent: Gumbel Tree-LSTM parent choice (GST); arborescence: a latent "
                           "dependency tree (SST's framing)", choices=("parent", "arborescence"))
     gcn_layers: int = setting(8, "graph layers reading the arborescence (latent=arborescence)", ge=1)
+    gcn_residual: bool = setting(True, "pre-norm residual path in the graph layers (false: the plain "
+                                 "post-norm layers, which do not learn at 8 layers)")
     train_size: int = setting(90000, "generated training lines (before the length filter)", ge=1)
     valid_size: int = setting(1000, "generated validation lines (before the length filter)", ge=1)
     data_seed: int = setting(0, "seed of the generated training / validation lines (fixed across run seeds)", ge=0)
     max_tokens: int = setting(100, "keep examples with fewer tokens (the paper's filter)", ge=2)
+    train_max_tokens: int | None = setting(None, "draw the training / validation lines from the distribution "
+                                           "conditioned on fewer tokens (none: the paper's, then max_tokens)", ge=2)
     batch_size: int = setting(16, "mini-batch size", ge=1)
     lr: float = setting(1e-3, "Adam learning rate", gt=0)
     clip: float = setting(5.0, "gradient-norm clipping", gt=0)
@@ -104,7 +108,7 @@ class ListOpsModel(nn.Module):
         if p.latent == "parent":
             self.encoder = TreeLSTMEncoder(p.hidden, generator)
         else:
-            self.encoder = ArborescenceEncoder(p.hidden, p.gcn_layers, generator)
+            self.encoder = ArborescenceEncoder(p.hidden, p.gcn_layers, generator, p.gcn_residual)
         self.classifier = Classifier(p.hidden, D.N_CLASSES, generator)
 
     def forward(self, batch: D.Batch, select, generator: torch.Generator | None):
@@ -178,8 +182,11 @@ def evaluate(model: ListOpsModel, examples, batch_size: int, device) -> dict[str
 def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     p: Settings = config.settings
     device = torch.device(ctx.device)
-    train_ex, valid_ex = D.generated_splits(p.data_seed, p.train_size, p.valid_size, p.data_root, p.max_tokens)
+    train_ex, valid_ex = D.generated_splits(p.data_seed, p.train_size, p.valid_size, p.data_root, p.max_tokens,
+                                            p.train_max_tokens)
     test_ex = D.load_test(p.data_root, p.max_tokens)
+    short = p.max_tokens if p.train_max_tokens is None else min(p.max_tokens, p.train_max_tokens)
+    test_short = [e for e in test_ex if len(e.ids) < short]
     model = build_model(p, config.seed).to(device)
     g_data = derived_generator(config.seed, "data")
     g_noise = derived_generator(config.seed, "noise", device)
@@ -234,8 +241,10 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
                                   "hidden": p.hidden, "latent": p.latent})
     model.load_state_dict(state["weights"])
     test = evaluate(model, test_ex, p.eval_batch, device)
+    test_s = evaluate(model, test_short, p.eval_batch, device) if len(test_short) < len(test_ex) else test
     best_valid = evaluate(model, valid_ex, p.eval_batch, device)
-    return {"test_acc": test["acc"], "test_f1": test["f1"], "best_valid_acc": state["best"],
+    return {"test_acc": test["acc"], "test_f1": test["f1"], "test_short_acc": test_s["acc"],
+            "test_short_size": float(len(test_short)), "best_valid_acc": state["best"],
             "valid_f1": best_valid["f1"], "valid_acc": final["valid_acc"], "train_loss": final["train_loss"],
             "test_size": float(len(test_ex))}
 
@@ -288,7 +297,7 @@ EXPERIMENT = register_experiment(Experiment(
     quick_seeds=(0, 1, 2),
     run=run,
     check=check,
-    metrics={"test_acc": False, "best_valid_acc": False, "test_f1": False, "valid_f1": False, "valid_acc": False,
+    metrics={"test_acc": False, "test_short_acc": False, "best_valid_acc": False, "test_f1": False, "valid_f1": False, "valid_acc": False,
              "train_loss": True},
     divergence_metric="train_loss",
     artifacts=(EFFICIENCY.with_baseline("stgs"), SPEED),
