@@ -287,7 +287,7 @@ EXPERIMENT = register_experiment(Experiment(
         "replaces the parent choice by a latent dependency tree (SST arborescence, estimator stgs)."
     ),
     settings=Settings,
-    quick={"hidden": 32, "train_size": 10000, "epochs": 3},
+    quick={"hidden": 64, "train_size": 20000, "train_max_tokens": 30, "epochs": 4},
     grid={"tau": [1.0, 0.1, 0.01]},
     quick_grid={"tau": [0.01]},
     estimators=_choices(),
