@@ -319,8 +319,19 @@ def test_tiny_run(cache, name, hparams, latent):
     assert final["test_size"] == len(D.load_test(_ROOT, 20))
     assert [e for e, _ in ctx.epochs] == [1, 2]
     assert ctx.artifacts["speed"]["steps_per_second"] > 0 and ctx.artifacts["speed"]["examples_per_second"] > 0
+    assert final["test_short_size"] == final["test_size"] and final["test_short_acc"] == final["test_acc"]
     again, _ = run_tiny(exp, name, hparams, data_root=_ROOT, latent=latent, tau=0.1, **TINY)
     assert again == final  # seeded: the same run twice gives the same numbers
+
+
+@needs_test_set
+def test_tiny_run_on_short_lines(cache):
+    tiny = {**TINY, "train_max_tokens": 12}
+    train, valid = D.generated_splits(0, tiny["train_size"], tiny["valid_size"], _ROOT, 20, 12)
+    assert len(train) == 120 and len(valid) == 40 and max(len(e.ids) for e in train + valid) < 12
+    final, _ = run_tiny(get_experiment("listops"), "stgs", {}, data_root=_ROOT, tau=1.0, **tiny)
+    short = [e for e in D.load_test(_ROOT, 20) if len(e.ids) < 12]
+    assert final["test_short_size"] == len(short) < final["test_size"] and 0 <= final["test_short_acc"] <= 1
 
 
 @pytest.mark.slow
