@@ -15,7 +15,8 @@ Protocol (the paper's released code, ``FACTS.md`` §1.3):
   twice per epoch, ``ReduceLROnPlateau`` (max of validation accuracy, factor 0.5, patience 4
   validations), best-validation checkpoint;
 * metrics: ``test_acc`` of the best-validation checkpoint over the filtered test set (Table 6's
-  number), ``best_valid_acc``, and the parse-tree F1 against the gold bracketing (``test_f1``,
+  number), ``test_short_acc`` over the test lines shorter than ``train_max_tokens`` (when it is set),
+  ``best_valid_acc``, and the parse-tree F1 against the gold bracketing (``test_f1``,
   ``valid_f1``; :mod:`~discretegrad.experiments.common.parse_metrics`); per epoch ``train_loss``,
   ``valid_acc``, ``valid_f1``, ``lr``; artifacts ``efficiency`` and ``speed`` (steps and examples
   per second of training);
@@ -31,8 +32,7 @@ by a non-projective dependency tree rooted at the first token, sampled with
 :func:`discretegrad.trees.arborescence` (Chu-Liu/Edmonds forward, straight-through gradient of
 the directed matrix-tree marginals at temperature ``tau``: the structured counterpart of STGS,
 so it runs under the estimator name ``stgs``), read by ``gcn_layers`` graph layers with a pre-norm
-residual path (``gcn_residual``); evaluation
-uses the maximum arborescence of the scores.
+residual path (``gcn_residual``); evaluation uses the maximum arborescence of the scores.
 
 Quick protocol (``--quick``, a 2-core CPU): hidden 64, 20,000 training lines drawn from the
 distribution conditioned on fewer than 30 tokens (``train_max_tokens``; the validation lines too;
@@ -300,8 +300,8 @@ EXPERIMENT = register_experiment(Experiment(
     quick_seeds=(0, 1, 2),
     run=run,
     check=check,
-    metrics={"test_acc": False, "test_short_acc": False, "best_valid_acc": False, "test_f1": False, "valid_f1": False, "valid_acc": False,
-             "train_loss": True},
+    metrics={"test_acc": False, "test_short_acc": False, "best_valid_acc": False, "test_f1": False, "valid_f1": False,
+             "valid_acc": False, "train_loss": True},
     divergence_metric="train_loss",
     artifacts=(EFFICIENCY.with_baseline("stgs"), SPEED),
     paper_results=_paper_results(),
