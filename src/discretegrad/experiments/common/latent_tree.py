@@ -18,9 +18,11 @@ and over candidate pairs; the only Python loop is over the ``L - 1`` levels.
 **Arborescence** (:class:`ArborescenceEncoder`, beyond the paper; SST's ListOps framing). Edge
 scores ``s_ij = (W_h h_i)·(W_d h_j)/√H`` for the edge ``i → j`` (``i`` the head), root = token 0,
 one latent arborescence ``A`` from a callback (the SST straight-through sample in training,
-the maximum arborescence in evaluation); then ``K`` shared graph layers
-``E ← LayerNorm(f(E) + A g(E))`` (each head sums its children's messages) and the root's ``E``
-is the sentence vector. Padded vertices hang off the root and are cut out of ``A``.
+the maximum arborescence in evaluation); then ``K`` shared graph layers with a pre-norm
+residual path, ``X = LayerNorm(E)``, ``E ← E + f(X) + A g(X)`` (each head adds its children's
+messages), and the root's ``LayerNorm(E)`` is the sentence vector (``residual=False``: the plain
+``E ← LayerNorm(f(E) + A g(E))``, which at the default 8 layers did not learn ListOps in 1,653
+steps). Padded vertices hang off the root and are cut out of ``A``.
 
 Dropout draws from an explicit generator (:func:`dropout`), as every random draw here does.
 """
@@ -174,14 +176,16 @@ def arborescence_scores(scores: torch.Tensor, lengths: torch.Tensor) -> torch.Te
 class ArborescenceEncoder(nn.Module):
     """Latent dependency tree over the leaf states, read by ``layers`` shared graph layers."""
 
-    def __init__(self, hidden: int, layers: int, generator: torch.Generator):
+    def __init__(self, hidden: int, layers: int, generator: torch.Generator, residual: bool = True):
         super().__init__()
-        self.hidden, self.layers = hidden, layers
+        self.hidden, self.layers, self.residual = hidden, layers, residual
         lin = lambda a, b: _kaiming_linear(a, b, generator)  # noqa: E731
         self.head, self.dep = lin(hidden, hidden), lin(hidden, hidden)
         self.self_mlp = nn.Sequential(lin(hidden, hidden), nn.ReLU(), lin(hidden, hidden))
         self.child_mlp = nn.Sequential(lin(hidden, hidden), nn.ReLU(), lin(hidden, hidden))
         self.norm = nn.LayerNorm(hidden)
+        if residual:
+            self.out_norm = nn.LayerNorm(hidden)
 
     def edge_scores(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         s = self.head(h) @ self.dep(h).transpose(-1, -2) / math.sqrt(self.hidden)
@@ -195,8 +199,12 @@ class ArborescenceEncoder(nn.Module):
         a = adj * valid.unsqueeze(-1) * valid.unsqueeze(-2)
         e = h
         for _ in range(self.layers):
-            e = self.norm(self.self_mlp(e) + a @ self.child_mlp(e))
-        return e[:, 0], adj.detach()
+            if self.residual:  # pre-norm residual: the stream keeps the leaf state, each layer adds to it
+                x = self.norm(e)
+                e = e + self.self_mlp(x) + a @ self.child_mlp(x)
+            else:
+                e = self.norm(self.self_mlp(e) + a @ self.child_mlp(e))
+        return (self.out_norm(e[:, 0]) if self.residual else e[:, 0]), adj.detach()
 
 
 def _kaiming_linear(a: int, b: int, generator: torch.Generator) -> nn.Linear:

@@ -138,18 +138,22 @@ def load_test(root: str | None = None, max_tokens: int = MAX_TOKENS) -> list[Exa
 
 
 @functools.lru_cache(maxsize=4)
-def _generated(seed: int, train_size: int, valid_size: int, root: str | None) -> tuple[tuple, tuple]:
+def _generated(seed: int, train_size: int, valid_size: int, root: str | None,
+               draw_max_tokens: int | None) -> tuple[tuple, tuple]:
     banned = {G.to_string(t) for t in _test_trees(root)}
-    trees = G.generate_distinct(seed, train_size + valid_size, exclude=banned)
+    trees = G.generate_distinct(seed, train_size + valid_size, exclude=banned, max_tokens=draw_max_tokens)
     random.Random(seed + 1).shuffle(trees)
     return tuple(trees[valid_size:]), tuple(trees[:valid_size])
 
 
 def generated_splits(seed: int, train_size: int, valid_size: int, root: str | None = None,
-                     max_tokens: int = MAX_TOKENS) -> tuple[list[Example], list[Example]]:
+                     max_tokens: int = MAX_TOKENS,
+                     draw_max_tokens: int | None = None) -> tuple[list[Example], list[Example]]:
     """``(train, valid)`` examples: ``train_size + valid_size`` distinct generated lines (never a
-    test expression), split after a seeded shuffle, each split then length-filtered."""
-    train, valid = _generated(seed, train_size, valid_size, root)
+    test expression), split after a seeded shuffle, each split then length-filtered. With
+    ``draw_max_tokens`` the lines are drawn from the distribution conditioned on fewer tokens
+    (every one of the ``train_size + valid_size`` lines is that short; the filter then keeps all)."""
+    train, valid = _generated(seed, train_size, valid_size, root, draw_max_tokens)
     return _keep([encode(t) for t in train], max_tokens), _keep([encode(t) for t in valid], max_tokens)
 
 

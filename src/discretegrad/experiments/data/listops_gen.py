@@ -31,7 +31,7 @@ import random
 from collections.abc import Iterable, Sequence
 
 __all__ = ["OPERATORS", "VALUE_P", "MAX_ARGS", "MAX_DEPTH", "Tree", "generate_tree", "generate_distinct", "value",
-           "to_string", "parse", "tokens", "gold_spans", "depth"]
+           "to_string", "parse", "tokens", "n_tokens", "gold_spans", "depth"]
 
 OPERATORS = ("MIN", "MAX", "MED", "SM")
 VALUE_P = 0.25
@@ -51,17 +51,23 @@ def generate_tree(rng: random.Random, depth: int = 1, max_depth: int = MAX_DEPTH
     return (OPERATORS[rng.randrange(len(OPERATORS))], children)
 
 
-def generate_distinct(seed: int, n: int, exclude: Iterable[str] = ()) -> list[Tree]:
+def generate_distinct(seed: int, n: int, exclude: Iterable[str] = (), max_tokens: int | None = None) -> list[Tree]:
     """``n`` distinct trees (as the original's set of data points) whose strings are not in
-    ``exclude`` (e.g. the test set), in the order first drawn; deterministic for ``seed``."""
+    ``exclude`` (e.g. the test set), in the order first drawn; deterministic for ``seed``. With
+    ``max_tokens``, a tree of ``max_tokens`` or more :func:`tokens` is rejected before it counts
+    (the original distribution conditioned on short expressions)."""
     if n < 0:
         raise ValueError(f"Expected n >= 0, but got {n}")
+    if max_tokens is not None and max_tokens < 2:
+        raise ValueError(f"Expected max_tokens >= 2 or None, but got {max_tokens}")
     rng = random.Random(seed)
     banned = set(exclude)
     seen: set[str] = set()
     out: list[Tree] = []
     while len(out) < n:
         t = generate_tree(rng)
+        if max_tokens is not None and n_tokens(t) >= max_tokens:
+            continue
         s = to_string(t)
         if s in seen or s in banned:
             continue
@@ -174,6 +180,12 @@ def gold_spans(t: Tree) -> list[tuple[int, int]]:
 
     walk(t, 0)
     return out
+
+
+def n_tokens(t: Tree) -> int:
+    """``len(tokens(t))`` without building the list: 3 per operator (``[``, the operator, ``]``)
+    plus one per digit."""
+    return 1 if isinstance(t, int) else 3 + sum(n_tokens(c) for c in t[1])
 
 
 def depth(t: Tree) -> int:
