@@ -18,7 +18,7 @@ from discretegrad._autograd import softmax
 from discretegrad._validation import positive_float, positive_int
 
 __all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "categorical_inverse_cdf", "inverse_cdf_parts", "conditional_gumbel_logweights",
-           "conditional_gumbel_weights", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
+           "conditional_gumbel_weights", "conditional_gumbel_offweights", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
            "conditional_logistic", "gumbel_with_max", "gamma", "sum_of_gamma"]
 
 
@@ -250,6 +250,42 @@ def conditional_gumbel_weights(probs: torch.Tensor, index: torch.Tensor, mc_samp
     w = q.div_(e + q)  # out of place: under vmap(randomness="same") e is unbatched, q batched
     is_top = index == torch.arange(p.shape[-1], device=p.device)
     return w.masked_fill_(is_top, 1.0)
+
+
+def conditional_gumbel_offweights(logits: torch.Tensor, index: torch.Tensor, mc_samples: int, *, tau: float = 1.0,
+                                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """The GR-MCK weights ``exp((z - T)/τ)`` of ``mc_samples`` conditional Gumbel draws ``z`` given
+    ``argmax z = index`` (``T`` = the maximum), **laid out last** (shape ``[..., N, mc_samples]``) and
+    **0 at** ``index`` (where the weight is 1): ``softmax(z_k/τ)`` is ``w_k + e_D`` normalised.
+
+    From :func:`conditional_gumbel_logweights`'s ``z_j - T = log σ(θ_j - logsumexp θ + log E_0 - log E_j)``
+    with the draws ``E_0`` (``[..., 1, K]``, drawn first) and ``E_j`` (``[..., N, K]``, every entry its own
+    number, so the K draws of a row are i.i.d.): for ``τ <= 1`` as ``(π_j / (π_j + E_j / E_0))^{1/τ}`` with
+    no logarithm but ``E_j = -log1p(-U_j)`` (on the uniforms' own buffer; ``tiny`` added to ``π_j`` in the
+    denominator keeps a masked category at 0 when ``U_j = 0``, and changes a weight by a relative
+    ``tiny / π_j`` at most, below float precision for ``π_j > 1e-30``), for ``τ > 1`` in log space
+    (a weight that underflows is not lost when raised to ``1/τ < 1``). The same law as
+    :func:`conditional_gumbel`, other positions of the random numbers: with the K draws last, every
+    pass over the ``N x K`` buffer runs along contiguous ``K`` (``docs/performance.md``)."""
+    mc_samples = positive_int("mc_samples", mc_samples)
+    x = logits.detach()
+    off = index == torch.arange(x.shape[-1], device=x.device)  # == has a vmap rule, scatter_ has none
+    shape = (*x.shape, mc_samples)
+    inv_e_top = exponential((*x.shape[:-1], 1, mc_samples), dtype=x.dtype, device=x.device,
+                            generator=generator).reciprocal_()
+    if tau > 1.0:
+        log_p = torch.log_softmax(x, -1).masked_fill(off, -math.inf).unsqueeze(-1)
+        log_e = exponential(shape, dtype=x.dtype, device=x.device, generator=generator).log_()
+        a = log_p - inv_e_top.log() - log_e  # out of place: under vmap(randomness="same") the draws are unbatched
+        return F.logsigmoid(a).div_(tau).exp_()
+    p = softmax(x).masked_fill(off, 0.0).unsqueeze(-1)
+    neg_e = torch.rand(shape, dtype=x.dtype, device=x.device, generator=generator).neg_().log1p_()
+    if torch._C._are_functorch_transforms_active():
+        w = p / torch.addcmul(p + torch.finfo(x.dtype).tiny, neg_e, inv_e_top, value=-1.0)
+    else:
+        w = torch.div(p, torch.addcmul(p + torch.finfo(x.dtype).tiny, neg_e, inv_e_top, value=-1.0, out=neg_e),
+                      out=neg_e)
+    return w if tau == 1.0 else w.pow_(1.0 / tau)
 
 
 def categorical_inverse_cdf(logits: torch.Tensor, *, generator: torch.Generator | None = None
