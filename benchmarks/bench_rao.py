@@ -6,7 +6,7 @@ The former revision's ``GumbelRao`` Function (and the noise module it drew with)
 (:func:`swapped`), so both versions run through the same op, the same forward pass and the same
 sampler, interleaved (rotating order, one warm-up each; medians and minima, the load average
 before and after). ``--chunks`` also times this tree's backward with other chunk sizes (numbers per
-chunk, ``_st_functions._chunk``).
+chunk, ``_st_functions._rao_blocks``).
 
     python benchmarks/bench_rao.py [--shape 100x30x10] [--k 100,1000] [--reps 15] [--before main]
         [--chunks 17,19] [--out results/benchmarks/categorical_rao.md]
@@ -45,15 +45,18 @@ def former_gumbel_rao(rev: str) -> type[torch.autograd.Function]:
 def swapped(function: type[torch.autograd.Function] | None = None, chunk: int | None = None) -> Iterator[None]:
     """Within the block, ``dg.categorical.gumbel_rao`` backpropagates through ``function`` (when given)
     and draws ``2**chunk`` numbers per chunk (when given)."""
-    saved = fn.GumbelRao, fn._chunk
+    saved = fn.GumbelRao, fn._rao_blocks
     if function is not None:
         fn.GumbelRao = function
     if chunk is not None:
-        fn._chunk = lambda numel, k: max(1, min(k, (1 << chunk) // max(1, numel)))
+        def blocks(rows: int, n: int, k_total: int) -> tuple[int, int]:
+            k = max(1, min(k_total, (1 << chunk) // max(1, n)))
+            return max(1, min(rows, (1 << chunk) // (k * n))), k
+        fn._rao_blocks = blocks
     try:
         yield
     finally:
-        fn.GumbelRao, fn._chunk = saved
+        fn.GumbelRao, fn._rao_blocks = saved
 
 
 def main() -> None:

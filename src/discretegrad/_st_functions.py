@@ -211,7 +211,8 @@ def _rao_sums(w: torch.Tensor, v: torch.Tensor, v_d: torch.Tensor) -> tuple[torc
     s = w.sum(-2).add_(1.0)  # [B, k]
     a = s.reciprocal_()
     b = (w * v.unsqueeze(-1)).sum(-2).add_(v_d).mul_(a).mul_(a)
-    out = torch.addcmul(-(w * b.unsqueeze(-2)).sum(-1), v, (w * a.unsqueeze(-2)).sum(-1))
+    coef = torch.addcmul(-b.unsqueeze(-2), v.unsqueeze(-1), a.unsqueeze(-2))  # a_k v_j - b_k, [B, N, k]
+    out = (coef.mul_(w) if coef.shape == w.shape else coef * w).sum(-1)
     return out, (a * v_d - b).sum(-1, keepdim=True)
 
 
