@@ -34,10 +34,12 @@ from _env import environment, interleaved, module_at, write_report  # noqa: E402
 def former_gumbel_rao(rev: str) -> type[torch.autograd.Function]:
     """``GumbelRao`` of revision ``rev``, drawing with that revision's noise module."""
     noise = module_at(rev, "src/discretegrad/noise.py", f"noise_at_{rev}")
-    functions = module_at(rev, "src/discretegrad/_st_functions.py", f"st_functions_at_{rev}")
-    for name in ("conditional_gumbel_weights", "conditional_gumbel_logweights"):
-        if name in functions.__dict__:
-            functions.__dict__[name] = getattr(noise, name)
+    current = sys.modules["discretegrad.noise"]
+    sys.modules["discretegrad.noise"] = noise  # its `from discretegrad.noise import ...` gets that revision's
+    try:
+        functions = module_at(rev, "src/discretegrad/_st_functions.py", f"st_functions_at_{rev}")
+    finally:
+        sys.modules["discretegrad.noise"] = current
     return functions.GumbelRao
 
 
