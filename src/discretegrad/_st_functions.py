@@ -201,17 +201,20 @@ class ReinMax(_OneHot):
         return _cast(out.scatter_add(-1, index, d_term), ctx.dtype), None, None, None
 
 
-def _rao_sums(w: torch.Tensor, v: torch.Tensor, v_d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _rao_sums(w: torch.Tensor, v: torch.Tensor, v_d: torch.Tensor, work: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """For one chunk of weights ``w [B, N, k]`` (0 at the sample ``D``, where the weight is 1:
     ``y_k = (w_k + e_D) / S_k``) and ``v [B, N]`` (``v_d`` = ``v`` at ``D``, ``[B, 1]``): the sums over
     ``k`` of ``J(y_k) v = y_k ⊙ v - y_k ⟨y_k, v⟩``, split as ``v ⊙ Σ_k a_k w_k - Σ_k b_k w_k`` (plus the
     ``e_D`` terms) with ``a_k = 1/S_k``, ``b_k = ⟨w_k + e_D, v⟩ / S_k²``. Returns
     ``v ⊙ Σ_k a_k w_k - Σ_k b_k w_k`` (``[B, N]``) and ``Σ_k (a_k v_D - b_k)`` (``[B, 1]``, the ``e_D``
-    term). Every reduction runs along the contiguous ``k``; no softmax JVP per draw."""
+    term). Every reduction runs along the contiguous ``k``; no softmax JVP per draw. ``work``: a buffer of
+    ``w.numel()`` elements or more for the temporaries (eager mode only: ``None`` under ``torch.func``)."""
     s = w.sum(-2).add_(1.0)  # [B, k]
     a = s.reciprocal_()
-    b = (w * v.unsqueeze(-1)).sum(-2).add_(v_d).mul_(a).mul_(a)
-    coef = torch.addcmul(-b.unsqueeze(-2), v.unsqueeze(-1), a.unsqueeze(-2))  # a_k v_j - b_k, [B, N, k]
+    tmp = None if work is None else work[:w.numel()].view(w.shape)
+    b = torch.mul(w, v.unsqueeze(-1), out=tmp).sum(-2).add_(v_d).mul_(a).mul_(a)
+    coef = torch.addcmul(-b.unsqueeze(-2), v.unsqueeze(-1), a.unsqueeze(-2), out=tmp)  # a_k v_j - b_k, [B, N, k]
     out = (coef.mul_(w) if coef.shape == w.shape else coef * w).sum(-1)
     return out, (a * v_d - b).sum(-1, keepdim=True)
 
@@ -249,14 +252,17 @@ class GumbelRao(_OneHot):
         x2, v2, i2 = x.reshape(-1, n), v.reshape(-1, n), index.reshape(-1, 1)
         v_d = v2.gather(-1, i2)
         step_rows, step_k = _rao_blocks(x2.shape[0], n, k_total)
+        eager = not torch._C._are_functorch_transforms_active()  # buffers reused across chunks (not under vmap)
+        size = min(x2.shape[0], step_rows) * n * step_k
+        draws, work = (torch.empty(size, dtype=x.dtype, device=x.device) for _ in range(2)) if eager else (None, None)
         blocks = []
         for r in range(0, x2.shape[0], step_rows):
             rows = slice(r, r + step_rows)
             out, at_d = None, None
             for start in range(0, k_total, step_k):
                 w = conditional_gumbel_offweights(x2[rows], i2[rows], min(step_k, k_total - start), tau=tau,
-                                                  generator=gen)
-                o, d = _rao_sums(w, v2[rows], v_d[rows])
+                                                  generator=gen, out=draws)
+                o, d = _rao_sums(w, v2[rows], v_d[rows], work)
                 out, at_d = (o, d) if out is None else (out + o, at_d + d)
             blocks.append(out.scatter_add(-1, i2[rows], at_d))
         grad_x = torch.cat(blocks).mul_(1.0 / (k_total * tau))

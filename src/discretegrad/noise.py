@@ -213,7 +213,8 @@ def gumbel_perturb(logits: torch.Tensor, *, generator: torch.Generator | None = 
 
 
 def conditional_gumbel_offweights(logits: torch.Tensor, index: torch.Tensor, mc_samples: int, *, tau: float = 1.0,
-                                  generator: torch.Generator | None = None) -> torch.Tensor:
+                                  generator: torch.Generator | None = None,
+                                  out: torch.Tensor | None = None) -> torch.Tensor:
     """The GR-MCK weights ``exp((z - T)/τ)`` of ``mc_samples`` conditional Gumbel draws ``z`` given
     ``argmax z = index`` (``T`` = the maximum; ``softmax(z/τ)`` is their normalisation), **laid out
     last** (shape ``[..., N, mc_samples]``) and **0 at** ``index``, where the weight is 1: ``softmax(z_k/τ)``
@@ -228,7 +229,9 @@ def conditional_gumbel_offweights(logits: torch.Tensor, index: torch.Tensor, mc_
     most: below float precision for ``π_j > 1e-30``); for ``τ > 1`` in log space (a weight that
     underflows is not lost when raised to ``1/τ < 1``). The same law as :func:`conditional_gumbel`,
     other positions of the random numbers: with the K draws last, every pass over the ``N x K`` buffer
-    runs along the contiguous ``K`` (``docs/performance.md``)."""
+    runs along the contiguous ``K`` (``docs/performance.md``). ``out``: a contiguous buffer of at least
+    ``logits.numel() * mc_samples`` elements in the logits' dtype, reused for the draws (``τ <= 1``, not
+    under ``torch.func`` transforms), so that repeated calls allocate nothing of that size."""
     mc_samples = positive_int("mc_samples", mc_samples)
     x = logits.detach()
     off = index == torch.arange(x.shape[-1], device=x.device)  # == has a vmap rule, scatter_ has none
@@ -241,7 +244,11 @@ def conditional_gumbel_offweights(logits: torch.Tensor, index: torch.Tensor, mc_
         a = log_p - inv_e_top.log() - log_e  # out of place: under vmap(randomness="same") the draws are unbatched
         return F.logsigmoid(a).div_(tau).exp_()
     p = softmax(x).masked_fill(off, 0.0).unsqueeze(-1)
-    neg_e = torch.rand(shape, dtype=x.dtype, device=x.device, generator=generator).neg_().log1p_()
+    if out is None or torch._C._are_functorch_transforms_active():
+        neg_e = torch.rand(shape, dtype=x.dtype, device=x.device, generator=generator)
+    else:
+        neg_e = torch.rand(shape, generator=generator, out=out[:math.prod(shape)].view(shape))
+    neg_e = neg_e.neg_().log1p_()
     if torch._C._are_functorch_transforms_active():
         w = p / torch.addcmul(p + torch.finfo(x.dtype).tiny, neg_e, inv_e_top, value=-1.0)
     else:
