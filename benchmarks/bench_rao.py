@@ -104,10 +104,7 @@ def main() -> None:
              "one warm-up each). Ratios are to STGS timed in the same rounds (median to median, minimum to "
              "minimum).", "",
              markdown_table(["op", "median ms", "min ms", "median / stgs", "min / stgs"], rows)]
-    if args.out:
-        write_report(lines, args.out)
-    else:
-        print("\n".join(lines))
+    write_report(lines, args.out)  # printed; written too with --out
 
 
 if __name__ == "__main__":
