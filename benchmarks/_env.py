@@ -25,11 +25,12 @@ def environment(device: str | None = None) -> str:
     return describe(_record(device, git_info()))
 
 
-def write_report(lines: list[str], out: str) -> None:
-    """Write the report lines to ``out`` (creating its folder) and print them."""
+def write_report(lines: list[str], out: str | None) -> None:
+    """Write the report lines to ``out`` (creating its folder; not when ``None``) and print them."""
     text = "\n".join(lines) + "\n"
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(text)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
     print(text)
 
 

@@ -7,12 +7,16 @@ with other jobs slows them alike; the median per-step time of each is reported, 
 :func:`discretegrad.experiments.common.profiling.step_peak_memory_mb` (CUDA allocator on a GPU, the
 profiler's allocation events on a CPU).
 
-    python benchmarks/bench_categorical_vae_efficiency.py [--device cpu] [--rounds 3] [--out FILE.md]
+With ``--before REV`` a fifth trainer runs GR-MC100 through revision ``REV``'s GR-MCK backward
+(``bench_rao.swapped``), interleaved with the others: the before/after of a change to it in one process.
+
+    python benchmarks/bench_categorical_vae_efficiency.py [--device cpu] [--rounds 3] [--before main] [--out FILE.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -22,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _env import environment, write_report  # noqa: E402
+from bench_rao import former_gumbel_rao, swapped  # noqa: E402
 
 import discretegrad as dg  # noqa: E402
 from discretegrad._format import estimator_label, markdown_table  # noqa: E402
@@ -65,18 +70,29 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--before", default=None, help="also GR-MC100 with this git revision's GR-MCK backward")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     device = torch.device(args.device)
     x = load_pixels("mnist", "train", "continuous", None, 6000, device)
     steps = {label: trainer(n, h, x, device) for n, h in CHOICES for label in [estimator_label(n, h)]}
+    per_round = {label: STEPS.get(h.get("mc_samples"), 20) for n, h in CHOICES for label in [estimator_label(n, h)]}
+    if args.before:
+        former, inner = former_gumbel_rao(args.before), trainer("gumbel_rao", {"mc_samples": 100}, x, device)
+
+        def before_step(inner=inner) -> torch.Tensor:
+            with swapped(former):
+                return inner()
+
+        label = f"{estimator_label('gumbel_rao', {'mc_samples': 100})} with {args.before}'s backward"
+        steps[label], per_round[label] = before_step, STEPS[100]
     memory, times = {}, {label: [] for label in steps}
     for label, step in steps.items():  # warm up (Adam state), then measure the memory of one step
         step(), step()
         memory[label] = step_peak_memory_mb(step, device)[0][0]
     for _ in range(args.rounds):
-        for (n, h), (label, step) in zip(CHOICES, steps.items()):
-            k = STEPS.get(h.get("mc_samples"), 20)
+        for label, step in steps.items():
+            k = per_round[label]
             sync(device)
             t0 = time.perf_counter()
             for _ in range(k):
@@ -91,7 +107,8 @@ def main() -> None:
                      f"{memory[label] / base_m:.2f}x"])
     lines = [f"Environment: {environment(args.device)}", "",
              f"Command: `python benchmarks/bench_categorical_vae_efficiency.py --device {args.device} "
-             f"--rounds {args.rounds}`", "",
+             f"--rounds {args.rounds}" + (f" --before {args.before}" if args.before else "") + "`", "",
+             f"Load average (1, 5, 15 min) at the end: {', '.join(f'{a:.1f}' for a in os.getloadavg())}", "",
              markdown_table(["estimator", "s / step (median)", "s / epoch (x600)", "ratio", "peak step memory (MB)",
                              "ratio"], rows)]
     if args.out:

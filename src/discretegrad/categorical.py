@@ -274,8 +274,8 @@ def gumbel_rao(
 
     Variant: the noise is held fixed (no gradient through the conditional Gumbels' dependence
     on θ), as in the GST paper's GR-MCK and its public reference code; that is the estimator
-    whose expectation equals STGS's. The conditional Gumbels are drawn in log space
-    (:func:`discretegrad.noise.conditional_gumbel_logweights`). Memory and time: the forward value
+    whose expectation equals STGS's. The conditional Gumbels enter through their closed-form weights
+    (:func:`discretegrad.noise.conditional_gumbel_offweights`). Memory and time: the forward value
     needs no draw but ``D``; the K conditional draws are made in the backward pass, in chunks of
     bounded memory, from a generator seeded by one number drawn from ``generator`` in the forward
     pass (:class:`discretegrad._st_functions.GumbelRao`). Only the logits and ``D`` are saved: the

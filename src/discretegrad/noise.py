@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from discretegrad._autograd import softmax
 from discretegrad._validation import positive_float, positive_int
 
-__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "categorical_inverse_cdf", "inverse_cdf_parts", "conditional_gumbel_logweights",
-           "conditional_gumbel_weights", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
+__all__ = ["exponential", "gumbel", "gumbel_like", "gumbel_perturb", "categorical_inverse_cdf", "inverse_cdf_parts",
+           "conditional_gumbel_offweights", "symmetric_gumbel_like", "gumbel_max", "conditional_gumbel", "logistic",
            "conditional_logistic", "gumbel_with_max", "gamma", "sum_of_gamma"]
 
 
@@ -212,44 +212,49 @@ def gumbel_perturb(logits: torch.Tensor, *, generator: torch.Generator | None = 
     return torch.sub(x, log_e)
 
 
-def conditional_gumbel_logweights(logits: torch.Tensor, index: torch.Tensor, mc_samples: int, *,
-                                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """``z - T`` for ``mc_samples`` draws ``z`` of :func:`conditional_gumbel` (``T`` = the maximum, at
-    ``index``, shape ``[..., 1]``), without forming ``z``: no gradient, shape ``[mc_samples, *logits.shape]``.
+def conditional_gumbel_offweights(logits: torch.Tensor, index: torch.Tensor, mc_samples: int, *, tau: float = 1.0,
+                                  generator: torch.Generator | None = None,
+                                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """The GR-MCK weights ``exp((z - T)/τ)`` of ``mc_samples`` conditional Gumbel draws ``z`` given
+    ``argmax z = index`` (``T`` = the maximum; ``softmax(z/τ)`` is their normalisation), **laid out
+    last** (shape ``[..., N, mc_samples]``) and **0 at** ``index``, where the weight is 1: ``softmax(z_k/τ)``
+    is ``w_k + e_D`` normalised. No gradient.
 
-    From ``z_j = -logaddexp(-T, log E_j - θ_j)`` and ``T = logsumexp θ - log E_0``:
-    ``z_j - T = log σ(θ_j - logsumexp θ + log E_0 - log E_j)`` for ``j ≠ D`` and ``0`` at ``D``, so
-    ``softmax(z/τ) = softmax((z - T)/τ)`` is a logsigmoid and a softmax away (the same law and the
-    same random numbers as :func:`conditional_gumbel`)."""
+    From :func:`conditional_gumbel`'s ``z_j = -logaddexp(-T, log E_j - θ_j)``, ``T = logsumexp θ - log E_0``:
+    ``z_j - T = log σ(θ_j - logsumexp θ + log E_0 - log E_j)`` for ``j ≠ D``, with the draws ``E_0``
+    (``[..., 1, K]``, drawn first) and ``E_j`` (``[..., N, K]``, every entry its own number, so the K
+    draws of a row are i.i.d.). For ``τ <= 1`` as ``(π_j / (π_j + E_j / E_0))^{1/τ}``, with no logarithm
+    but ``E_j = -log1p(-U_j)``, on the uniforms' own buffer (``tiny`` added to ``π_j`` in the denominator
+    keeps a masked category at 0 when ``U_j = 0``, and changes a weight by a relative ``tiny / π_j`` at
+    most: below float precision for ``π_j > 1e-30``); for ``τ > 1`` in log space (a weight that
+    underflows is not lost when raised to ``1/τ < 1``). The same law as :func:`conditional_gumbel`,
+    other positions of the random numbers: with the K draws last, every pass over the ``N x K`` buffer
+    runs along the contiguous ``K`` (``docs/performance.md``). ``out``: a contiguous buffer of at least
+    ``logits.numel() * mc_samples`` elements in the logits' dtype, reused for the draws (``τ <= 1``, not
+    under ``torch.func`` transforms), so that repeated calls allocate nothing of that size."""
     mc_samples = positive_int("mc_samples", mc_samples)
     x = logits.detach()
-    shape = (mc_samples, *x.shape)
-    log_e_top = exponential((*shape[:-1], 1), dtype=x.dtype, device=x.device, generator=generator).log_()
-    log_e = exponential(shape, dtype=x.dtype, device=x.device, generator=generator).log_()
-    a = (x - torch.logsumexp(x, -1, keepdim=True)) + log_e_top
-    out = F.logsigmoid(a.sub_(log_e))  # a has the full [K, ..., N] shape: broadcast over N
-    is_top = index == torch.arange(x.shape[-1], device=x.device)  # [..., N]; == has a vmap rule, scatter_ has none
-    return out.masked_fill_(is_top, 0.0)
-
-
-def conditional_gumbel_weights(probs: torch.Tensor, index: torch.Tensor, mc_samples: int, *,
-                               generator: torch.Generator | None = None) -> torch.Tensor:
-    """``exp(z - T)`` for the draws of :func:`conditional_gumbel_logweights` (the same random numbers),
-    from ``probs = softmax(θ)``, with no logarithm: ``E_0 π_j / (E_0 π_j + E_j)`` for ``j ≠ D``, 1 at ``D``.
-
-    ``σ(θ_j - logsumexp θ + log E_0 - log E_j) = E_0 π_j / (E_0 π_j + E_j)``; the denominator is at
-    least ``E_j >= finfo.tiny``, so no ``0/0``. Where ``π_j`` underflows the weight is 0 instead of
-    a number below ``1e-29``: exact to float precision for ``softmax(z/τ)`` with ``τ <= 1`` (the
-    weights are raised to ``1/τ >= 1``); for ``τ > 1`` use the log-space version."""
-    mc_samples = positive_int("mc_samples", mc_samples)
-    p = probs.detach()
-    shape = (mc_samples, *p.shape)
-    e_top = exponential((*shape[:-1], 1), dtype=p.dtype, device=p.device, generator=generator)
-    e = exponential(shape, dtype=p.dtype, device=p.device, generator=generator)
-    q = p * e_top  # [K, ..., N]
-    w = q.div_(e + q)  # out of place: under vmap(randomness="same") e is unbatched, q batched
-    is_top = index == torch.arange(p.shape[-1], device=p.device)
-    return w.masked_fill_(is_top, 1.0)
+    off = index == torch.arange(x.shape[-1], device=x.device)  # == has a vmap rule, scatter_ has none
+    shape = (*x.shape, mc_samples)
+    inv_e_top = exponential((*x.shape[:-1], 1, mc_samples), dtype=x.dtype, device=x.device,
+                            generator=generator).reciprocal_()
+    if tau > 1.0:
+        log_p = torch.log_softmax(x, -1).masked_fill(off, -math.inf).unsqueeze(-1)
+        log_e = exponential(shape, dtype=x.dtype, device=x.device, generator=generator).log_()
+        a = log_p - inv_e_top.log() - log_e  # out of place: under vmap(randomness="same") the draws are unbatched
+        return F.logsigmoid(a).div_(tau).exp_()
+    p = softmax(x).masked_fill(off, 0.0).unsqueeze(-1)
+    if out is None or torch._C._are_functorch_transforms_active():
+        neg_e = torch.rand(shape, dtype=x.dtype, device=x.device, generator=generator)
+    else:
+        neg_e = torch.rand(shape, generator=generator, out=out[:math.prod(shape)].view(shape))
+    neg_e = neg_e.neg_().log1p_()
+    if torch._C._are_functorch_transforms_active():
+        w = p / torch.addcmul(p + torch.finfo(x.dtype).tiny, neg_e, inv_e_top, value=-1.0)
+    else:
+        w = torch.div(p, torch.addcmul(p + torch.finfo(x.dtype).tiny, neg_e, inv_e_top, value=-1.0, out=neg_e),
+                      out=neg_e)
+    return w if tau == 1.0 else w.pow_(1.0 / tau)
 
 
 def categorical_inverse_cdf(logits: torch.Tensor, *, generator: torch.Generator | None = None
