@@ -47,11 +47,17 @@ def timed(fn, make, device, seed=0):
     gen = torch.Generator(device=device).manual_seed(seed)
 
     def run():
-        (fn(x, gen) * v).sum().backward()
+        out = fn(x, gen)
+        if out.requires_grad:
+            (out * v).sum().backward()
         if device == "cuda":
             torch.cuda.synchronize()
 
     return run
+
+
+PIECE = "piece (forward only, no gradient): "
+"""Rows that time one part of the spanning-tree op alone, for the floors (no backward to run)."""
 
 
 def _sst_topk(marginals):
@@ -133,8 +139,20 @@ def tree_cases(n):
     def elimination_arb(x, g):
         return tree_marginals_elimination(x + dg.noise.gumbel_like(x, generator=g), directed=True)
 
+    def laplacians(x):
+        a = torch.exp(_sym(x.detach()).double() - 3.0)
+        return torch.diag_embed(a.sum(-2) + 1.0) - a
+
+    def noise_and_checks(x, g):
+        u = dg.trees.check_edge_logits(_sym(x.detach()), symmetric=True)
+        return u + dg.noise.symmetric_gumbel_like(u, generator=g)
+
     return {
         SST_TREE: sst_tree,
+        PIECE + "input checks + Gumbel noise": noise_and_checks,
+        PIECE + "Prim (the hard sample)": lambda x, g: dg.structures.prim(_sym(x.detach())),
+        PIECE + "float64 inverse of the Laplacians (torch.linalg.inv_ex)":
+            lambda x, g: torch.linalg.inv_ex(laplacians(x))[0],
         SST_TREE_RELAXED: sst_relaxed,
         BEFORE_TREE: before_tree,
         ELIMINATION_TREE: elimination_tree,

@@ -77,34 +77,49 @@ def _formula(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return a * (torch.diagonal(m, 0, -2, -1).unsqueeze(-2) - m.transpose(-1, -2))
 
 
-def _differentiable(x: torch.Tensor, root: int) -> torch.Tensor:
+def _log_weights(w: torch.Tensor, directed: bool) -> torch.Tensor:
+    """``w [B, n, n]`` in float64, symmetrised (``(w + wᵀ)/2``) when undirected."""
+    x = w.to(torch.float64)
+    return x if directed else 0.5 * (x + x.transpose(-1, -2))
+
+
+def _differentiable(w: torch.Tensor, directed: bool, root: int) -> torch.Tensor:
     """The marginals as autograd-differentiable tensor code (the ``create_graph`` branch)."""
-    a = _weights(x, root)
-    return _formula(a, _inverse(a, root)[0])
+    a = _weights(_log_weights(w, directed), root)
+    mu = _formula(a, _inverse(a, root)[0])
+    return (mu if directed else mu + mu.transpose(-1, -2)).to(w.dtype)
 
 
 class _InverseMarginals(torch.autograd.Function):
-    """``μ`` from the precomputed ``A`` and ``M`` of ``x``; closed-form ``J g`` backward."""
+    """``μ`` of ``w [B, n, n]`` from the precomputed ``A`` and ``M`` (float64), in ``w``'s dtype; the
+    backward ``J g`` in closed form (the symmetrisation and the casts folded in)."""
 
     @staticmethod
-    def forward(ctx, x, a, m, root):  # type: ignore[override]
-        ctx.root = root
-        ctx.save_for_backward(x, a, m)
-        return _formula(a, m)
+    def forward(ctx, w, a, m, directed, root):  # type: ignore[override]
+        ctx.directed, ctx.root = directed, root
+        ctx.save_for_backward(w, a, m)
+        mu = _formula(a, m)
+        return (mu if directed else mu + mu.transpose(-1, -2)).to(w.dtype)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        x, a, m = ctx.saved_tensors
+        w, a, m = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: a derivative that is differentiable again
             with torch.enable_grad():
-                (grad,) = torch.autograd.grad(_differentiable(x, ctx.root), x, g, create_graph=True)
-            return grad, None, None, None
+                (grad,) = torch.autograd.grad(_differentiable(w, ctx.directed, ctx.root), w, g, create_graph=True)
+            return grad, None, None, None, None
+        g = g.to(torch.float64)
+        if not ctx.directed:  # μ + μᵀ
+            g = g + g.transpose(-1, -2)
         mt = m.transpose(-1, -2)
         h = g * a
         q = torch.baddbmm(h.sum(-2).unsqueeze(-1) * mt, h.transpose(-1, -2), mt, alpha=-1.0)  # Q Mᵀ
         r = torch.bmm(mt, q)
         diag_m = torch.diagonal(m, 0, -2, -1).unsqueeze(-2)
-        return a * (g * (diag_m - mt) + r - torch.diagonal(r, 0, -2, -1).unsqueeze(-2)), None, None, None
+        grad = a * (g * (diag_m - mt) + r - torch.diagonal(r, 0, -2, -1).unsqueeze(-2))
+        if not ctx.directed:  # x = (w + wᵀ)/2
+            grad = 0.5 * (grad + grad.transpose(-1, -2))
+        return grad.to(w.dtype), None, None, None, None
 
 
 def inverse_marginals(w: torch.Tensor, *, directed: bool, root: int,
@@ -115,24 +130,18 @@ def inverse_marginals(w: torch.Tensor, *, directed: bool, root: int,
     n = w.shape[-1]
     bound = KAPPA_MAX[torch.float64 if w.dtype == torch.float64 else torch.float32]
     flat = w.reshape(-1, n, n)
-    x = flat.to(torch.float64)
-    if not directed:
-        x, root = 0.5 * (x + x.transpose(-1, -2)), n - 1
+    root = root if directed else n - 1  # undirected: any root
     with torch.no_grad():
-        a = _weights(x, root)
+        a = _weights(_log_weights(flat, directed), root)
         m, d, info = _inverse(a, root)
         kappa = m.abs().sum(-2).amax(-1) * (2 * d.amax(-1)).clamp_min(1.0)
         good = (kappa <= bound) & (info == 0)  # NaN compares False
     if bool(good.all()):
-        return _finish(_InverseMarginals.apply(x, a, m, root), directed, w)
+        return _InverseMarginals.apply(flat, a, m, directed, root).reshape(w.shape)
     keep, refuse = good.nonzero().squeeze(-1), (~good).nonzero().squeeze(-1)
-    parts = [fallback(flat.index_select(0, refuse)).to(torch.float64)]
+    parts = [fallback(flat.index_select(0, refuse))]
     if keep.numel():
-        mu = _InverseMarginals.apply(x.index_select(0, keep), a.index_select(0, keep), m.index_select(0, keep), root)
-        parts.insert(0, mu + mu.transpose(-1, -2) if not directed else mu)
+        parts.insert(0, _InverseMarginals.apply(flat.index_select(0, keep), a.index_select(0, keep),
+                                                m.index_select(0, keep), directed, root))
     order = torch.cat([keep, refuse]).argsort()
-    return torch.cat(parts).index_select(0, order).reshape(w.shape).to(w.dtype)
-
-
-def _finish(mu: torch.Tensor, directed: bool, w: torch.Tensor) -> torch.Tensor:
-    return (mu if directed else mu + mu.transpose(-1, -2)).reshape(w.shape).to(w.dtype)
+    return torch.cat(parts).index_select(0, order).reshape(w.shape)
