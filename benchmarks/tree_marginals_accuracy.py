@@ -161,7 +161,7 @@ def bound_section(per_case: int) -> list[str]:
                 a = kirchhoff._weights(0.5 * (w + w.transpose(-1, -2)) if not is_directed else w,
                                        0 if is_directed else n - 1)
                 m, d, _ = kirchhoff._inverse(a, 0 if is_directed else n - 1)
-                kappa = m.abs().sum(-2).amax(-1) * (2 * d.amax(-1)).clamp_min(1.0)
+                kappa = m.abs().sum(-1).amax(-1) * (2 * d.amax(-1)).clamp_min(1.0)  # m: the transpose
                 saved = dict(kirchhoff.KAPPA_MAX)
                 kirchhoff.KAPPA_MAX.update(unguarded)
                 try:

@@ -65,16 +65,17 @@ def _weights(x: torch.Tensor, root: int) -> torch.Tensor:
 
 
 def _inverse(a: torch.Tensor, root: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(M, d, info)``: ``M = L'^{-1}`` with ``L' = diag(d + e_r) - A``, ``d`` the column sums."""
+    """``(Mᵀ, d, info)``: ``M = L'^{-1}`` with ``L' = diag(d + e_r) - A``, ``d`` the column sums.
+    ``Mᵀ`` is computed as the inverse of ``L'ᵀ`` (the same cost), so that it is contiguous."""
     d = a.sum(-2)
     at_root = torch.arange(a.shape[-1], device=a.device) == root
-    m, info = torch.linalg.inv_ex(torch.diag_embed(d + at_root.to(a.dtype)) - a)
-    return m, d, info
+    mt, info = torch.linalg.inv_ex((torch.diag_embed(d + at_root.to(a.dtype)) - a).transpose(-1, -2))
+    return mt, d, info
 
 
-def _formula(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """``μ_ij = A_ij (M_jj - M_ji)``."""
-    return a * (torch.diagonal(m, 0, -2, -1).unsqueeze(-2) - m.transpose(-1, -2))
+def _formula(a: torch.Tensor, mt: torch.Tensor) -> torch.Tensor:
+    """``μ_ij = A_ij (M_jj - M_ji)``, from ``Mᵀ``."""
+    return a * (torch.diagonal(mt, 0, -2, -1).unsqueeze(-2) - mt)
 
 
 def _log_weights(w: torch.Tensor, directed: bool) -> torch.Tensor:
@@ -91,19 +92,19 @@ def _differentiable(w: torch.Tensor, directed: bool, root: int) -> torch.Tensor:
 
 
 class _InverseMarginals(torch.autograd.Function):
-    """``μ`` of ``w [B, n, n]`` from the precomputed ``A`` and ``M`` (float64), in ``w``'s dtype; the
+    """``μ`` of ``w [B, n, n]`` from the precomputed ``A`` and ``Mᵀ`` (float64), in ``w``'s dtype; the
     backward ``J g`` in closed form (the symmetrisation and the casts folded in)."""
 
     @staticmethod
-    def forward(ctx, w, a, m, directed, root):  # type: ignore[override]
+    def forward(ctx, w, a, mt, directed, root):  # type: ignore[override]
         ctx.directed, ctx.root = directed, root
-        ctx.save_for_backward(w, a, m)
-        mu = _formula(a, m)
+        ctx.save_for_backward(w, a, mt)
+        mu = _formula(a, mt)
         return (mu if directed else mu + mu.transpose(-1, -2)).to(w.dtype)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        w, a, m = ctx.saved_tensors
+        w, a, mt = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: a derivative that is differentiable again
             with torch.enable_grad():
                 (grad,) = torch.autograd.grad(_differentiable(w, ctx.directed, ctx.root), w, g, create_graph=True)
@@ -111,11 +112,10 @@ class _InverseMarginals(torch.autograd.Function):
         g = g.to(torch.float64)
         if not ctx.directed:  # μ + μᵀ
             g = g + g.transpose(-1, -2)
-        mt = m.transpose(-1, -2)
         h = g * a
         q = torch.baddbmm(h.sum(-2).unsqueeze(-1) * mt, h.transpose(-1, -2), mt, alpha=-1.0)  # Q Mᵀ
         r = torch.bmm(mt, q)
-        diag_m = torch.diagonal(m, 0, -2, -1).unsqueeze(-2)
+        diag_m = torch.diagonal(mt, 0, -2, -1).unsqueeze(-2)
         grad = a * (g * (diag_m - mt) + r - torch.diagonal(r, 0, -2, -1).unsqueeze(-2))
         if not ctx.directed:  # x = (w + wᵀ)/2
             grad = 0.5 * (grad + grad.transpose(-1, -2))
@@ -134,7 +134,7 @@ def inverse_marginals(w: torch.Tensor, *, directed: bool, root: int,
     with torch.no_grad():
         a = _weights(_log_weights(flat, directed), root)
         m, d, info = _inverse(a, root)
-        kappa = m.abs().sum(-2).amax(-1) * (2 * d.amax(-1)).clamp_min(1.0)
+        kappa = m.abs().sum(-1).amax(-1) * (2 * d.amax(-1)).clamp_min(1.0)  # m holds Mᵀ: its rows
         good = (kappa <= bound) & (info == 0)  # NaN compares False
     if bool(good.all()):
         return _InverseMarginals.apply(flat, a, m, directed, root).reshape(w.shape)
