@@ -19,14 +19,17 @@ arborescence solver depends on the weights themselves, not only on their order, 
 formula exists and the exact oracle refuses ``"arborescence"``; :func:`discretegrad.exact.marginals`
 and :func:`discretegrad.exact.log_partition` give the Gibbs ground truth for both.
 
-Numerics: ``log Z`` is a determinant computed by subtraction-free Gaussian elimination in log
-space, each column centred by its best in-edge (see
-:func:`discretegrad.structures.matrix_tree.tree_log_partition`), so no clipping range is needed:
-the marginals lie in ``[0, 1]`` with the structure's sums for any scale of ``U/t``, a common offset
-costs no precision, and they converge to the hard tree as ``t → 0``. Rounding is relative to the
-spread of each vertex's in-weights (near-ties at spreads of ``1e6`` and more are not resolved in
-float32; ``docs/structured.md``, "Precision"). Half precision is computed in float32; pass float64
-logits for float64 throughout.
+Numerics: the marginals are the matrix-tree closed form ``μ_ij = A_ij (M_jj - M_ji)``, one float64
+matrix inverse per batch element, with every column of ``A`` centred by its best in-edge, wherever
+the inverse's condition number keeps it accurate (measured: within ``4.4e-10`` for float64 results,
+``4.4e-8`` for float32 and half inputs; :mod:`discretegrad.structures.kirchhoff`). Elsewhere (low
+``t`` mostly) they are ``∂ log Z`` of a subtraction-free Gaussian elimination, in log space where
+needed (see :func:`discretegrad.structures.matrix_tree.tree_log_partition`), so no clipping range
+is needed: the marginals lie in ``[0, 1]`` with the structure's sums for any scale of ``U/t``, a
+common offset costs no precision, and they converge to the hard tree as ``t → 0``. Rounding is
+relative to the spread of each vertex's in-weights (near-ties at spreads of ``1e6`` and more are
+not resolved in float32; ``docs/structured.md``, "Precision"). Half precision inputs give half
+precision outputs.
 
 Graph baselines of the SST paper (NRI), one line each with ``i, j = torch.triu_indices(n, n, 1)``:
 
