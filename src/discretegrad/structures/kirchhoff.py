@@ -33,7 +33,7 @@ does not predict it (in that earlier sample: errors of ``1e-2`` at spread 30, ``
 140). Low temperatures make undirected problems ill-conditioned first (a weak cut of the heavy
 tree): at n = 50 the bound refuses most undirected Gumbel problems from ``τ = 0.3`` on, directed ones
 from ``τ = 0.1``. A batch element takes this path when
-``κ <= KAPPA_MAX[dtype]`` (``dtype`` the one the result is computed for), which keeps both errors
+``κ <= KAPPA_MAX[dtype]`` (float64 for float64 inputs, float32 for float32 and half ones), which keeps both errors
 below ``4.4e-10`` in float64 and ``4.4e-8`` for float32 and half inputs (computed in float64 here,
 rounded to the input's dtype at the end). A disconnected graph (masked edges) has a singular ``L'``:
 ``κ`` is infinite or NaN and the element is refused.
@@ -49,7 +49,8 @@ __all__ = ["inverse_marginals", "KAPPA_MAX"]
 
 KAPPA_MAX = {torch.float64: 1e6, torch.float32: 1e8}
 """Largest 1-norm condition number ``κ`` of ``L'`` at which a batch element takes the inverse, by the
-dtype the marginals are computed for (float32 for half inputs): measured errors ``<= 2 ε κ`` give
+input's precision (float32 for float32 and half inputs; the inverse is float64 for all): measured
+errors ``<= 2 ε κ`` give
 ``4.4e-10`` (float64) and ``4.4e-8`` (below float32's rounding of values in ``[0, 1]``)."""
 
 
