@@ -6,19 +6,24 @@ top-k n = 100, k = 10, batch 1000; trees n = 10, batch 128 and n = 50, batch 32.
 
 The SST authors' way of computing each relaxation (``sst_baseline.py``) runs side by side.
 
-    python benchmarks/bench_structured.py [--device cuda] [--reps 20] [--out results/benchmarks/structured.md]
+    python benchmarks/bench_structured.py [--device cuda] [--reps 20] [--only trees] [--out results/benchmarks/structured.md]
+
+With ``--only topk`` or ``--only trees`` only those groups run, and their sections replace the same
+sections of an existing report at ``--out`` (the other sections are kept as they were, under the
+report's own command line; each new section carries its command and environment).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 import torch
 
 import discretegrad as dg
-from discretegrad.structures.matrix_tree import tree_marginals_reference
+from discretegrad.structures.matrix_tree import tree_marginals_elimination, tree_marginals_reference
 from discretegrad.structures.topk import topk_marginals_reference
 from discretegrad._format import markdown_table
 
@@ -42,11 +47,17 @@ def timed(fn, make, device, seed=0):
     gen = torch.Generator(device=device).manual_seed(seed)
 
     def run():
-        (fn(x, gen) * v).sum().backward()
+        out = fn(x, gen)
+        if out.requires_grad:
+            (out * v).sum().backward()
         if device == "cuda":
             torch.cuda.synchronize()
 
     return run
+
+
+PIECE = "piece (forward only, no gradient): "
+"""Rows that time one part of the spanning-tree op alone, for the floors (no backward to run)."""
 
 
 def _sst_topk(marginals):
@@ -64,10 +75,16 @@ def _straight_through(hard, soft):
 SST_TOPK = "SST authors: NumPy float64 DP + central finite differences (entropy, hard)"
 SST_CORR = "SST authors: NumPy float64 DP + central finite differences (corr, hard, zero pair logits)"
 SST_TREE = "SST authors: Kruskal + clip 15, exp, slogdet, autograd (spanning tree, hard)"
+SST_TREE_RELAXED = "SST authors: clip 15, exp, slogdet, autograd (spanning tree, relaxed: no Kruskal)"
 BEFORE_TOPK = "before issue 10: topk entropy (hard), log-space chain DP + autograd (topk_marginals_reference)"
 BEFORE_TREE = "before issue 10: spanning_tree (hard), Kruskal + log-space elimination (tree_marginals_reference)"
+ELIMINATION_TREE = ("previous fast path: spanning_tree (hard), Prim + elimination marginals by autograd "
+                    "(tree_marginals_elimination)")
+ELIMINATION_ARB = ("previous fast path: arborescence (relaxed), elimination marginals by autograd "
+                   "(tree_marginals_elimination)")
 BASELINES = {SST_CORR: ("topk corr",), SST_TOPK: ("topk", "l2x", "softsub", BEFORE_TOPK),
-             SST_TREE: ("spanning_tree", BEFORE_TREE)}
+             SST_TREE_RELAXED: ("spanning_tree (relaxed)",),
+             SST_TREE: ("spanning_tree", BEFORE_TREE, ELIMINATION_TREE)}
 """Which rows each SST-authors row is the speed-up baseline for (by name prefix)."""
 
 
@@ -107,16 +124,42 @@ def tree_cases(n):
         mu = sst_baseline.tree_marginals(u)
         return _straight_through(dg.structures.kruskal(u), mu + mu.transpose(-1, -2))
 
+    def sst_relaxed(x, g):
+        mu = sst_baseline.tree_marginals(_sym(x) + dg.noise.symmetric_gumbel_like(x, generator=g))
+        return mu + mu.transpose(-1, -2)
+
     def before_tree(x, g):
         u = _sym(x) + dg.noise.symmetric_gumbel_like(x, generator=g)
         return _straight_through(dg.structures.kruskal(u), tree_marginals_reference(u, directed=False))
 
+    def elimination_tree(x, g):
+        u = _sym(x) + dg.noise.symmetric_gumbel_like(x, generator=g)
+        return _straight_through(dg.structures.prim(u), tree_marginals_elimination(u, directed=False))
+
+    def elimination_arb(x, g):
+        return tree_marginals_elimination(x + dg.noise.gumbel_like(x, generator=g), directed=True)
+
+    def laplacians(x):
+        a = torch.exp(_sym(x.detach()).double() - 3.0)
+        return torch.diag_embed(a.sum(-2) + 1.0) - a
+
+    def noise_and_checks(x, g):
+        u = dg.trees.check_edge_logits(_sym(x.detach()), symmetric=True)
+        return u + dg.noise.symmetric_gumbel_like(u, generator=g)
+
     return {
         SST_TREE: sst_tree,
+        PIECE + "input checks + Gumbel noise": noise_and_checks,
+        PIECE + "Prim (the hard sample)": lambda x, g: dg.structures.prim(_sym(x.detach())),
+        PIECE + "float64 inverse of the Laplacians (torch.linalg.inv_ex)":
+            lambda x, g: torch.linalg.inv_ex(laplacians(x))[0],
+        SST_TREE_RELAXED: sst_relaxed,
         BEFORE_TREE: before_tree,
+        ELIMINATION_TREE: elimination_tree,
         "spanning_tree (hard: Prim + SST grad)": lambda x, g: t.spanning_tree(_sym(x), generator=g),
         "spanning_tree (relaxed)": lambda x, g: t.spanning_tree(_sym(x), hard=False, generator=g),
         "arborescence (hard: Chu-Liu/Edmonds + SST grad)": lambda x, g: t.arborescence(x, generator=g),
+        ELIMINATION_ARB: elimination_arb,
         "arborescence (relaxed)": lambda x, g: t.arborescence(x, hard=False, generator=g),
         "V-1 edges baseline (topk entropy over the edges, k = n-1)": v_minus_1,
     }
@@ -134,12 +177,14 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only", choices=["topk", "trees"], default=None)
     p.add_argument("--out", default="results/benchmarks/structured.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    command = (f"python benchmarks/bench_structured.py --device {args.device} --reps {args.reps} "
+               f"--threads {args.threads}" + (f" --only {args.only}" if args.only else ""))
     lines = ["# Structured SMT/SST ops: forward+backward time\n",
-             f"Command: `python benchmarks/bench_structured.py --device {args.device} --reps {args.reps} "
-             f"--threads {args.threads}`\n",
+             f"Command: `{command}`\n",
              f"Environment: {environment(args.device)}\n",
              "Time of one forward and backward of `sum(v * op(x))`, float32 logits, fresh noise each call. "
              "Interleaved repeats: one warm-up each, then `--reps` rounds that run every variant of a group in "
@@ -150,23 +195,45 @@ def main(argv=None):
              "float64 forward-backward DP with a central finite-difference backward for top-k, the clipped "
              "`slogdet` with autograd for trees) by the row (minima).\n"]
     groups = [
-        ("top-k: logits [1000, 100], k = 10", lambda: torch.randn(1000, 100), topk_cases(10)),
-        ("trees: n = 10, batch 128 (edge logits [128, 10, 10])", lambda: torch.randn(128, 10, 10), tree_cases(10)),
-        ("trees: n = 50, batch 32 (edge logits [32, 50, 50])", lambda: torch.randn(32, 50, 50), tree_cases(50)),
+        ("top-k: logits [1000, 100], k = 10", lambda: torch.randn(1000, 100), lambda: topk_cases(10)),
+        ("trees: n = 10, batch 128 (edge logits [128, 10, 10])", lambda: torch.randn(128, 10, 10),
+         lambda: tree_cases(10)),
+        ("trees: n = 50, batch 32 (edge logits [32, 50, 50])", lambda: torch.randn(32, 50, 50),
+         lambda: tree_cases(50)),
     ]
+    if args.only:
+        groups = [group for group in groups if group[0].startswith("top-k" if args.only == "topk" else "trees")]
+    sections = {}
     softmax = "baseline: torch.softmax over the same logits"
     for title, make, cases in groups:
         flat = lambda x, g: _softmax(x.flatten(1), g).reshape(x.shape)  # noqa: E731
         variants = {softmax: timed(flat, make, args.device)}
-        variants.update({name: timed(fn, make, args.device) for name, fn in cases.items()})
+        variants.update({name: timed(fn, make, args.device) for name, fn in cases().items()})
         results = interleaved(variants, args.reps)
         base_min = results[softmax][1]
         rows = [[name, f"{med * 1e3:.3f}", f"{low * 1e3:.3f}", f"{low / base_min:.0f}", _speedup(name, results)]
                 for name, (med, low) in results.items()]
         print(title, flush=True)
-        lines += [f"\n## {title}\n", markdown_table(["op", "median ms", "min ms", "x softmax (minima)",
-                                                      "speed-up over SST (minima)"], rows)]
+        section = [f"\n## {title}\n"]
+        if args.only:
+            section.append(f"Measured by `{command}`; {environment(args.device)}.\n")
+        section.append(markdown_table(["op", "median ms", "min ms", "x softmax (minima)",
+                                       "speed-up over SST (minima)"], rows))
+        sections[title] = "\n".join(section)
+        lines += section
+    if args.only and Path(args.out).exists():
+        lines = [_splice(Path(args.out).read_text(), sections).rstrip("\n")]
     write_report(lines, args.out)
+
+
+def _splice(report: str, sections: dict[str, str]) -> str:
+    """``report`` with each ``## title`` section named in ``sections`` replaced (others kept)."""
+    head, *parts = re.split(r"\n(?=\n## )", report)
+    kept = []
+    for part in parts:
+        title = part.strip().splitlines()[0][3:].strip()
+        kept.append(sections.pop(title) if title in sections else part)
+    return "\n".join([head, *kept, *sections.values()])
 
 
 if __name__ == "__main__":

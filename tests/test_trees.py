@@ -312,7 +312,7 @@ def test_linear_elimination_equals_the_log_space_reference():
                 w = _sym(w)
             v = torch.randn(8, 12, 12, generator=g, dtype=torch.float64)
             out = []
-            for fn in (M.tree_marginals, M.tree_marginals_reference):
+            for fn in (M.tree_marginals_elimination, M.tree_marginals_reference):
                 leaf = w.clone().requires_grad_(True)
                 mu = fn(leaf, directed=directed, root=3)
                 (grad,) = torch.autograd.grad((mu * v).sum(), leaf)

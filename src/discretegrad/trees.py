@@ -19,14 +19,17 @@ arborescence solver depends on the weights themselves, not only on their order, 
 formula exists and the exact oracle refuses ``"arborescence"``; :func:`discretegrad.exact.marginals`
 and :func:`discretegrad.exact.log_partition` give the Gibbs ground truth for both.
 
-Numerics: ``log Z`` is a determinant computed by subtraction-free Gaussian elimination in log
-space, each column centred by its best in-edge (see
-:func:`discretegrad.structures.matrix_tree.tree_log_partition`), so no clipping range is needed:
-the marginals lie in ``[0, 1]`` with the structure's sums for any scale of ``U/t``, a common offset
-costs no precision, and they converge to the hard tree as ``t → 0``. Rounding is relative to the
-spread of each vertex's in-weights (near-ties at spreads of ``1e6`` and more are not resolved in
-float32; ``docs/structured.md``, "Precision"). Half precision is computed in float32; pass float64
-logits for float64 throughout.
+Numerics: the marginals are the matrix-tree closed form ``μ_ij = A_ij (M_jj - M_ji)``, one float64
+matrix inverse per batch element, with every column of ``A`` centred by its best in-edge, wherever
+the inverse's condition number keeps it accurate (measured: within ``4.4e-10`` for float64 results,
+``4.4e-8`` for float32 and half inputs; :mod:`discretegrad.structures.kirchhoff`). Elsewhere (low
+``t`` mostly) they are ``∂ log Z`` of a subtraction-free Gaussian elimination, in log space where
+needed (see :func:`discretegrad.structures.matrix_tree.tree_log_partition`), so no clipping range
+is needed: the marginals lie in ``[0, 1]`` with the structure's sums for any scale of ``U/t``, a
+common offset costs no precision, and they converge to the hard tree as ``t → 0``. Rounding is
+relative to the spread of each vertex's in-weights (near-ties at spreads of ``1e6`` and more are
+not resolved in float32; ``docs/structured.md``, "Precision"). Half precision inputs give half
+precision outputs.
 
 Graph baselines of the SST paper (NRI), one line each with ``i, j = torch.triu_indices(n, n, 1)``:
 
@@ -78,12 +81,16 @@ def check_edge_logits(edge_logits: object, *, symmetric: bool = False, name: str
             f"Expected {name} to be square in its last two dims [..., n, n], but got shape {tuple(t.shape)}")
     if t.shape[-1] < 2:
         raise ValueError(f"Expected {name} to have n >= 2 vertices, but got shape {tuple(t.shape)}")
-    V.finite(name, t)
-    if symmetric and V.checking():
-        if not bool(torch.isclose(t, t.transpose(-1, -2), rtol=SYMMETRY_RTOL, atol=SYMMETRY_ATOL).all()):
-            gap = float((t - t.transpose(-1, -2)).abs().max())
-            raise ValueError(
-                f"Expected {name} to be symmetric (undirected edges), but got max |w_ij - w_ji| = {gap:.3g}")
+    if not (symmetric and V.checking()):
+        V.finite(name, t)
+        return t
+    # one pass and one sync for both checks: a NaN or inf entry makes its gap NaN, which fails the test
+    other = t.detach().transpose(-1, -2)
+    gap = (t.detach() - other).abs()
+    if not bool((gap <= torch.addcmul(torch.full_like(gap, SYMMETRY_ATOL), other.abs(), gap.new_tensor(SYMMETRY_RTOL))).all()):
+        V.finite(name, t)
+        raise ValueError(
+            f"Expected {name} to be symmetric (undirected edges), but got max |w_ij - w_ji| = {float(gap.max()):.3g}")
     return t
 
 

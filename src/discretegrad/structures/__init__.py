@@ -19,8 +19,9 @@ per algorithm:
 * :mod:`.edmonds`: maximum spanning arborescence :func:`edmonds` (Chu-Liu/Edmonds);
 * :mod:`.eager`: :func:`~.eager.eager_solver`, which runs those two solvers eagerly on the whole
   batch under ``torch.func.vmap`` (they loop on data);
+* :mod:`.kirchhoff`: tree marginals by one matrix inverse where its measured error bound holds;
 * :mod:`.matrix_tree`: :func:`tree_log_partition` and :func:`tree_marginals` (matrix-tree theorem
-  by log-space elimination, undirected and directed);
+  by subtraction-free elimination, undirected and directed; the marginals by :mod:`.kirchhoff` first);
 * :mod:`.enumeration`: :func:`all_ksubsets`, :func:`all_spanning_trees`, :func:`all_arborescences`;
 * :mod:`.plackett_luce`: the Plackett-Luce prefix log-probability :func:`~.plackett_luce.log_prob`
   and the Gumbel-top-k set law :func:`~.plackett_luce.subset_log_prob`;

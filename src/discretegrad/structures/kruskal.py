@@ -59,10 +59,13 @@ def prim(u: torch.Tensor) -> torch.Tensor:
     the tree is unique (distinct weights: almost surely under Gumbel noise; tested), by Prim's algorithm.
 
     Grown from vertex 0, one vertex per step (``n - 1`` vectorised steps over ``[..., n]`` tensors, no
-    data-dependent loop): every vertex outside the tree keeps its best edge into the tree, the best of
-    those joins. With tied weights it returns a maximum spanning tree too, possibly another one than
-    Kruskal's. ``-inf`` weights (masked edges) are used only when nothing else connects. Measured
-    faster than :func:`kruskal` (``results/benchmarks/structured.md``); Kruskal stays the reference.
+    data-dependent loop): every vertex outside the tree keeps its best weight into the tree (``key``),
+    the best of those joins. A step is four small kernels (``argmax``, one ``scatter_`` closing the
+    vertex, one row ``gather``, ``maximum`` plus the closed mask); the parents are read off at the end:
+    the parent of ``v`` is its heaviest edge to a vertex that joined before it (that edge set ``v``'s
+    key when it joined). With tied weights it returns a maximum spanning tree too, possibly another
+    one than Kruskal's. ``-inf`` weights (masked edges) are used only when nothing else connects.
+    Measured faster than :func:`kruskal` (``results/benchmarks/structured.md``); Kruskal stays the reference.
     """
     u = u.detach()
     n = u.shape[-1]
@@ -70,20 +73,20 @@ def prim(u: torch.Tensor) -> torch.Tensor:
     flat = u.reshape(-1, n, n)
     flat = flat.masked_fill(torch.isneginf(flat), torch.finfo(flat.dtype).min)  # masked edges: finite, last
     b = flat.shape[0]
-    arange_b = torch.arange(b, device=u.device)
-    in_tree = torch.zeros(b, n, dtype=torch.bool, device=u.device)
-    in_tree[:, 0] = True
-    key = flat[:, 0].clone()  # best weight from each vertex into the tree
-    parent = torch.zeros(b, n, dtype=torch.long, device=u.device)
-    adj = torch.zeros_like(flat)
+    closed = torch.zeros(b, n, dtype=flat.dtype, device=u.device)  # -inf once a vertex is in the tree
+    closed[:, 0] = -torch.inf
+    key = flat[:, 0] + closed  # best weight from each vertex into the tree; -inf inside it
+    joined = [torch.zeros(b, 1, dtype=torch.long, device=u.device)]
     for _ in range(n - 1):
-        v = key.masked_fill(in_tree, -torch.inf).argmax(-1)
-        p = parent[arange_b, v]
-        adj[arange_b, v, p] = 1.0
-        in_tree[arange_b, v] = True
-        row = flat[arange_b, v]
-        better = row > key
-        key = torch.where(better, row, key)
-        parent = torch.where(better, v.unsqueeze(-1), parent)
+        v = key.argmax(-1, keepdim=True)
+        joined.append(v)
+        closed.scatter_(1, v, -torch.inf)
+        key = torch.maximum(key, flat.gather(1, v.unsqueeze(-1).expand(b, 1, n)).squeeze(1)) + closed
+    order = torch.cat(joined, 1)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=u.device).expand(b, n))
+    earlier = rank.unsqueeze(-2) < rank.unsqueeze(-1)  # [b, v, j]: j joined before v
+    parent = flat.masked_fill(~earlier, -torch.inf).argmax(-1)  # vertex 0 (no earlier vertex): itself
+    adj = torch.zeros_like(flat).scatter_(2, parent.unsqueeze(-1), 1.0)
+    adj[:, 0, 0] = 0.0
     adj = adj + adj.transpose(-1, -2)
     return adj.reshape(*batch, n, n)

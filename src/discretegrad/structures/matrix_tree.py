@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 
 from discretegrad._autograd import compute_dtype, under_func_transform
+from discretegrad.structures.kirchhoff import inverse_marginals
 from discretegrad.structures.logspace import gradient, logaddexp, neg_inf
 
-__all__ = ["tree_log_partition", "tree_log_partition_reference", "tree_marginals", "tree_marginals_reference",
-           "tree_marginals_unrolled"]
+__all__ = ["tree_log_partition", "tree_log_partition_reference", "tree_marginals", "tree_marginals_elimination",
+           "tree_marginals_reference", "tree_marginals_unrolled"]
 
 
 def tree_log_partition(w: torch.Tensor, *, directed: bool, root: int = 0) -> torch.Tensor:
@@ -145,13 +146,29 @@ def _log_elimination(logw: torch.Tensor) -> torch.Tensor:
 def tree_marginals(w: torch.Tensor, *, directed: bool, root: int = 0) -> torch.Tensor:
     """Edge marginals ``μ = ∂ log Z / ∂w`` of the Gibbs distribution ``p(T) ∝ exp(Σ_{e∈T} w_e)``.
 
-    ``log Z`` from :func:`tree_log_partition`; the gradient is taken by autograd
-    (:func:`~discretegrad.structures.logspace.gradient`) with ``create_graph`` when ``w`` requires
-    grad, so ``μ`` is itself differentiable (its Jacobian is the covariance of the edge indicators).
     Undirected: symmetric ``μ`` (``μ_ij = μ_ji`` = the probability that edge {i, j} is in the tree,
     for the weights ``(w + wᵀ)/2``); directed: ``μ_ij`` = probability of edge i → j. Diagonal (and
-    root column) are zero.
+    root column) are zero. ``μ`` is differentiable (its Jacobian is the covariance of the edge
+    indicators, the SST backward), to any order.
+
+    Eagerly, by one matrix inverse per batch element (:func:`.kirchhoff.inverse_marginals`, float64,
+    closed-form backward) where its measured error bound holds, else, for the elements it refuses, by
+    :func:`tree_marginals_elimination` (``∂ log Z`` of the subtraction-free elimination by autograd);
+    under ``torch.func`` transforms by the latter; under ``torch.compile`` by
+    :func:`tree_marginals_unrolled`.
     """
+    if torch.compiler.is_compiling():  # dynamo cannot trace torch.autograd.grad nor the data-dependent choice
+        return tree_marginals_unrolled(w, directed=directed, root=root)
+    if under_func_transform():
+        return tree_marginals_elimination(w, directed=directed, root=root)
+    return inverse_marginals(w, directed=directed, root=root,
+                             fallback=lambda x: tree_marginals_elimination(x, directed=directed, root=root))
+
+
+def tree_marginals_elimination(w: torch.Tensor, *, directed: bool, root: int = 0) -> torch.Tensor:
+    """:func:`tree_marginals` as ``∂`` :func:`tree_log_partition` by autograd
+    (:func:`~discretegrad.structures.logspace.gradient`, with ``create_graph`` when ``w`` requires
+    grad): the elimination in linear space where the centred spread allows, else in log space."""
     return _marginals(tree_log_partition, w, directed, root)
 
 
