@@ -6,12 +6,17 @@ top-k n = 100, k = 10, batch 1000; trees n = 10, batch 128 and n = 50, batch 32.
 
 The SST authors' way of computing each relaxation (``sst_baseline.py``) runs side by side.
 
-    python benchmarks/bench_structured.py [--device cuda] [--reps 20] [--out results/benchmarks/structured.md]
+    python benchmarks/bench_structured.py [--device cuda] [--reps 20] [--only trees] [--out results/benchmarks/structured.md]
+
+With ``--only topk`` or ``--only trees`` only those groups run, and their sections replace the same
+sections of an existing report at ``--out`` (the other sections are kept as they were, under the
+report's own command line; each new section carries its command and environment).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -134,12 +139,14 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only", choices=["topk", "trees"], default=None)
     p.add_argument("--out", default="results/benchmarks/structured.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    command = (f"python benchmarks/bench_structured.py --device {args.device} --reps {args.reps} "
+               f"--threads {args.threads}" + (f" --only {args.only}" if args.only else ""))
     lines = ["# Structured SMT/SST ops: forward+backward time\n",
-             f"Command: `python benchmarks/bench_structured.py --device {args.device} --reps {args.reps} "
-             f"--threads {args.threads}`\n",
+             f"Command: `{command}`\n",
              f"Environment: {environment(args.device)}\n",
              "Time of one forward and backward of `sum(v * op(x))`, float32 logits, fresh noise each call. "
              "Interleaved repeats: one warm-up each, then `--reps` rounds that run every variant of a group in "
@@ -150,23 +157,45 @@ def main(argv=None):
              "float64 forward-backward DP with a central finite-difference backward for top-k, the clipped "
              "`slogdet` with autograd for trees) by the row (minima).\n"]
     groups = [
-        ("top-k: logits [1000, 100], k = 10", lambda: torch.randn(1000, 100), topk_cases(10)),
-        ("trees: n = 10, batch 128 (edge logits [128, 10, 10])", lambda: torch.randn(128, 10, 10), tree_cases(10)),
-        ("trees: n = 50, batch 32 (edge logits [32, 50, 50])", lambda: torch.randn(32, 50, 50), tree_cases(50)),
+        ("top-k: logits [1000, 100], k = 10", lambda: torch.randn(1000, 100), lambda: topk_cases(10)),
+        ("trees: n = 10, batch 128 (edge logits [128, 10, 10])", lambda: torch.randn(128, 10, 10),
+         lambda: tree_cases(10)),
+        ("trees: n = 50, batch 32 (edge logits [32, 50, 50])", lambda: torch.randn(32, 50, 50),
+         lambda: tree_cases(50)),
     ]
+    if args.only:
+        groups = [group for group in groups if group[0].startswith("top-k" if args.only == "topk" else "trees")]
+    sections = {}
     softmax = "baseline: torch.softmax over the same logits"
     for title, make, cases in groups:
         flat = lambda x, g: _softmax(x.flatten(1), g).reshape(x.shape)  # noqa: E731
         variants = {softmax: timed(flat, make, args.device)}
-        variants.update({name: timed(fn, make, args.device) for name, fn in cases.items()})
+        variants.update({name: timed(fn, make, args.device) for name, fn in cases().items()})
         results = interleaved(variants, args.reps)
         base_min = results[softmax][1]
         rows = [[name, f"{med * 1e3:.3f}", f"{low * 1e3:.3f}", f"{low / base_min:.0f}", _speedup(name, results)]
                 for name, (med, low) in results.items()]
         print(title, flush=True)
-        lines += [f"\n## {title}\n", markdown_table(["op", "median ms", "min ms", "x softmax (minima)",
-                                                      "speed-up over SST (minima)"], rows)]
+        section = [f"\n## {title}\n"]
+        if args.only:
+            section.append(f"Measured by `{command}`; {environment(args.device)}.\n")
+        section.append(markdown_table(["op", "median ms", "min ms", "x softmax (minima)",
+                                       "speed-up over SST (minima)"], rows))
+        sections[title] = "\n".join(section)
+        lines += section
+    if args.only and Path(args.out).exists():
+        lines = [_splice(Path(args.out).read_text(), sections).rstrip("\n")]
     write_report(lines, args.out)
+
+
+def _splice(report: str, sections: dict[str, str]) -> str:
+    """``report`` with each ``## title`` section named in ``sections`` replaced (others kept)."""
+    head, *parts = re.split(r"\n(?=\n## )", report)
+    kept = []
+    for part in parts:
+        title = part.strip().splitlines()[0][3:].strip()
+        kept.append(sections.pop(title) if title in sections else part)
+    return "\n".join([head, *kept, *sections.values()])
 
 
 if __name__ == "__main__":
