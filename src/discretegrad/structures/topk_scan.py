@@ -60,9 +60,10 @@ def scan_dtype(n: int, k: int, dtype: torch.dtype) -> torch.dtype | None:
     return None
 
 
-def scan_marginals(w: torch.Tensor, k: int) -> torch.Tensor:
+def scan_marginals(w: torch.Tensor, k: int, index: torch.Tensor | None = None) -> torch.Tensor:
     """Marginals of ``p(S) ∝ exp(Σ_{i∈S} w_i)`` over ``|S| = k`` for float ``w [..., n]``, ``1 <= k <= n``,
     in ``w``'s dtype (pick it with :func:`scan_dtype`); differentiable (any order) when ``w`` requires grad.
+    ``index [..., k]``: ``w.topk(k).indices`` if the caller has them (not checked), else computed here.
 
     The first derivative (the SST backward) is the closed-form covariance-vector product of
     :class:`_ScanMarginals`; a derivative taken with ``create_graph`` or under ``torch.func`` goes
@@ -71,27 +72,32 @@ def scan_marginals(w: torch.Tensor, k: int) -> torch.Tensor:
     # under torch.compile: autograd through the scans (the Function's in-place kernels and its
     # create_graph branch, which calls torch.autograd.grad, are not traced)
     if torch.compiler.is_compiling() or under_func_transform():
-        return scan_marginals_autograd(w, k)
-    return _ScanMarginals.apply(w.reshape(-1, n), k).reshape(*batch, n)
+        return scan_marginals_autograd(w, k, index)
+    index = None if index is None else index.reshape(-1, k)
+    return _ScanMarginals.apply(w.reshape(-1, n), k, index).reshape(*batch, n)
 
 
-def scan_marginals_autograd(w: torch.Tensor, k: int) -> torch.Tensor:
+def scan_marginals_autograd(w: torch.Tensor, k: int, index: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`scan_marginals` with every derivative by autograd through the scans (the reference for the
     closed-form backward)."""
     batch, n = w.shape[:-1], w.shape[-1]
-    return _scans(w.reshape(-1, n), k).reshape(*batch, n)
+    index = None if index is None else index.reshape(-1, k)
+    return _scans(w.reshape(-1, n), k, index).reshape(*batch, n)
 
 
 # ----------------------------------------------------------------------------- the weights
 
-def _weights(w: torch.Tensor, k: int):
+def _weights(w: torch.Tensor, k: int, index: torch.Tensor | None):
     """``(head, rho, scale, index)`` for ``w [B, n]``: ``head [B, k, k]``, ``head[:, j - 1, t] = exp(c_{t+1} - c_j)``
     (the top item at position ``t`` taken as the ``j``-th; 0 where ``t < j - 1``, unreachable);
     ``rho [B, n] = exp(w - c_k)``, 0 at the top ``k``; ``scale [B, k] = exp(c_k - c_j)`` (detached), so that the
     rest's weight as the ``j``-th item is ``scale_j ρ``; ``index [B, k]`` the top items, largest first. All in
-    ``[0, 1]``. Differentiable in ``w`` through ``head`` and ``rho``."""
-    top = w.detach().topk(k, -1)
-    index, c = top.indices, top.values  # c_1 >= ... >= c_k: the count centres
+    ``[0, 1]``. Differentiable in ``w`` through ``head`` and ``rho``. ``index``: the top items if known."""
+    if index is None:
+        top = w.detach().topk(k, -1)
+        index, c = top.indices, top.values  # c_1 >= ... >= c_k: the count centres
+    else:
+        c = w.detach().gather(-1, index)
     c_k = c[:, k - 1:]
     masked = torch.zeros_like(w, dtype=torch.bool).scatter(-1, index, True)
     rho = torch.exp(w.masked_fill(masked, -math.inf) - c_k)
@@ -119,9 +125,9 @@ def _suffix(x: torch.Tensor) -> torch.Tensor:
     return _prefix(x.flip(-1)).flip(-1)
 
 
-def _scans(w: torch.Tensor, k: int) -> torch.Tensor:
+def _scans(w: torch.Tensor, k: int, index: torch.Tensor | None) -> torch.Tensor:
     """The marginals ``[B, n]`` for ``w [B, n]`` by out-of-place scans (differentiable by autograd)."""
-    head, rho, scale, index = _weights(w, k)
+    head, rho, scale, index = _weights(w, k, index)
     rows = [torch.cat([head[:, j], rho * scale[:, j:j + 1]], -1) for j in range(k)]  # r_{j+1} [B, L]
     taken = [rows[0]]  # a_j: prefixes that take position t as the j-th item
     for j in range(1, k):
@@ -136,16 +142,17 @@ def _scans(w: torch.Tensor, k: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- in place (closed form)
 
-def _times_r(x: torch.Tensor, head: torch.Tensor, rho: torch.Tensor, scale: torch.Tensor,
-             reverse: bool) -> torch.Tensor:
-    """``x ⊙ r_j`` in place for ``x [B, L]``, the weights of one count (``head [B, k]``, ``scale [B, 1]``); with
-    ``reverse`` the positions are in reversed order (the rest first, then the top items) and so are
-    ``head`` and ``rho``."""
+def _times_r(x: torch.Tensor, head: torch.Tensor, rho: torch.Tensor, scale: torch.Tensor, reverse: bool,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x ⊙ r_j`` for ``x [B, L]`` and the weights of one count (``head [B, k]``, ``scale [B, 1]``), written
+    into ``out`` (default: ``x``, in place). With ``reverse`` the positions are in reversed order (the rest
+    first, then the top items), and so are ``head`` and ``rho``."""
+    out = x if out is None else out
     k = head.shape[-1]
-    top, rest = (x[:, -k:], x[:, :-k]) if reverse else (x[:, :k], x[:, k:])
-    top.mul_(head)
-    rest.mul_(rho).mul_(scale)
-    return x
+    top, rest = (slice(-k, None), slice(None, -k)) if reverse else (slice(None, k), slice(k, None))
+    torch.mul(x[:, top], head, out=out[:, top])
+    torch.mul(x[:, rest], rho, out=out[:, rest]).mul_(scale)
+    return out
 
 
 def _prefix_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -155,10 +162,10 @@ def _prefix_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _forward(w: torch.Tensor, k: int):
+def _forward(w: torch.Tensor, k: int, index: torch.Tensor | None):
     """``(μ [B, n], saved)``: the marginals by the scans, in place; ``saved`` holds the weights, the prefix
     states ``a [k, B, L]`` and the suffix states ``d_1 .. d_{k-1}`` in reversed order (``[k - 1, B, L]``)."""
-    head, rho, scale, index = _weights(w, k)
+    head, rho, scale, index = _weights(w, k, index)
     b, n = w.shape
     taken = w.new_empty(k, b, k + n)
     taken[0, :, :k] = head[:, 0]
@@ -175,7 +182,7 @@ def _forward(w: torch.Tensor, k: int):
             step[:, n:] = head_back[:, j]
             torch.mul(rho_back, scale[:, j:j + 1], out=step[:, :n])
         else:
-            _times_r(step.copy_(after_back[j]), head_back[:, j], rho_back, scale[:, j:j + 1], True)
+            _times_r(after_back[j], head_back[:, j], rho_back, scale[:, j:j + 1], True, step)
         paths.addcmul_(taken[j - 1], _prefix_into(step, after_back[j - 1]).flip(-1))
     mu = _to_items(paths.div_(z), index, k)
     return mu, (head, rho, scale, index, taken, after_back, z)
@@ -205,11 +212,8 @@ def _backward(g: torch.Tensor, mu: torch.Tensor, saved, k: int) -> torch.Tensor:
     reverse = spare  # e_j reversed; e_k = 0
     step = torch.empty_like(moment)
     for j in range(k - 1, 0, -1):
-        if j == k - 1:
-            step.copy_(g_back)
-        else:
-            torch.addcmul(reverse, g_back, after_back[j], out=step)
-        _times_r(step, head_back[:, j], rho_back, scale[:, j:j + 1], True)
+        source = g_back if j == k - 1 else torch.addcmul(reverse, g_back, after_back[j], out=step)
+        _times_r(source, head_back[:, j], rho_back, scale[:, j:j + 1], True, step)
         total.addcmul_(taken[j - 1], _prefix_into(step, reverse).flip(-1))
     expect = _to_items(total.div_(z), index, k)  # E[X_i <g, X>]
     return expect - mu * (g * mu).sum(-1, keepdim=True)
@@ -220,8 +224,8 @@ class _ScanMarginals(torch.autograd.Function):
     ``create_graph`` the backward is autograd's through :func:`_scans` instead (differentiable again)."""
 
     @staticmethod
-    def forward(ctx, w, k):  # type: ignore[override]
-        mu, saved = _forward(w, k)
+    def forward(ctx, w, k, index):  # type: ignore[override]
+        mu, saved = _forward(w, k, index)
         ctx.k, ctx.saved = k, saved
         ctx.save_for_backward(w, mu)
         return mu
@@ -231,6 +235,6 @@ class _ScanMarginals(torch.autograd.Function):
         w, mu = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: a derivative that is differentiable again
             with torch.enable_grad():  # w: the input itself, so the result is a function of it
-                (grad,) = torch.autograd.grad(_scans(w, ctx.k), w, g, create_graph=True)
-            return grad, None
-        return _backward(g.contiguous(), mu, ctx.saved, ctx.k), None
+                (grad,) = torch.autograd.grad(_scans(w, ctx.k, ctx.saved[3]), w, g, create_graph=True)
+            return grad, None, None
+        return _backward(g.contiguous(), mu, ctx.saved, ctx.k), None, None
