@@ -17,7 +17,11 @@ the means are bounded by ``k max |g|``), and the posterior mass times the mean o
 moved down like the probabilities. No autograd graph is built or differentiated (the log-space DP's backward was
 autograd's double backward through ``n`` steps); a derivative taken with ``create_graph`` goes
 through autograd of the log-space DP instead, which is differentiable again. Tested against it
-(``tests/test_structures.py``).
+(``tests/test_corr_marginals.py``).
+
+Layout: every pass keeps its states as ``[n, 2, k + 2, B]``, the batch last, so that each kernel runs
+along rows of ``B`` (with the counts last, rows of ``k + 1`` kept the kernels from vectorising); the
+extra count row makes the shift of a taken item a view.
 """
 
 from __future__ import annotations
