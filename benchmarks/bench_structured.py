@@ -4,7 +4,8 @@ Each time is reported as a ratio to a plain ``torch.softmax`` over the same numb
 (same batch), measured in the same run (never as an absolute target). Sizes from issue 5:
 top-k n = 100, k = 10, batch 1000; trees n = 10, batch 128 and n = 50, batch 32.
 
-The SST authors' way of computing each relaxation (``sst_baseline.py``) runs side by side.
+The SST authors' way of computing each relaxation (``sst_baseline.py``) runs side by side, and for
+top-k the fast paths as they were at revision ``PREVIOUS`` (loaded with ``git show``).
 
     python benchmarks/bench_structured.py [--device cuda] [--reps 20] [--only trees] [--out results/benchmarks/structured.md]
 
@@ -29,7 +30,7 @@ from discretegrad._format import markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 import sst_baseline  # noqa: E402
-from _env import environment, interleaved, write_report  # noqa: E402
+from _env import environment, interleaved, module_at, write_report  # noqa: E402
 
 
 def _softmax(x, generator=None):
@@ -82,7 +83,11 @@ ELIMINATION_TREE = ("previous fast path: spanning_tree (hard), Prim + eliminatio
                     "(tree_marginals_elimination)")
 ELIMINATION_ARB = ("previous fast path: arborescence (relaxed), elimination marginals by autograd "
                    "(tree_marginals_elimination)")
-BASELINES = {SST_CORR: ("topk corr",), SST_TOPK: ("topk", "l2x", "softsub", BEFORE_TOPK),
+PREVIOUS = "b5c09d9"
+"""The revision of the top-k fast paths before the scans' and the correlated DP's layout change (issue 10, P4)."""
+PREVIOUS_TOPK = f"previous fast path: topk entropy (hard), scans over [k, L, B] (topk_scan at {PREVIOUS})"
+PREVIOUS_CORR = f"previous fast path: topk corr (hard), the chain DP with the batch inside (corr_marginals at {PREVIOUS})"
+BASELINES = {SST_CORR: ("topk corr", PREVIOUS_CORR), SST_TOPK: ("topk", "l2x", "softsub", BEFORE_TOPK, PREVIOUS_TOPK),
              SST_TREE_RELAXED: ("spanning_tree (relaxed)",),
              SST_TREE: ("spanning_tree", BEFORE_TREE, ELIMINATION_TREE)}
 """Which rows each SST-authors row is the speed-up baseline for (by name prefix)."""
@@ -94,10 +99,23 @@ def topk_cases(k):
     sst_corr = _sst_topk(lambda u, kk: sst_baseline.corr_marginals(
         u, torch.zeros_like(u[..., 1:]) + dg.noise.gumbel_like(u[..., 1:], generator=torch.Generator().manual_seed(2)), kk))
     before = _sst_topk(topk_marginals_reference)
+    previous_scan = module_at(PREVIOUS, "src/discretegrad/structures/topk_scan.py", "previous_topk_scan")
+    previous = _sst_topk(previous_scan.scan_marginals)
+    previous_corr = module_at(PREVIOUS, "src/discretegrad/structures/corr_marginals.py", "previous_corr_marginals")
+    previous_chain = module_at(PREVIOUS, "src/discretegrad/structures/semiring.py", "previous_semiring")
+
+    def corr_before(x, g):  # the registered op at PREVIOUS, tau = 1: the pair noise, then the same two calls
+        u = x + dg.noise.gumbel_like(x, generator=g)
+        v = dg.noise.gumbel_like(x[..., 1:], generator=g)
+        soft = previous_corr.corr_marginals(u, v, k, dg.structures.topk.corr_topk_marginals_reference)
+        return _straight_through(previous_chain.chain_argmax(u, k, v), soft)
+
     return {
         SST_TOPK: lambda x, g: sst(x, g, k),
         BEFORE_TOPK: lambda x, g: before(x, g, k),
+        PREVIOUS_TOPK: lambda x, g: previous(x, g, k),
         SST_CORR: lambda x, g: sst_corr(x, g, k),
+        PREVIOUS_CORR: corr_before,
         "topk entropy (hard, SST grad)": lambda x, g: s.topk(x, k, generator=g),
         "topk entropy (relaxed)": lambda x, g: s.topk(x, k, hard=False, generator=g),
         "topk binary_entropy (hard)": lambda x, g: s.topk(x, k, relaxation="binary_entropy", generator=g),

@@ -181,3 +181,22 @@ def test_closed_form_backward_float32_and_half_are_finite_at_extreme_scale():
             (g,) = torch.autograd.grad((mu * torch.randn(3, 30, generator=gen).to(dtype)).sum(), w)
             assert mu.dtype == dtype and g.dtype == dtype
             assert torch.isfinite(mu).all() and torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_given_top_indices_give_the_same_marginals_and_gradient(pattern):
+    """``topk_marginals(w, k, index)`` with the hard sample's indices (the top k of ``u``, ``w = u / tau``)
+    against the scan's own ``topk`` and the log-space DP, float64, closed-form and autograd paths."""
+    gen = torch.Generator().manual_seed(17)
+    u = _inputs(pattern, (5, 30), gen)
+    v = torch.randn(5, 30, generator=gen, dtype=torch.float64)
+    index = u.topk(6, -1).indices
+    w = (u / 0.3).requires_grad_(True)
+    results = []
+    for fn in (lambda a: S.topk_marginals(a, 6, index), lambda a: S.topk_marginals(a, 6),
+               lambda a: topk_scan.scan_marginals_autograd(a, 6, index), lambda a: topk_marginals_reference(a, 6)):
+        mu = fn(w)
+        results.append((mu.detach(), *torch.autograd.grad((mu * v).sum(), w)))
+    for got in results[:3]:
+        torch.testing.assert_close(got[0], results[3][0], rtol=0, atol=1e-10)
+        torch.testing.assert_close(got[1], results[3][1], rtol=0, atol=1e-10)

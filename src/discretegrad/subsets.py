@@ -47,6 +47,7 @@ from discretegrad.family import Example, Family, Option, Param
 from discretegrad.noise import gumbel, gumbel_like
 from discretegrad.registry import register, register_family
 from discretegrad.structures import plackett_luce
+from discretegrad.structures.topk import k_hot
 
 __all__ = ["topk", "l2x", "softsub", "gumbel_topk_log_prob", "MAX_LAW_ORDERINGS", "MAX_SUBSETS", "check_k", "check_logits"]
 
@@ -151,8 +152,10 @@ def topk(
     if hard and not _needs_grad(u):  # evaluation: the relaxation would only be discarded
         return S.topk_hard(u, k).to(logits.dtype)
     w = u / tau
-    soft = S.topk_marginals(w, k) if relaxation == "entropy" else S.lml(w, k)
-    out = straight_through(S.topk_hard(u.detach(), k), soft) if hard else soft
+    # one topk for the hard sample and the scan's count centres (w = u / tau has the same order)
+    index = u.detach().topk(k, -1).indices if hard or relaxation == "entropy" else None
+    soft = S.topk_marginals(w, k, index) if relaxation == "entropy" else S.lml(w, k)
+    out = straight_through(k_hot(index, u), soft) if hard else soft
     return out.to(logits.dtype)
 
 

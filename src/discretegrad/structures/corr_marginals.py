@@ -17,7 +17,11 @@ the means are bounded by ``k max |g|``), and the posterior mass times the mean o
 moved down like the probabilities. No autograd graph is built or differentiated (the log-space DP's backward was
 autograd's double backward through ``n`` steps); a derivative taken with ``create_graph`` goes
 through autograd of the log-space DP instead, which is differentiable again. Tested against it
-(``tests/test_structures.py``).
+(``tests/test_corr_marginals.py``).
+
+Layout: every pass keeps its states as ``[n, 2, k + 2, B]``, the batch last, so that each kernel runs
+along rows of ``B`` (with the counts last, rows of ``k + 1`` kept the kernels from vectorising); the
+extra count row makes the shift of a taken item a view.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from collections.abc import Callable
 import torch
 
 from discretegrad._autograd import compute_dtype
-from discretegrad.structures.semiring import _chain, centre
+from discretegrad.structures.logspace import neg_inf
+from discretegrad.structures.semiring import centre
 
 __all__ = ["corr_marginals"]
 
@@ -42,59 +47,88 @@ def corr_marginals(u: torch.Tensor, v: torch.Tensor, k: int,
     return out.reshape(*batch, n)
 
 
+def _log_states(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor, k: int) -> torch.Tensor:
+    """The sum-semiring chain DP of :func:`~.semiring.chain_score` on the centred problem, three kernels a
+    step, into one buffer ``[n, 2, k + 2, B]`` (the batch last, so that every kernel runs along rows of
+    ``B``): ``α_i[j, 0]`` at ``[i, 0, j + 1]`` and ``α_i[j, 1] - u_i`` at ``[i, 1, j]`` (row ``0`` of that half
+    holds the impossible count, so the shift "``x_i = 1``: count ``j - 1 -> j``" is a view, and ``u_i`` is
+    added in the next step's offsets)."""
+    b, n = unary.shape
+    neg = neg_inf(unary.dtype)
+    states = unary.new_empty(n, 2, k + 2, b)
+    states[:, :, 0] = neg
+    states[0, :, 1] = 0.0  # before item 0 nothing is chosen; item 0 taken: count 0 -> 1
+    states[0, :, 2:] = neg
+    runs = unary.new_zeros(2, k + 1, b)
+    runs[1, 1:] = run_cost
+    # the offsets of the step into item i from x_{i-1} = 1: u_{i-1} (x_i = 0) and u_{i-1} + pair_{i-1} (x_i = 1)
+    offsets = torch.stack([unary[:, :-1], unary[:, :-1] + pair], 0).permute(2, 0, 1).unsqueeze(2)  # [n-1, 2, 1, B]
+    from_zero, from_one = torch.empty_like(runs), torch.empty_like(runs)
+    for i in range(1, n):
+        torch.add(states[i - 1, 0, 1:], runs, out=from_zero)
+        torch.add(states[i - 1, 1, :-1], offsets[i - 1], out=from_one)
+        torch.logaddexp(from_zero, from_one, out=states[i, :, 1:])
+    return states
+
+
 def _forward(u: torch.Tensor, v: torch.Tensor, k: int):
-    """``(μ [B, n], γ, stay, take, pair, new_run)`` of the centred problem: ``γ [n, 2, B, k+1]`` the posterior
-    probability of every state ``(i, s, j)``, ``stay[i - 1]`` / ``take[i - 1]`` ``[n-1, B, k+1]`` the posterior
-    probability that the predecessor of ``(i, j, 0)`` / of ``(i, j + 1, 1)`` has ``x_{i-1} = 1``."""
+    """``(μ [B, n], γ, stay, take)`` of the centred problem: ``γ [n, 2, k+2, B]`` the posterior probability of
+    every state ``(i, s, j)`` at ``[i, s, j]`` (row ``k + 1`` is zero), ``stay[i - 1]`` / ``take[i - 1]``
+    ``[n-1, k+1, B]`` the posterior probability that the predecessor of ``(i, j, 0)`` / of ``(i, j + 1, 1)`` has
+    ``x_{i-1} = 1``."""
     unary, pair, run_cost, _ = centre(u, v, k)
-    states: list[torch.Tensor] = []
-    _chain(unary, k, pair, run_cost, "sum", states)
-    alpha = torch.stack(states, 0)
+    states = _log_states(unary, pair, run_cost, k)
     b, n = unary.shape
     # the cost of x_i = 1 after x_{i-1} = 0 with j ones before: a new run (j >= 1) or the first (j = 0)
-    new_run = torch.cat([unary.new_zeros(b, 1), run_cost.unsqueeze(-1).expand(b, k)], -1)
-    p0, p1 = alpha[:-1].unbind(1)  # predecessors, indexed by their own count
-    stay = torch.sigmoid(p1 - p0)
-    take = torch.sigmoid((p1 + pair.t().unsqueeze(-1)) - (p0 + new_run))
-    last = torch.sigmoid(alpha[-1, 1, :, k] - alpha[-1, 0, :, k])  # x_{n-1} given k ones in all
-    top = torch.zeros_like(alpha[-1])
-    top[0, :, k], top[1, :, k] = 1 - last, last
-    gamma = _down(top, stay, take)
-    return gamma[:, 1].sum(-1).t(), gamma, stay, take, pair, new_run
+    new_run = unary.new_zeros(k + 1, b)
+    new_run[1:] = run_cost
+    p0 = states[:-1, 0, 1:]  # predecessors, indexed by their own count
+    p1 = states[:-1, 1, :-1] + unary[:, :-1].t().unsqueeze(1)
+    stay = torch.sub(p1, p0).sigmoid_()
+    take = p1.add_(pair.t().unsqueeze(1)).sub_(p0 + new_run).sigmoid_()  # in place: fewer fresh pages
+    last = torch.sigmoid(states[-1, 1, k] + unary[:, -1] - states[-1, 0, k + 1])  # x_{n-1} given k ones
+    gamma = states.zero_()  # the states are not needed any more: their buffer holds the posterior
+    gamma[-1, 0, k], gamma[-1, 1, k] = 1 - last, last
+    _down(gamma, stay, take)
+    return gamma[:, 1, :-1].sum(1).t().contiguous(), gamma, stay, take
 
 
-def _down(top: torch.Tensor, stay: torch.Tensor, take: torch.Tensor,
-          source: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """Mass on the states ``[n, 2, B, k+1]`` moved from the last item to the first: each state passes its
-    mass (plus ``source(i, mass)``) to its two predecessors in the posterior proportions ``stay``/``take``."""
-    out = [top]
+def _down(mass: torch.Tensor, stay: torch.Tensor, take: torch.Tensor, source: torch.Tensor | None = None,
+          g: torch.Tensor | None = None) -> torch.Tensor:
+    """Moves the mass on the states ``[n, 2, k+2, B]`` (row ``k + 1`` zero) from the last item to the first,
+    in place: each state passes its mass (plus ``source[i, 1] g_i`` on ``x_i = 1``, ``g [n, B]``) to its two
+    predecessors in the posterior proportions ``stay``/``take``."""
+    ones = torch.empty_like(mass[0, 1]) if source is not None else None
     for i in range(stay.shape[0], 0, -1):
-        mass = out[-1] if source is None else out[-1] + source(i, out[-1])
-        zero, one = mass.unbind(0)
-        one = torch.nn.functional.pad(one[:, 1:], (0, 1))  # x_i = 1 came from count j - 1
-        w_stay, w_take = stay[i - 1], take[i - 1]
-        to_one = zero * w_stay + one * w_take
-        out.append(torch.stack([zero + one - to_one, to_one], 0))
-    return torch.stack(out[::-1], 0)
+        zero, one = mass[i, 0, :-1], mass[i, 1]
+        if source is not None:
+            one = torch.addcmul(one, source[i, 1], g[i], out=ones)
+        one = one[1:]  # x_i = 1 came from count j - 1
+        to_one = torch.mul(zero, stay[i - 1], out=mass[i - 1, 1, :-1]).addcmul_(one, take[i - 1])
+        torch.add(zero, one, out=mass[i - 1, 0, :-1]).sub_(to_one)
+    return mass
 
 
-def _prefix_means(g: torch.Tensor, stay: torch.Tensor, take: torch.Tensor, k: int) -> torch.Tensor:
-    """``E[Σ_{t<=i} g_t x_t | state (i, j, 1)]`` under the posterior, ``[n, B, k+1]``."""
-    b, n = g.shape
-    m0, m1 = g.new_zeros(b, k + 1), g[:, :1].expand(b, k + 1)
-    means = [m1]
+def _prefix_means(g: torch.Tensor, stay: torch.Tensor, take: torch.Tensor) -> torch.Tensor:
+    """``E[Σ_{t<=i} g_t x_t | state (i, j, 1)]`` under the posterior, ``[n, k+1, B]``, for ``g [n, B]``."""
+    n, b = g.shape
+    k1 = stay.shape[1]
+    means = g.new_empty(n, k1, b)
+    means[0] = g[0]
+    m0 = g.new_zeros(k1, b)
+    into = g.new_zeros(k1 + 1, b)  # row 0: count 0 has no predecessor with x = 1
     for i in range(1, n):
-        into = torch.lerp(m0, m1, take[i - 1])
-        m0, m1 = torch.lerp(m0, m1, stay[i - 1]), g[:, i:i + 1] + torch.nn.functional.pad(into[:, :-1], (1, 0))
-        means.append(m1)
-    return torch.stack(means, 0)
+        torch.lerp(m0, means[i - 1], take[i - 1], out=into[1:])
+        torch.lerp(m0, means[i - 1], stay[i - 1], out=m0)
+        torch.add(into[:-1], g[i], out=means[i])
+    return means
 
 
 class _CorrMarginals(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, v, k, reference):  # type: ignore[override]
         work = compute_dtype(u.dtype)
-        mu, gamma, stay, take, pair, new_run = _forward(u.to(work), v.to(work), k)
+        mu, gamma, stay, take = _forward(u.to(work), v.to(work), k)
         ctx.k, ctx.reference = k, reference
         ctx.save_for_backward(u, v, mu, gamma, stay, take)
         return mu.to(u.dtype)
@@ -109,19 +143,18 @@ class _CorrMarginals(torch.autograd.Function):
                 grads = iter(torch.autograd.grad(ctx.reference(u, v, k), wanted, g, create_graph=True, allow_unused=True))
             return *(next(grads) if needed else None for needed in ctx.needs_input_grad[:2]), None, None
         g = g.to(mu.dtype)
-        prefix = _prefix_means(g, stay, take, k)  # [n, B, k+1]
+        g_items = g.t().contiguous()  # [n, B]
+        prefix = _prefix_means(g_items, stay, take)  # [n, k+1, B]
         # eta[i]: γ_i times E[Σ_{t>i} g_t x_t | state], moved down like γ with the source γ_i g_i x_i
-        step = g.t()
-        eta = _down(torch.zeros_like(gamma[-1]), stay, take,
-                    lambda i, mass: torch.stack([torch.zeros_like(gamma[i, 0]),
-                                                 gamma[i, 1] * step[i].unsqueeze(-1)], 0))[:, 1]
+        eta = _down(torch.zeros_like(gamma), stay, take, gamma, g_items)[:, 1, :-1]
+        one = gamma[:, 1, :-1]
         mean = (g * mu).sum(-1, keepdim=True)  # E[<g, X>]
-        grad_u = (gamma[:, 1] * prefix + eta).sum(-1).t() - mu * mean
+        grad_u = torch.addcmul(eta, one, prefix).sum(1).t() - mu * mean
         grad_v = None
         if ctx.needs_input_grad[1]:
             # P(x_i = x_{i+1} = 1, j ones through i), for j = 0 .. k - 1
-            w = take[:, :, :-1]
-            pairs = gamma[1:, 1, :, 1:] * w
-            both = pairs * (prefix[:-1, :, :-1] + step[1:].unsqueeze(-1)) + eta[1:, :, 1:] * w
-            grad_v = (both.sum(-1) - pairs.sum(-1) * mean.t()).t().to(v.dtype)
+            w = take[:, :-1]
+            pairs = one[1:, 1:] * w
+            both = pairs * (prefix[:-1, :-1] + g_items[1:].unsqueeze(1)) + eta[1:, 1:] * w
+            grad_v = (both.sum(1) - pairs.sum(1) * mean.t()).t().to(v.dtype)
         return grad_u.to(u.dtype), grad_v, None, None

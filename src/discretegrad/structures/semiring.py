@@ -133,26 +133,54 @@ def chain_argmax(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None) 
     traceback is used because it is faster than autograd through the max DP (``corr_topk_hard`` at
     float32 ``[1000, 100]``, k = 10, one CPU thread, median of 30 interleaved repeats: 15.9 ms vs
     25.8 ms; the replaced back-pointer pass 17.2 ms; ``results/benchmarks/structured_dp.md``).
-    ``pair=None`` is plain top-k (pair terms zero).
+    ``pair=None`` is plain top-k (pair terms zero). The max DP is :func:`_max_states` (the batch last).
     """
     with torch.no_grad():
-        x = torch.zeros_like(unary)
-        unary = unary.detach()
-        pair = unary.new_zeros((*unary.shape[:-1], unary.shape[-1] - 1)) if pair is None else pair.detach()
+        batch, n = unary.shape[:-1], unary.shape[-1]
+        unary = unary.detach().reshape(-1, n)
+        pair = unary.new_zeros((unary.shape[0], n - 1)) if pair is None else pair.detach().reshape(unary.shape[0], n - 1)
         unary, pair, run_cost, _ = centre(unary, pair, k)  # the centred problem: same maximiser
-        states: list[torch.Tensor] = []
-        _chain(unary, k, pair, run_cost, "max", states)
-        last = states[-1][..., k]  # [2, ...]
-        state = (last[1] > last[0]).long()  # x_{n-1}; ties to 0 as in ⊕ = max
-        count = torch.full(unary.shape[:-1], k, dtype=torch.long, device=unary.device)  # ones in x_0..x_i
-        for i in range(unary.shape[-1] - 1, -1, -1):
-            x[..., i] = state.to(unary.dtype)
+        states = _max_states(unary, pair, run_cost, k)
+        items, pairs = unary.t(), pair.t()  # [n, B], [n - 1, B]
+        x = torch.zeros_like(items)
+        # x_{n-1}; ties to 0 as in ⊕ = max
+        state = (states[-1, 1, k] + items[-1] > states[-1, 0, k + 1]).to(unary.dtype)
+        count = torch.full_like(items[0], k, dtype=torch.long)  # ones in x_0..x_i
+        for i in range(n - 1, -1, -1):
+            x[i] = state
             if i == 0:
                 break
-            count = count - state
-            prev = states[i - 1].gather(-1, count.unsqueeze(-1).expand(2, *count.shape, 1)).squeeze(-1)
+            count = count - state.long()
+            prev_skip = states[i - 1, 0].gather(0, (count + 1).unsqueeze(0)).squeeze(0)
+            prev_take = states[i - 1, 1].gather(0, count.unsqueeze(0)).squeeze(0) + items[i - 1]
             # the pair term (x_i = 1 after a one) or the new-run cost (x_i = 1 after a zero, count >= 1)
-            prev_take = prev[1] + pair[..., i - 1] * state
-            prev_skip = prev[0] + torch.where((state == 1) & (count > 0), run_cost, 0.0)
-            state = (prev_take > prev_skip).long()
-    return x
+            prev_take = prev_take + pairs[i - 1] * state
+            prev_skip = prev_skip + torch.where((state == 1) & (count > 0), run_cost, 0.0)
+            state = (prev_take > prev_skip).to(unary.dtype)
+    return x.t().reshape(*batch, n)
+
+
+def _max_states(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor, k: int) -> torch.Tensor:
+    """The max-semiring states of :func:`_chain` (with pair terms) for ``unary [B, n]``, in one buffer
+    ``[n, 2, k + 2, B]`` with the batch last (every kernel runs along rows of ``B``): ``α_i[j, 0]`` at
+    ``[i, 0, j + 1]``, ``α_i[j, 1] - u_i`` at ``[i, 1, j]`` (row ``0`` of that half: the impossible count, so
+    the shift of a taken item is a view). The same additions as :func:`_chain`, so the same values."""
+    b, n = unary.shape
+    neg = neg_inf(unary.dtype)
+    states = unary.new_empty(n, 2, k + 2, b)
+    states[:, :, 0] = neg
+    states[0, :, 1] = 0.0  # before item 0 nothing is chosen; item 0 taken: count 0 -> 1
+    states[0, :, 2:] = neg
+    runs = unary.new_zeros(2, k + 1, b)
+    runs[1, 1:] = run_cost
+    pairs = unary.new_zeros(n - 1, 2, 1, b)
+    pairs[:, 1, 0] = pair.t()
+    items = unary.t()
+    last_one = unary.new_empty(k + 1, b)
+    from_zero, from_one = torch.empty_like(runs), torch.empty_like(runs)
+    for i in range(1, n):
+        torch.add(states[i - 1, 0, 1:], runs, out=from_zero)
+        torch.add(states[i - 1, 1, :-1], items[i - 1], out=last_one)  # α_{i-1}[j, 1]
+        torch.add(last_one, pairs[i - 1], out=from_one)
+        torch.maximum(from_zero, from_one, out=states[i, :, 1:])
+    return states

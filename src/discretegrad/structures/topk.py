@@ -19,17 +19,21 @@ from discretegrad.structures.logspace import gradient
 from discretegrad.structures.semiring import chain_argmax, chain_score
 from discretegrad.structures.topk_scan import scan_dtype, scan_marginals
 
-__all__ = ["topk_hard", "topk_marginals", "topk_marginals_reference", "corr_topk_hard", "corr_topk_marginals",
+__all__ = ["topk_hard", "k_hot", "topk_marginals", "topk_marginals_reference", "corr_topk_hard", "corr_topk_marginals",
            "corr_topk_marginals_reference"]
 
 
 def topk_hard(u: torch.Tensor, k: int) -> torch.Tensor:
     """k-hot indicator of the ``k`` largest entries of ``u`` along the last dim (exactly ``k`` ones)."""
-    index = u.topk(k, dim=-1).indices
-    return torch.zeros_like(u).scatter(-1, index, 1.0)  # out of place: vmap has a batching rule
+    return k_hot(u.topk(k, dim=-1).indices, u)
 
 
-def topk_marginals(w: torch.Tensor, k: int) -> torch.Tensor:
+def k_hot(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The 0/1 tensor of ``like``'s shape and dtype with ones at ``index [..., k]`` along the last dim."""
+    return torch.zeros_like(like).scatter(-1, index, 1.0)  # out of place: vmap has a batching rule
+
+
+def topk_marginals(w: torch.Tensor, k: int, index: torch.Tensor | None = None) -> torch.Tensor:
     """Marginals ``μ_i = P(i ∈ S)`` of ``p(S) ∝ exp(Σ_{i∈S} w_i)`` over ``|S| = k``.
 
     The count-centred scans of :func:`~discretegrad.structures.topk_scan.scan_marginals` (``k`` vectorised
@@ -37,11 +41,15 @@ def topk_marginals(w: torch.Tensor, k: int) -> torch.Tensor:
     :data:`~discretegrad.structures.topk_scan.LOG_RANGE`), or :func:`topk_marginals_reference` when it is
     beyond float64's too. Half inputs are computed in float32; the result has ``w``'s dtype.
     Differentiable when ``w`` requires grad (the Jacobian is the covariance of the subset indicators).
+
+    ``index [..., k]``: the indices of the ``k`` largest entries of ``w``, largest first, as
+    ``w.topk(k).indices`` returns them (or those of ``a w + b`` for ``a > 0``, the same order); a caller
+    that has them (the hard sample) saves the scan its own ``topk``. Not checked.
     """
     work = scan_dtype(w.shape[-1], k, compute_dtype(w.dtype))
     if work is None:
         return topk_marginals_reference(w, k)
-    return scan_marginals(w.to(work), k).to(w.dtype)
+    return scan_marginals(w.to(work), k, index).to(w.dtype)
 
 
 def topk_marginals_reference(w: torch.Tensor, k: int) -> torch.Tensor:

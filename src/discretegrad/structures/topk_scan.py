@@ -14,14 +14,25 @@ that is at least 1. :data:`LOG_RANGE` bounds ``log C(n, k)`` (products of two st
 backward, must stay finite); beyond it :func:`scan_dtype` says to run in float64, or to use the
 log-space reference.
 
-For a fixed count the recursion over positions is a cumulative sum, ``a_j = cumsum(r_j ⊙ shift(a_{j-1}))``,
-so the DP is ``k`` vectorised scans over the items (forward ``a``, and the same from the end, ``b``)
-instead of ``n`` sequential steps, and ``μ_t = Σ_j a_{j-1}(t-1) r_j(t) b_j(t) / Z``. The SST backward (the
-covariance of the subset indicators times the incoming gradient) is closed-form, the same scans with
-first moments (:class:`_ScanMarginals`); autograd through the scans gives it too, and is used where
-the derivative must be differentiable again.
-Tested against the log-space DP (:func:`discretegrad.structures.topk.topk_marginals_reference`) and
-enumeration; timings in ``results/benchmarks/structured.md``.
+For a fixed count the recursion over positions is a cumulative sum, ``a_j = r_j ⊙ shift(cumsum(a_{j-1}))``,
+so the DP is ``k`` vectorised scans over the items (forward ``a``, and the same from the end, ``d``)
+instead of ``n`` sequential steps, and ``μ_t = Σ_j a_j(t) d_j(t) / Z``. The weights are never built as
+``k`` full rows: ``r_j`` is the ``[k, k]`` block of the top items (``exp(c_t - c_j)``) and, for the rest,
+one row ``ρ = exp(w - c_k)`` times the per-row number ``exp(c_k - c_j)``.
+
+Two implementations of the same scans, in the layout ``[B, L]`` (a row per problem, the positions
+along the last dim, where torch's CPU ``cumsum`` is fastest):
+
+* :class:`_ScanMarginals` (the default): the forward and the closed-form SST backward (the
+  covariance of the subset indicators times the incoming gradient, the scans again with first
+  moments) written with in-place and ``out=`` kernels into two ``[k, B, L]`` buffers, the suffix
+  scans run on the reversed sequence, so no full-size temporary is allocated per count;
+* :func:`scan_marginals_autograd`: out-of-place, every derivative by autograd (used with
+  ``create_graph``, under ``torch.func`` transforms and under ``torch.compile``; the reference for
+  the closed-form backward).
+
+Tested against each other, the log-space DP (:func:`discretegrad.structures.topk.topk_marginals_reference`)
+and enumeration (``tests/test_topk_scan.py``); timings in ``results/benchmarks/structured.md``.
 """
 
 from __future__ import annotations
@@ -49,134 +60,181 @@ def scan_dtype(n: int, k: int, dtype: torch.dtype) -> torch.dtype | None:
     return None
 
 
-def _prefix(x: torch.Tensor) -> torch.Tensor:
-    """Exclusive cumulative sum along the scan dim (dim 0): ``out[t] = Σ_{t' < t} x[t']``."""
-    return torch.nn.functional.pad(x[:-1].cumsum(0), (0, 0, 1, 0))
-
-
-def _weights(w: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(r, r_back, top)``: ``r [k, L, B]``, ``r[j - 1, t]`` = the centred weight of taking position ``t`` as
-    the ``j``-th item; ``r_back`` the same with the positions reversed; ``top [B, k]`` the indices of the
-    ``k`` largest entries (the first ``k`` positions). Built in this layout (scan dim before the batch),
-    never transposed or flipped as a whole."""
-    top = w.detach().topk(k, -1)
-    index = top.indices
-    c = top.values.t()  # [k, B]: c_1 >= ... >= c_k, detached: the count centres
-    c_k = c[k - 1:]
-    masked = torch.zeros_like(w, dtype=torch.bool).scatter(-1, index, True)
-    rest = torch.exp(w.masked_fill(masked, -math.inf).t() - c_k)  # [n, B], every entry <= c_k: in [0, 1]
-    position = torch.arange(k, device=w.device)
-    reachable = (position.unsqueeze(0) >= position.unsqueeze(1)).unsqueeze(-1)  # [j - 1, t, 1]: t >= j - 1
-    gap = (w.gather(-1, index).t().unsqueeze(0) - c.unsqueeze(1)).masked_fill(~reachable, 0.0)  # [j, t, B], <= 0
-    head = torch.exp(gap).masked_fill(~reachable, 0.0)
-    # the rest as the j-th item: exp(w - c_j) = exp(c_k - c_j) exp(w - c_k), both factors <= 1
-    scale = torch.exp(c_k - c).unsqueeze(1)  # [k, 1, B]
-    return _join(head, scale * rest.unsqueeze(0)), _join(scale * rest.flip(0).unsqueeze(0), head.flip(1)), index
-
-
-def _join(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """``torch.cat([first, second], 1)`` of ``[k, *, B]`` tensors, by copies into slices of one buffer
-    (differentiable; measured about 10x faster than ``torch.cat`` along dim 1 here, which copies
-    element by element)."""
-    out = first.new_empty(first.shape[0], first.shape[1] + second.shape[1], first.shape[2])
-    out[:, :first.shape[1]] = first
-    out[:, first.shape[1]:] = second
-    return out
-
-
-def scan_marginals(w: torch.Tensor, k: int) -> torch.Tensor:
+def scan_marginals(w: torch.Tensor, k: int, index: torch.Tensor | None = None) -> torch.Tensor:
     """Marginals of ``p(S) ∝ exp(Σ_{i∈S} w_i)`` over ``|S| = k`` for float ``w [..., n]``, ``1 <= k <= n``,
     in ``w``'s dtype (pick it with :func:`scan_dtype`); differentiable (any order) when ``w`` requires grad.
+    ``index [..., k]``: ``w.topk(k).indices`` if the caller has them (not checked), else computed here.
 
     The first derivative (the SST backward) is the closed-form covariance-vector product of
-    :class:`_ScanMarginals` (two more scans, for the first moments); a derivative taken with
-    ``create_graph`` or under ``torch.func`` goes through autograd of the scans
-    (:func:`scan_marginals_autograd`), which is differentiable again."""
+    :class:`_ScanMarginals`; a derivative taken with ``create_graph`` or under ``torch.func`` goes
+    through autograd of the scans (:func:`scan_marginals_autograd`), which is differentiable again."""
     batch, n = w.shape[:-1], w.shape[-1]
-    # under torch.compile: autograd through the scans (the Function's create_graph branch calls
-    # torch.autograd.grad, which dynamo cannot trace)
-    if torch.compiler.is_compiling() or under_func_transform() or not (torch.is_grad_enabled() and w.requires_grad):
-        return scan_marginals_autograd(w, k)
-    return _ScanMarginals.apply(w.reshape(-1, n), k).reshape(*batch, n)
+    # under torch.compile: autograd through the scans (the Function's in-place kernels and its
+    # create_graph branch, which calls torch.autograd.grad, are not traced)
+    if torch.compiler.is_compiling() or under_func_transform():
+        return scan_marginals_autograd(w, k, index)
+    index = None if index is None else index.reshape(-1, k)
+    return _ScanMarginals.apply(w.reshape(-1, n), k, index).reshape(*batch, n)
 
 
-def scan_marginals_autograd(w: torch.Tensor, k: int) -> torch.Tensor:
+def scan_marginals_autograd(w: torch.Tensor, k: int, index: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`scan_marginals` with every derivative by autograd through the scans (the reference for the
     closed-form backward)."""
     batch, n = w.shape[:-1], w.shape[-1]
-    mu, *_ = _scans(w.reshape(-1, n), k)
-    return mu.reshape(*batch, n)
+    index = None if index is None else index.reshape(-1, k)
+    return _scans(w.reshape(-1, n), k, index).reshape(*batch, n)
+
+
+# ----------------------------------------------------------------------------- the weights
+
+def _weights(w: torch.Tensor, k: int, index: torch.Tensor | None):
+    """``(head, rho, scale, index)`` for ``w [B, n]``: ``head [B, k, k]``, ``head[:, j - 1, t] = exp(c_{t+1} - c_j)``
+    (the top item at position ``t`` taken as the ``j``-th; 0 where ``t < j - 1``, unreachable);
+    ``rho [B, n] = exp(w - c_k)``, 0 at the top ``k``; ``scale [B, k] = exp(c_k - c_j)`` (detached), so that the
+    rest's weight as the ``j``-th item is ``scale_j ρ``; ``index [B, k]`` the top items, largest first. All in
+    ``[0, 1]``. Differentiable in ``w`` through ``head`` and ``rho``. ``index``: the top items if known."""
+    if index is None:
+        top = w.detach().topk(k, -1)
+        index, c = top.indices, top.values  # c_1 >= ... >= c_k: the count centres
+    else:
+        c = w.detach().gather(-1, index)
+    c_k = c[:, k - 1:]
+    masked = torch.zeros_like(w, dtype=torch.bool).scatter(-1, index, True)
+    rho = torch.exp(w.masked_fill(masked, -math.inf) - c_k)
+    position = torch.arange(k, device=w.device)
+    unreachable = position.unsqueeze(0) < position.unsqueeze(1)  # [j - 1, t]: t < j - 1
+    gap = w.gather(-1, index).unsqueeze(1) - c.unsqueeze(2)  # [B, j, t]: w_t - c_j
+    head = torch.exp(gap.masked_fill(unreachable, -math.inf))  # masked before exp: no exp of a positive gap
+    return head, rho, torch.exp(c_k - c), index
 
 
 def _to_items(seq: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
-    """``[L, B]`` per position -> ``[B, n]`` per item (the masked copies of the top ``k`` hold zeros)."""
-    seq = seq.t()
+    """``[B, L]`` per position -> ``[B, n]`` per item (the masked copies of the top ``k`` hold zeros)."""
     return seq[:, k:].scatter(-1, index, seq[:, :k])
 
 
-def _scans(w: torch.Tensor, k: int):
-    """``(μ [B, n], rows, backwards, taken, (after, reverse), z, index)`` for ``w [B, n]``: the marginals and
-    the scans' pieces (per count, ``[L, B]`` each; ``after`` in forward order, ``reverse`` the same in
-    reversed order, count ``j`` at index ``j - 1``)."""
-    r, backwards, index = _weights(w, k)
-    rows = r.unbind(0)  # k tensors [L, B]
-    # taken[j - 1][t]: centred weight of the prefixes that take position t as the j-th item
-    # (= r_j(t) times the prefixes before t with j - 1 items chosen)
-    taken = [rows[0]]
+# ----------------------------------------------------------------------------- out of place (autograd)
+
+def _prefix(x: torch.Tensor) -> torch.Tensor:
+    """Exclusive cumulative sum along the last dim: ``out[..., t] = Σ_{t' < t} x[..., t']``."""
+    return torch.nn.functional.pad(x[..., :-1].cumsum(-1), (1, 0))
+
+
+def _suffix(x: torch.Tensor) -> torch.Tensor:
+    """Exclusive cumulative sum from the end: ``out[..., t] = Σ_{t' > t} x[..., t']`` (no subtraction)."""
+    return _prefix(x.flip(-1)).flip(-1)
+
+
+def _scans(w: torch.Tensor, k: int, index: torch.Tensor | None) -> torch.Tensor:
+    """The marginals ``[B, n]`` for ``w [B, n]`` by out-of-place scans (differentiable by autograd)."""
+    head, rho, scale, index = _weights(w, k, index)
+    rows = [torch.cat([head[:, j], rho * scale[:, j:j + 1]], -1) for j in range(k)]  # r_{j+1} [B, L]
+    taken = [rows[0]]  # a_j: prefixes that take position t as the j-th item
     for j in range(1, k):
         taken.append(rows[j] * _prefix(taken[-1]))
-    z = taken[-1].sum(0)  # [B]: the centred partition function, >= 1
-    # after[j - 1][t]: centred weight of the suffixes after position t that bring the count from j to k,
-    # run on the reversed sequence (forward cumulative sums) and turned back
-    backwards = backwards.unbind(0)
-    reverse = [rows[0].new_ones(rows[0].shape)] * k  # count k: nothing more to take
-    after = list(reverse)
+    after = torch.ones_like(rows[0])  # d_k: nothing more to take
     paths = taken[-1]
+    for j in range(k - 1, 0, -1):  # d_j = suffix(r_{j+1} ⊙ d_{j+1})
+        after = _suffix(rows[j] * after)
+        paths = paths + taken[j - 1] * after
+    return _to_items(paths / taken[-1].sum(-1, keepdim=True), index, k)
+
+
+# ----------------------------------------------------------------------------- in place (closed form)
+
+def _times_r(x: torch.Tensor, head: torch.Tensor, rho: torch.Tensor, scale: torch.Tensor, reverse: bool,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x ⊙ r_j`` for ``x [B, L]`` and the weights of one count (``head [B, k]``, ``scale [B, 1]``), written
+    into ``out`` (default: ``x``, in place). With ``reverse`` the positions are in reversed order (the rest
+    first, then the top items), and so are ``head`` and ``rho``."""
+    out = x if out is None else out
+    k = head.shape[-1]
+    top, rest = (slice(-k, None), slice(None, -k)) if reverse else (slice(None, k), slice(k, None))
+    torch.mul(x[:, top], head, out=out[:, top])
+    torch.mul(x[:, rest], rho, out=out[:, rest]).mul_(scale)
+    return out
+
+
+def _prefix_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The exclusive cumulative sum of ``x [B, L]`` along the last dim, written into ``out``."""
+    out[:, 0] = 0
+    torch.cumsum(x[:, :-1], -1, out=out[:, 1:])
+    return out
+
+
+def _forward(w: torch.Tensor, k: int, index: torch.Tensor | None):
+    """``(μ [B, n], saved)``: the marginals by the scans, in place; ``saved`` holds the weights, the prefix
+    states ``a [k, B, L]`` and the suffix states ``d_1 .. d_{k-1}`` in reversed order (``[k - 1, B, L]``)."""
+    head, rho, scale, index = _weights(w, k, index)
+    b, n = w.shape
+    taken = w.new_empty(k, b, k + n)
+    taken[0, :, :k] = head[:, 0]
+    torch.mul(rho, scale[:, :1], out=taken[0, :, k:])
+    for j in range(1, k):
+        _times_r(_prefix_into(taken[j - 1], taken[j]), head[:, j], rho, scale[:, j:j + 1], False)
+    z = taken[k - 1].sum(-1, keepdim=True)  # the centred partition function, >= 1
+    head_back, rho_back = head.flip(-1), rho.flip(-1)
+    after_back = w.new_empty(max(k - 1, 1), b, k + n)  # d_j reversed at j - 1; d_k = 1 is not stored
+    paths = taken[k - 1].clone()
+    step = torch.empty_like(paths)
+    for j in range(k - 1, 0, -1):  # d_j = suffix(r_{j+1} ⊙ d_{j+1}), a prefix over the reversed positions
+        if j == k - 1:
+            step[:, n:] = head_back[:, j]
+            torch.mul(rho_back, scale[:, j:j + 1], out=step[:, :n])
+        else:
+            _times_r(after_back[j], head_back[:, j], rho_back, scale[:, j:j + 1], True, step)
+        paths.addcmul_(taken[j - 1], _prefix_into(step, after_back[j - 1]).flip(-1))
+    mu = _to_items(paths.div_(z), index, k)
+    return mu, (head, rho, scale, index, taken, after_back, z)
+
+
+def _backward(g: torch.Tensor, mu: torch.Tensor, saved, k: int) -> torch.Tensor:
+    """``Cov(X) g = E[X <g, X>] - μ E[<g, X>]`` for the incoming gradient ``g [B, n]``.
+
+    ``Z E[X_t <g, X>] = Σ_j m_j(t) d_j(t) + a_j(t) e_j(t)``: ``m_j`` the prefix weights times the sum of
+    ``g`` over their items (``m_j = g ⊙ a_j + r_j ⊙ shift(cumsum(m_{j-1}))``, the expectation semiring),
+    ``e_j`` the suffix weights times the same over theirs (``e_j = suffix(r_{j+1} ⊙ (e_{j+1} + g ⊙ d_{j+1}))``).
+    Every term is a centred weight times a sum of ``g``'s, so the rounding is relative to ``|g|``."""
+    head, rho, scale, index, taken, after_back, z = saved
+    head_back, rho_back = head.flip(-1), rho.flip(-1)
+    g_seq = torch.cat([g.gather(-1, index), g], -1)  # [B, L], per position
+    g_back = g_seq.flip(-1)
+    moment = g_seq * taken[0]
+    total = moment * after_back[0].flip(-1) if k > 1 else moment.clone()
+    spare = torch.empty_like(moment)
+    for j in range(1, k):
+        _times_r(_prefix_into(moment, spare), head[:, j], rho, scale[:, j:j + 1], False).addcmul_(g_seq, taken[j])
+        moment, spare = spare, moment
+        if j < k - 1:
+            total.addcmul_(moment, after_back[j].flip(-1))
+        else:  # d_k = 1
+            total.add_(moment)
+    reverse = spare  # e_j reversed; e_k = 0
+    step = torch.empty_like(moment)
     for j in range(k - 1, 0, -1):
-        reverse[j - 1] = _prefix(backwards[j] * reverse[j])
-        after[j - 1] = reverse[j - 1].flip(0)
-        paths = paths + taken[j - 1] * after[j - 1]
-    return _to_items(paths / z, index, k), rows, backwards, taken, (after, reverse), z, index
+        source = g_back if j == k - 1 else torch.addcmul(reverse, g_back, after_back[j], out=step)
+        _times_r(source, head_back[:, j], rho_back, scale[:, j:j + 1], True, step)
+        total.addcmul_(taken[j - 1], _prefix_into(step, reverse).flip(-1))
+    expect = _to_items(total.div_(z), index, k)  # E[X_i <g, X>]
+    return expect - mu * (g * mu).sum(-1, keepdim=True)
 
 
 class _ScanMarginals(torch.autograd.Function):
-    """The marginals of :func:`_scans` with the closed-form backward ``Cov(X) g``.
-
-    ``(Cov(X) g)_t = E[X_t <g, X>] - μ_t E[<g, X>]``, and ``E[X_t <g, X>]`` is the scans again with first
-    moments (the expectation semiring): ``taken'_j = r_j ⊙ shift(cumsum(taken'_{j-1})) + g ⊙ taken_j``
-    (the prefix weight times the sum of ``g`` over its items, ``t`` included) and the same from the end
-    for ``after'``; ``Z E[X_t <g, X>] = Σ_j taken'_j(t) after_j(t) + taken_j(t) after'_j(t)``. Every
-    term is a centred weight times a sum of ``g``'s, so the rounding is relative to ``|g|``. With
-    ``create_graph`` the backward is autograd's through the scans instead (differentiable again).
-    """
+    """The marginals of :func:`_forward` with the closed-form backward :func:`_backward`. With
+    ``create_graph`` the backward is autograd's through :func:`_scans` instead (differentiable again)."""
 
     @staticmethod
-    def forward(ctx, w, k):  # type: ignore[override]
-        mu, rows, backwards, taken, after, z, index = _scans(w, k)
-        ctx.k, ctx.rows, ctx.backwards, ctx.taken, ctx.after, ctx.z, ctx.index = k, rows, backwards, taken, after, z, index
+    def forward(ctx, w, k, index):  # type: ignore[override]
+        mu, saved = _forward(w, k, index)
+        ctx.k, ctx.saved = k, saved
         ctx.save_for_backward(w, mu)
         return mu
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         w, mu = ctx.saved_tensors
-        k = ctx.k
         if torch.is_grad_enabled():  # create_graph: a derivative that is differentiable again
             with torch.enable_grad():  # w: the input itself, so the result is a function of it
-                (grad,) = torch.autograd.grad(_scans(w, k)[0], w, g, create_graph=True)
-            return grad, None
-        rows, backwards, taken, index = ctx.rows, ctx.backwards, ctx.taken, ctx.index
-        after, reverse = ctx.after
-        g_seq = torch.cat([g.gather(-1, index).t(), g.t()], 0)  # [L, B], per position
-        g_back = g_seq.flip(0)
-        moment = g_seq * taken[0]  # taken'_1
-        total = moment * after[0]
-        for j in range(1, k):
-            moment = torch.addcmul(g_seq * taken[j], rows[j], _prefix(moment))
-            total = torch.addcmul(total, moment, after[j])
-        reverse_moment = torch.zeros_like(rows[0])  # count k: nothing more to take
-        for j in range(k - 1, 0, -1):
-            reverse_moment = _prefix(backwards[j] * torch.addcmul(reverse_moment, g_back, reverse[j]))
-            total = torch.addcmul(total, taken[j - 1], reverse_moment.flip(0))
-        expect = _to_items(total / ctx.z, index, k)  # E[X_i <g, X>]
-        return expect - mu * (g * mu).sum(-1, keepdim=True), None
+                (grad,) = torch.autograd.grad(_scans(w, ctx.k, ctx.saved[3]), w, g, create_graph=True)
+            return grad, None, None
+        return _backward(g.contiguous(), mu, ctx.saved, ctx.k), None, None
