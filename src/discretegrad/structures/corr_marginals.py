@@ -47,80 +47,87 @@ def corr_marginals(u: torch.Tensor, v: torch.Tensor, k: int,
     return out.reshape(*batch, n)
 
 
-def _log_states(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor, k: int) -> torch.Tensor:
-    """The sum-semiring chain DP of :func:`~.semiring.chain_score` on the centred problem, three kernels a
-    step, into one buffer ``[n, 2, k + 2, B]`` (the batch last, so that every kernel runs along rows of
-    ``B``): ``α_i[j, 0]`` at ``[i, 0, j + 1]`` and ``α_i[j, 1] - u_i`` at ``[i, 1, j]`` (row ``0`` of that half
-    holds the impossible count, so the shift "``x_i = 1``: count ``j - 1 -> j``" is a view, and ``u_i`` is
-    added in the next step's offsets)."""
+def _log_weights(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor, k: int):
+    """The sum-semiring chain DP of :func:`~.semiring.chain_score` on the centred problem, the batch last
+    (every kernel runs along rows of ``B``): ``(gaps [n - 1, 2, k + 1, B], last [2, k + 2, B])``.
+
+    ``gaps[i - 1, s, j]``: for the state ``(item i, x_i = s)`` whose predecessor has ``j`` ones, the
+    log-weight of the predecessor with ``x_{i-1} = 1`` minus that of the one with ``x_{i-1} = 0`` (its
+    sigmoid is the posterior probability of the first). ``last``: the states of item ``n - 1``, ``α[j, 0]``
+    at ``[0, j + 1]`` and ``α[j, 1] - u_{n-1}`` at ``[1, j]`` (row ``0`` of that half holds the impossible
+    count, so the shift "``x_i = 1``: count ``j - 1 -> j``" is a view, and ``u_i`` is added in the next
+    step's offsets). Four kernels a step; two state buffers in turn, only the gaps are kept."""
     b, n = unary.shape
     neg = neg_inf(unary.dtype)
-    states = unary.new_empty(n, 2, k + 2, b)
+    states = unary.new_empty(2, 2, k + 2, b)  # item i in states[i % 2]
     states[:, :, 0] = neg
     states[0, :, 1] = 0.0  # before item 0 nothing is chosen; item 0 taken: count 0 -> 1
     states[0, :, 2:] = neg
     runs = unary.new_zeros(2, k + 1, b)
     runs[1, 1:] = run_cost
     # the offsets of the step into item i from x_{i-1} = 1: u_{i-1} (x_i = 0) and u_{i-1} + pair_{i-1} (x_i = 1)
-    offsets = torch.stack([unary[:, :-1], unary[:, :-1] + pair], 0).permute(2, 0, 1).unsqueeze(2)  # [n-1, 2, 1, B]
+    offsets = torch.stack([unary[:, :-1], unary[:, :-1] + pair]).permute(2, 0, 1).unsqueeze(2).contiguous()  # [n-1, 2, 1, B]
+    gaps = unary.new_empty(n - 1, 2, k + 1, b)
     from_zero, from_one = torch.empty_like(runs), torch.empty_like(runs)
-    for i in range(1, n):
-        torch.add(states[i - 1, 0, 1:], runs, out=from_zero)
-        torch.add(states[i - 1, 1, :-1], offsets[i - 1], out=from_one)
-        torch.logaddexp(from_zero, from_one, out=states[i, :, 1:])
-    return states
+    # the views of every step made once (indexing in the loop costs about as much as the kernels)
+    zeros, ones, outs = states[:, 0, 1:].unbind(0), states[:, 1, :-1].unbind(0), states[:, :, 1:].unbind(0)
+    for i, (offset, gap) in enumerate(zip(offsets.unbind(0), gaps.unbind(0))):
+        torch.add(zeros[i % 2], runs, out=from_zero)
+        torch.add(ones[i % 2], offset, out=from_one)
+        torch.sub(from_one, from_zero, out=gap).sigmoid_()
+        torch.logaddexp(from_zero, from_one, out=outs[(i + 1) % 2])
+    return gaps, states[(n - 1) % 2]
 
 
 def _forward(u: torch.Tensor, v: torch.Tensor, k: int):
-    """``(μ [B, n], γ, stay, take)`` of the centred problem: ``γ [n, 2, k+2, B]`` the posterior probability of
-    every state ``(i, s, j)`` at ``[i, s, j]`` (row ``k + 1`` is zero), ``stay[i - 1]`` / ``take[i - 1]``
-    ``[n-1, k+1, B]`` the posterior probability that the predecessor of ``(i, j, 0)`` / of ``(i, j + 1, 1)`` has
-    ``x_{i-1} = 1``."""
+    """``(μ [B, n], γ, w)`` of the centred problem: ``γ [n, 2, k+2, B]`` the posterior probability of every
+    state ``(i, s, j)`` at ``[i, s, j]`` (row ``k + 1`` of the ``s = 1`` half is zero; that of the other half
+    is not used), ``w [n-1, 2, k+1, B]`` the posterior probability that the predecessor of the state
+    ``(i, j, 0)`` (at ``w[i - 1, 0, j]``) or of ``(i, j + 1, 1)`` (at ``w[i - 1, 1, j]``) has ``x_{i-1} = 1``."""
     unary, pair, run_cost, _ = centre(u, v, k)
-    states = _log_states(unary, pair, run_cost, k)
-    b, n = unary.shape
-    # the cost of x_i = 1 after x_{i-1} = 0 with j ones before: a new run (j >= 1) or the first (j = 0)
-    new_run = unary.new_zeros(k + 1, b)
-    new_run[1:] = run_cost
-    p0 = states[:-1, 0, 1:]  # predecessors, indexed by their own count
-    p1 = states[:-1, 1, :-1] + unary[:, :-1].t().unsqueeze(1)
-    stay = torch.sub(p1, p0).sigmoid_()
-    take = p1.add_(pair.t().unsqueeze(1)).sub_(p0 + new_run).sigmoid_()  # in place: fewer fresh pages
-    last = torch.sigmoid(states[-1, 1, k] + unary[:, -1] - states[-1, 0, k + 1])  # x_{n-1} given k ones
-    gamma = states.zero_()  # the states are not needed any more: their buffer holds the posterior
-    gamma[-1, 0, k], gamma[-1, 1, k] = 1 - last, last
-    _down(gamma, stay, take)
-    return gamma[:, 1, :-1].sum(1).t().contiguous(), gamma, stay, take
+    weights, last = _log_weights(unary, pair, run_cost, k)
+    x_last = torch.sigmoid(last[1, k] + unary[:, -1] - last[0, k + 1])  # x_{n-1} given k ones
+    gamma = unary.new_empty(unary.shape[1], *last.shape)
+    gamma[:, 1, -1] = 0.0
+    gamma[-1] = 0.0
+    gamma[-1, 0, k], gamma[-1, 1, k] = 1 - x_last, x_last
+    _down(gamma, weights)
+    return gamma[:, 1, :-1].sum(1).t().contiguous(), gamma, weights
 
 
-def _down(mass: torch.Tensor, stay: torch.Tensor, take: torch.Tensor, source: torch.Tensor | None = None,
+def _down(mass: torch.Tensor, weights: torch.Tensor, source: torch.Tensor | None = None,
           g: torch.Tensor | None = None) -> torch.Tensor:
-    """Moves the mass on the states ``[n, 2, k+2, B]`` (row ``k + 1`` zero) from the last item to the first,
-    in place: each state passes its mass (plus ``source[i, 1] g_i`` on ``x_i = 1``, ``g [n, B]``) to its two
-    predecessors in the posterior proportions ``stay``/``take``."""
-    ones = torch.empty_like(mass[0, 1]) if source is not None else None
-    for i in range(stay.shape[0], 0, -1):
-        zero, one = mass[i, 0, :-1], mass[i, 1]
+    """Moves the mass on the states ``[n, 2, k+2, B]`` (row ``k + 1`` of the ``s = 1`` half zero) from the
+    last item to the first, in place: each state passes its mass (plus ``source[i, 1] g_i`` on ``x_i = 1``,
+    ``g [n, B]``) to its two predecessors in the posterior proportions ``weights`` (:func:`_forward`)."""
+    zeros, ones, to_ones = mass[:, 0, :-1].unbind(0), mass[:, 1].unbind(0), mass[:, 1, :-1].unbind(0)
+    stays, takes = weights[:, 0].unbind(0), weights[:, 1].unbind(0)
+    if source is not None:
+        sources, gs, scratch = source[:, 1].unbind(0), g.unbind(0), torch.empty_like(mass[0, 1])
+    for i in range(weights.shape[0], 0, -1):
+        zero, one = zeros[i], ones[i]
         if source is not None:
-            one = torch.addcmul(one, source[i, 1], g[i], out=ones)
+            one = torch.addcmul(one, sources[i], gs[i], out=scratch)
         one = one[1:]  # x_i = 1 came from count j - 1
-        to_one = torch.mul(zero, stay[i - 1], out=mass[i - 1, 1, :-1]).addcmul_(one, take[i - 1])
-        torch.add(zero, one, out=mass[i - 1, 0, :-1]).sub_(to_one)
+        to_one = torch.mul(zero, stays[i - 1], out=to_ones[i - 1]).addcmul_(one, takes[i - 1])
+        torch.add(zero, one, out=zeros[i - 1]).sub_(to_one)
     return mass
 
 
-def _prefix_means(g: torch.Tensor, stay: torch.Tensor, take: torch.Tensor) -> torch.Tensor:
+def _prefix_means(g: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``E[Σ_{t<=i} g_t x_t | state (i, j, 1)]`` under the posterior, ``[n, k+1, B]``, for ``g [n, B]``."""
     n, b = g.shape
-    k1 = stay.shape[1]
+    k1 = weights.shape[2]
     means = g.new_empty(n, k1, b)
     means[0] = g[0]
     m0 = g.new_zeros(k1, b)
     into = g.new_zeros(k1 + 1, b)  # row 0: count 0 has no predecessor with x = 1
-    for i in range(1, n):
-        torch.lerp(m0, means[i - 1], take[i - 1], out=into[1:])
-        torch.lerp(m0, means[i - 1], stay[i - 1], out=m0)
-        torch.add(into[:-1], g[i], out=means[i])
+    taken, kept = into[1:], into[:-1]
+    rows, gs = means.unbind(0), g.unbind(0)
+    for i, (stay, take) in enumerate(zip(weights[:, 0].unbind(0), weights[:, 1].unbind(0)), 1):
+        torch.lerp(m0, rows[i - 1], take, out=taken)
+        torch.lerp(m0, rows[i - 1], stay, out=m0)
+        torch.add(kept, gs[i], out=rows[i])
     return means
 
 
@@ -128,14 +135,14 @@ class _CorrMarginals(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, v, k, reference):  # type: ignore[override]
         work = compute_dtype(u.dtype)
-        mu, gamma, stay, take = _forward(u.to(work), v.to(work), k)
+        mu, gamma, weights = _forward(u.to(work), v.to(work), k)
         ctx.k, ctx.reference = k, reference
-        ctx.save_for_backward(u, v, mu, gamma, stay, take)
+        ctx.save_for_backward(u, v, mu, gamma, weights)
         return mu.to(u.dtype)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        u, v, mu, gamma, stay, take = ctx.saved_tensors
+        u, v, mu, gamma, weights = ctx.saved_tensors
         k = ctx.k
         if torch.is_grad_enabled():  # create_graph: a derivative that is differentiable again
             wanted = [t for t, needed in zip((u, v), ctx.needs_input_grad[:2]) if needed]
@@ -144,16 +151,19 @@ class _CorrMarginals(torch.autograd.Function):
             return *(next(grads) if needed else None for needed in ctx.needs_input_grad[:2]), None, None
         g = g.to(mu.dtype)
         g_items = g.t().contiguous()  # [n, B]
-        prefix = _prefix_means(g_items, stay, take)  # [n, k+1, B]
+        prefix = _prefix_means(g_items, weights)  # [n, k+1, B]
         # eta[i]: γ_i times E[Σ_{t>i} g_t x_t | state], moved down like γ with the source γ_i g_i x_i
-        eta = _down(torch.zeros_like(gamma), stay, take, gamma, g_items)[:, 1, :-1]
+        eta = torch.empty_like(gamma)
+        eta[:, 1, -1] = 0.0
+        eta[-1] = 0.0
+        eta = _down(eta, weights, gamma, g_items)[:, 1, :-1]
         one = gamma[:, 1, :-1]
         mean = (g * mu).sum(-1, keepdim=True)  # E[<g, X>]
         grad_u = torch.addcmul(eta, one, prefix).sum(1).t() - mu * mean
         grad_v = None
         if ctx.needs_input_grad[1]:
             # P(x_i = x_{i+1} = 1, j ones through i), for j = 0 .. k - 1
-            w = take[:, :-1]
+            w = weights[:, 1, :-1]
             pairs = one[1:, 1:] * w
             both = pairs * (prefix[:-1, :-1] + g_items[1:].unsqueeze(1)) + eta[1:, 1:] * w
             grad_v = (both.sum(1) - pairs.sum(1) * mean.t()).t().to(v.dtype)
