@@ -80,38 +80,31 @@ def _log_weights(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor
 
 
 def _forward(u: torch.Tensor, v: torch.Tensor, k: int):
-    """``(μ [B, n], γ, w)`` of the centred problem: ``γ [n, 2, k+2, B]`` the posterior probability of every
-    state ``(i, s, j)`` at ``[i, s, j]`` (row ``k + 1`` of the ``s = 1`` half is zero; that of the other half
-    is not used), ``w [n-1, 2, k+1, B]`` the posterior probability that the predecessor of the state
-    ``(i, j, 0)`` (at ``w[i - 1, 0, j]``) or of ``(i, j + 1, 1)`` (at ``w[i - 1, 1, j]``) has ``x_{i-1} = 1``."""
+    """``(μ [B, n], γ, w)`` of the centred problem: ``γ [n, k+2, B]`` the posterior probability of the states
+    ``(i, j, 1)`` at ``[i, j]`` (row ``k + 1`` is zero), ``w [n-1, 2, k+1, B]`` the posterior probability that
+    the predecessor of the state ``(i, j, 0)`` (at ``w[i - 1, 0, j]``) or of ``(i, j + 1, 1)`` (at
+    ``w[i - 1, 1, j]``) has ``x_{i-1} = 1``. The states with ``x_i = 0`` are moved through two buffers in turn."""
     unary, pair, run_cost, _ = centre(u, v, k)
     weights, last = _log_weights(unary, pair, run_cost, k)
     x_last = torch.sigmoid(last[1, k] + unary[:, -1] - last[0, k + 1])  # x_{n-1} given k ones
-    gamma = unary.new_empty(unary.shape[1], *last.shape)
-    gamma[:, 1, -1] = 0.0
+    n, b = unary.shape[1], unary.shape[0]
+    gamma, zeros = unary.new_empty(n, k + 2, b), unary.new_zeros(2, k + 1, b)
+    gamma[:, -1] = 0.0
     gamma[-1] = 0.0
-    gamma[-1, 0, k], gamma[-1, 1, k] = 1 - x_last, x_last
-    _down(gamma, weights)
-    return gamma[:, 1, :-1].sum(1).t().contiguous(), gamma, weights
+    gamma[-1, k], zeros[(n - 1) % 2, k] = x_last, 1 - x_last
+    zeros, ones, to_ones = zeros.unbind(0), gamma.unbind(0), gamma[:, :-1].unbind(0)
+    for i, (stay, take) in reversed(list(enumerate(zip(weights[:, 0].unbind(0), weights[:, 1].unbind(0)), 1))):
+        _move(zeros[i % 2], ones[i][1:], stay, take, zeros[(i - 1) % 2], to_ones[i - 1])
+    return gamma[:, :-1].sum(1).t().contiguous(), gamma, weights
 
 
-def _down(mass: torch.Tensor, weights: torch.Tensor, source: torch.Tensor | None = None,
-          g: torch.Tensor | None = None) -> torch.Tensor:
-    """Moves the mass on the states ``[n, 2, k+2, B]`` (row ``k + 1`` of the ``s = 1`` half zero) from the
-    last item to the first, in place: each state passes its mass (plus ``source[i, 1] g_i`` on ``x_i = 1``,
-    ``g [n, B]``) to its two predecessors in the posterior proportions ``weights`` (:func:`_forward`)."""
-    zeros, ones, to_ones = mass[:, 0, :-1].unbind(0), mass[:, 1].unbind(0), mass[:, 1, :-1].unbind(0)
-    stays, takes = weights[:, 0].unbind(0), weights[:, 1].unbind(0)
-    if source is not None:
-        sources, gs, scratch = source[:, 1].unbind(0), g.unbind(0), torch.empty_like(mass[0, 1])
-    for i in range(weights.shape[0], 0, -1):
-        zero, one = zeros[i], ones[i]
-        if source is not None:
-            one = torch.addcmul(one, sources[i], gs[i], out=scratch)
-        one = one[1:]  # x_i = 1 came from count j - 1
-        to_one = torch.mul(zero, stays[i - 1], out=to_ones[i - 1]).addcmul_(one, takes[i - 1])
-        torch.add(zero, one, out=zeros[i - 1]).sub_(to_one)
-    return mass
+def _move(zero: torch.Tensor, one: torch.Tensor, stay: torch.Tensor, take: torch.Tensor, to_zero: torch.Tensor,
+          to_one: torch.Tensor) -> None:
+    """One step down the chain: the mass on the states ``(i, j, 0)`` (``zero [k+1, B]``) and ``(i, j + 1, 1)``
+    (``one``) goes to their predecessors ``(i - 1, j, 0)`` and ``(i - 1, j, 1)`` in the posterior proportions
+    ``1 - stay``, ``stay`` and ``1 - take``, ``take`` (written to ``to_zero``, ``to_one``)."""
+    torch.mul(zero, stay, out=to_one).addcmul_(one, take)
+    torch.add(zero, one, out=to_zero).sub_(to_one)
 
 
 def _prefix_means(g: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -129,6 +122,35 @@ def _prefix_means(g: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         torch.lerp(m0, rows[i - 1], stay, out=m0)
         torch.add(kept, gs[i], out=rows[i])
     return means
+
+
+def _covariances(gamma: torch.Tensor, weights: torch.Tensor, prefix: torch.Tensor, g: torch.Tensor,
+                 mean: torch.Tensor, pairs: bool):
+    """``(E[x_i <g, X>] [n, B], Cov(x_i x_{i+1}, <g, X>) [n - 1, B] or None)`` from one pass down the chain.
+
+    ``η_i`` (in two buffers in turn): ``γ`` times ``E[Σ_{t>i} g_t x_t | state]`` on every state of item ``i``,
+    moved down like ``γ`` (:func:`_move`) with the source ``γ_i g_i`` on ``x_i = 1``. Then
+    ``E[x_i <g, X>] = Σ_j η_i[j, 1] + γ_i[j, 1] prefix_i[j]`` and, for ``pairs``, ``Cov(x_i x_{i+1}, <g, X>) =
+    Σ_j take_i[j] (η_{i+1}[j + 1, 1] + γ_{i+1}[j + 1, 1] (prefix_i[j] + g_{i+1} - E<g, X>))``."""
+    n, k2, b = gamma.shape
+    eta = gamma.new_zeros(2, 2, k2, b)
+    scratch, total = torch.empty_like(gamma[0]), gamma.new_empty(n, b)
+    zeros, ones, to_ones = eta[:, 0, :-1].unbind(0), eta[:, 1].unbind(0), eta[:, 1, :-1].unbind(0)
+    stays, takes = (None, *weights[:, 0].unbind(0)), (None, *weights[:, 1].unbind(0))
+    cross = gamma.new_empty(n - 1, b) if pairs else None
+    offsets = (g - mean)[1:] if pairs else None  # g_{i+1} - E<g, X>, [n - 1, B]
+    for i, (one_g, row, g_i) in reversed(list(enumerate(zip(gamma.unbind(0), prefix.unbind(0), g.unbind(0))))):
+        one = ones[i % 2]
+        torch.sum(torch.addcmul(one[:-1], one_g[:-1], row, out=scratch[:-1]), 0, out=total[i])
+        if i == 0:
+            break
+        if pairs:
+            both = torch.add(prefix[i - 1, :-1], offsets[i - 1], out=scratch[:-2])
+            both = torch.addcmul(one[1:-1], one_g[1:-1], both, out=both).mul_(takes[i][:-1])
+            torch.sum(both, 0, out=cross[i - 1])
+        sourced = torch.addcmul(one, one_g, g_i, out=scratch)
+        _move(zeros[i % 2], sourced[1:], stays[i], takes[i], zeros[(i - 1) % 2], to_ones[(i - 1) % 2])
+    return total, cross
 
 
 class _CorrMarginals(torch.autograd.Function):
@@ -151,20 +173,9 @@ class _CorrMarginals(torch.autograd.Function):
             return *(next(grads) if needed else None for needed in ctx.needs_input_grad[:2]), None, None
         g = g.to(mu.dtype)
         g_items = g.t().contiguous()  # [n, B]
+        mean = (g * mu).sum(-1)  # E[<g, X>]
         prefix = _prefix_means(g_items, weights)  # [n, k+1, B]
-        # eta[i]: γ_i times E[Σ_{t>i} g_t x_t | state], moved down like γ with the source γ_i g_i x_i
-        eta = torch.empty_like(gamma)
-        eta[:, 1, -1] = 0.0
-        eta[-1] = 0.0
-        eta = _down(eta, weights, gamma, g_items)[:, 1, :-1]
-        one = gamma[:, 1, :-1]
-        mean = (g * mu).sum(-1, keepdim=True)  # E[<g, X>]
-        grad_u = torch.addcmul(eta, one, prefix).sum(1).t() - mu * mean
-        grad_v = None
-        if ctx.needs_input_grad[1]:
-            # P(x_i = x_{i+1} = 1, j ones through i), for j = 0 .. k - 1
-            w = weights[:, 1, :-1]
-            pairs = one[1:, 1:] * w
-            both = pairs * (prefix[:-1, :-1] + g_items[1:].unsqueeze(1)) + eta[1:, 1:] * w
-            grad_v = (both.sum(1) - pairs.sum(1) * mean.t()).t().to(v.dtype)
-        return grad_u.to(u.dtype), grad_v, None, None
+        grad_u, grad_v = _covariances(gamma, weights, prefix, g_items, mean, ctx.needs_input_grad[1])
+        grad_u = (grad_u.t() - mu * mean.unsqueeze(-1)).to(u.dtype)
+        grad_v = None if grad_v is None else grad_v.t().to(v.dtype)
+        return grad_u, grad_v, None, None
