@@ -113,14 +113,14 @@ def _prefix_means(g: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     k1 = weights.shape[2]
     means = g.new_empty(n, k1, b)
     means[0] = g[0]
-    m0 = g.new_zeros(k1, b)
-    into = g.new_zeros(k1 + 1, b)  # row 0: count 0 has no predecessor with x = 1
-    taken, kept = into[1:], into[:-1]
+    # two buffers in turn, [2, k+2, B]: at [0, j + 1] the mean over the states (i, j, 0), at [1, j + 1] that
+    # over the predecessors of (i, j + 1, 1) (row [1, 0] stays zero: count 0 has no predecessor with x = 1)
+    into = g.new_zeros(2, 2, k1 + 1, b)
+    zeros, outs, kept = into[:, 0, 1:].unbind(0), into[:, :, 1:].unbind(0), into[:, 1, :-1].unbind(0)
     rows, gs = means.unbind(0), g.unbind(0)
-    for i, (stay, take) in enumerate(zip(weights[:, 0].unbind(0), weights[:, 1].unbind(0)), 1):
-        torch.lerp(m0, rows[i - 1], take, out=taken)
-        torch.lerp(m0, rows[i - 1], stay, out=m0)
-        torch.add(kept, gs[i], out=rows[i])
+    for i, weight in enumerate(weights.unbind(0), 1):
+        torch.lerp(zeros[i % 2 - 1], rows[i - 1], weight, out=outs[i % 2])  # both halves in one kernel
+        torch.add(kept[i % 2], gs[i], out=rows[i])
     return means
 
 

@@ -143,16 +143,18 @@ def chain_argmax(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None) 
         gaps, last = _max_gaps(unary, pair, run_cost, k)
         b = unary.shape[0]
         x = unary.new_empty(n, b, dtype=torch.bool)
-        # x_{n-1}; ties to 0 as in ⊕ = max
-        torch.gt(last[1, k] + unary[:, -1], last[0, k + 1], out=x[-1])
-        count = torch.full((b,), k, dtype=torch.long, device=unary.device)  # ones in x_0..x_i
+        torch.gt(last[1, k], last[0, k + 1], out=x[-1])  # x_{n-1}; ties to 0 as in ⊕ = max
+        # the traceback's state at item i in two buffers in turn: [row s (k + 1) + j of the flat gaps, j], j the
+        # ones before item i; from x_{i-1} = d the next is [j + k d, j - d] (one addcmul)
+        step = torch.tensor([[k], [-1]], device=unary.device)
+        rows = torch.empty(2, 2, b, dtype=torch.long, device=unary.device)
+        torch.addcmul(torch.full_like(rows[0, :1], k), x[-1], step, out=rows[(n - 1) % 2])
         flat = gaps.flatten(1, 2)  # [n - 1, 2 (k + 1), B]: state s, predecessor count j at s (k + 1) + j
-        index, found = torch.empty_like(count).unsqueeze(0), unary.new_empty(1, b)
-        xs, flats = x.unbind(0), flat.unbind(0)
+        found, xs, flats = unary.new_empty(1, b), x.unbind(0), flat.unbind(0)
+        at, before = rows[:, :1].unbind(0), rows[:, 1:].unbind(0)
         for i in range(n - 1, 0, -1):
-            count.add_(xs[i], alpha=-1)  # the ones before item i
-            torch.add(count, xs[i], alpha=k + 1, out=index[0])
-            torch.gt(torch.gather(flats[i - 1], 0, index, out=found)[0], 0, out=xs[i - 1])
+            torch.gt(torch.gather(flats[i - 1], 0, at[i % 2], out=found)[0], 0, out=xs[i - 1])
+            torch.addcmul(before[i % 2], xs[i - 1], step, out=rows[(i - 1) % 2])
     return x.t().to(unary.dtype).reshape(*batch, n)
 
 
@@ -162,29 +164,32 @@ def _max_gaps(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor, k
     ``gaps [n - 1, 2, k + 1, B]``: at ``[i - 1, s, j]``, for the state ``(item i, x_i = s)`` whose
     predecessor has ``j`` ones, the candidate from ``x_{i-1} = 1`` minus the candidate from ``x_{i-1} = 0``
     (the same additions as :func:`_chain`, so the same values and ties). ``last [2, k + 2, B]``: the states of
-    item ``n - 1``, ``α[j, 0]`` at ``[0, j + 1]`` and ``α[j, 1] - u_{n-1}`` at ``[1, j]`` (row ``0`` of that
-    half: the impossible count, so the shift of a taken item is a view). Two state buffers in turn: only
-    the gaps are kept."""
+    item ``n - 1``, ``α[j, 0]`` at ``[0, j + 1]`` and ``α[j, 1]`` at ``[1, j]``. Only the gaps are kept; the
+    states live in two buffers in turn of four slots of ``k + 2`` rows: ``α[j, 0]`` at ``[0, j + 1]``,
+    ``α[j, 1]`` at ``[1, j]`` (row 0: the impossible count, so the shift of a taken item is a view), and the
+    two candidates that need an addition, ``α[j, 0] + run cost`` at ``[2, j + 1]`` and ``α[j, 1] + pair`` at
+    ``[3, j]``, so that each pair of candidates is one strided view (five kernels a step)."""
     b, n = unary.shape
     neg = neg_inf(unary.dtype)
-    states = unary.new_empty(2, 2, k + 2, b)  # item i in states[i % 2]
-    states[:, :, 0] = neg
-    states[0, :, 1] = 0.0  # before item 0 nothing is chosen; item 0 taken: count 0 -> 1
-    states[0, :, 2:] = neg
-    runs = unary.new_zeros(2, k + 1, b)
-    runs[1, 1:] = run_cost
-    pairs = unary.new_zeros(n - 1, 2, 1, b)
-    pairs[:, 1, 0] = pair.t()
-    items = unary.t().contiguous()  # [n, B]: rows of B
+    states = unary.new_empty(2, 4, k + 2, b)
+    states[:, 1, 0] = neg
+    states[0, :2, 1:] = neg
+    states[0, 0, 1] = 0.0  # x_0 = 0: nothing chosen
+    states[0, 1, 1] = unary[:, 0]  # x_0 = 1: count 1
+    runs = unary.new_zeros(k + 1, b)  # a new run after the first (count j >= 1 before)
+    runs[1:] = run_cost
+    items, pairs = unary.t().contiguous(), pair.t().contiguous()  # [n, B], [n - 1, B]: rows of B
     gaps = unary.new_empty(n - 1, 2, k + 1, b)
-    last_one = unary.new_empty(k + 1, b)
-    from_zero, from_one = torch.empty_like(runs), torch.empty_like(runs)
     # the views of every step made once (indexing in the loop costs about as much as the kernels)
-    zeros, ones, outs = states[:, 0, 1:].unbind(0), states[:, 1, :-1].unbind(0), states[:, :, 1:].unbind(0)
-    for i, (item, pair_i, gap) in enumerate(zip(items.unbind(0), pairs.unbind(0), gaps.unbind(0))):
-        torch.add(zeros[i % 2], runs, out=from_zero)
-        torch.add(ones[i % 2], item, out=last_one)  # α_{i-1}[j, 1]
-        torch.add(last_one, pair_i, out=from_one)
-        torch.sub(from_one, from_zero, out=gap)
-        torch.maximum(from_zero, from_one, out=outs[(i + 1) % 2])
-    return gaps, states[(n - 1) % 2]
+    zeros, ones = states[:, 0, 1:].unbind(0), states[:, 1, :-1].unbind(0)
+    zero_runs, one_pairs = states[:, 2, 1:].unbind(0), states[:, 3, :-1].unbind(0)
+    from_zero, from_one = states[:, 0::2, 1:].unbind(0), states[:, 1::2, :-1].unbind(0)
+    outs, taken = states[:, :2, 1:].unbind(0), states[:, 1, 1:].unbind(0)
+    for i, (item, pair_i, gap) in enumerate(zip(items[1:].unbind(0), pairs.unbind(0), gaps.unbind(0))):
+        t = i % 2
+        torch.add(zeros[t], runs, out=zero_runs[t])
+        torch.add(ones[t], pair_i, out=one_pairs[t])
+        torch.sub(from_one[t], from_zero[t], out=gap)
+        torch.maximum(from_zero[t], from_one[t], out=outs[1 - t])
+        taken[1 - t].add_(item)  # x_i = 1: α[j, 1] includes u_i
+    return gaps, states[(n - 1) % 2, :2]
