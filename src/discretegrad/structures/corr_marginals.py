@@ -49,14 +49,20 @@ def corr_marginals(u: torch.Tensor, v: torch.Tensor, k: int,
 
 def _log_weights(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor, k: int):
     """The sum-semiring chain DP of :func:`~.semiring.chain_score` on the centred problem, the batch last
-    (every kernel runs along rows of ``B``): ``(gaps [n - 1, 2, k + 1, B], last [2, k + 2, B])``.
+    (every kernel runs along rows of ``B``): ``(weights [n - 1, 2, k + 1, B], last [2, k + 2, B])``.
 
-    ``gaps[i - 1, s, j]``: for the state ``(item i, x_i = s)`` whose predecessor has ``j`` ones, the
-    log-weight of the predecessor with ``x_{i-1} = 1`` minus that of the one with ``x_{i-1} = 0`` (its
-    sigmoid is the posterior probability of the first). ``last``: the states of item ``n - 1``, ``α[j, 0]``
-    at ``[0, j + 1]`` and ``α[j, 1] - u_{n-1}`` at ``[1, j]`` (row ``0`` of that half holds the impossible
-    count, so the shift "``x_i = 1``: count ``j - 1 -> j``" is a view, and ``u_i`` is added in the next
-    step's offsets). Four kernels a step; two state buffers in turn, only the gaps are kept."""
+    ``weights[i - 1, s, j]``: for the state ``(item i, x_i = s)`` whose predecessor has ``j`` ones, the
+    posterior probability that the predecessor has ``x_{i-1} = 1``, ``σ`` of the difference ``d`` of the two
+    predecessors' log-weights. ``last``: the states of item ``n - 1``, ``α[j, 0]`` at ``[0, j + 1]`` and
+    ``α[j, 1] - u_{n-1}`` at ``[1, j]`` (row ``0`` of that half holds the impossible count, so the shift
+    "``x_i = 1``: count ``j - 1 -> j``" is a view, and ``u_i`` is added in the next step's offsets). Two state
+    buffers in turn; only the weights are kept.
+
+    The semiring sum is ``log(e^a + e^b) = max(a, b) - log max(w, 1 - w)`` with the weight ``w = σ(b - a)``
+    the pass keeps anyway (``max(w, 1 - w) = σ(|b - a|)``, in ``[1/2, 1]``: its logarithm has an absolute
+    error of a few ulps, as ``log1p``'s would; exact for ``b = -inf``). Six cheap kernels cost less than
+    ``torch.logaddexp``, which spends about 1.4 ns an element on one thread (15 times an addition; see
+    ``docs/performance-structured.md``)."""
     b, n = unary.shape
     neg = neg_inf(unary.dtype)
     states = unary.new_empty(2, 2, k + 2, b)  # item i in states[i % 2]
@@ -67,16 +73,17 @@ def _log_weights(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor
     runs[1, 1:] = run_cost
     # the offsets of the step into item i from x_{i-1} = 1: u_{i-1} (x_i = 0) and u_{i-1} + pair_{i-1} (x_i = 1)
     offsets = torch.stack([unary[:, :-1], unary[:, :-1] + pair]).permute(2, 0, 1).unsqueeze(2).contiguous()  # [n-1, 2, 1, B]
-    gaps = unary.new_empty(n - 1, 2, k + 1, b)
-    from_zero, from_one = torch.empty_like(runs), torch.empty_like(runs)
+    weights = unary.new_empty(n - 1, 2, k + 1, b)
+    from_zero, from_one, top = torch.empty_like(runs), torch.empty_like(runs), torch.empty_like(runs)
     # the views of every step made once (indexing in the loop costs about as much as the kernels)
     zeros, ones, outs = states[:, 0, 1:].unbind(0), states[:, 1, :-1].unbind(0), states[:, :, 1:].unbind(0)
-    for i, (offset, gap) in enumerate(zip(offsets.unbind(0), gaps.unbind(0))):
+    for i, (offset, w) in enumerate(zip(offsets.unbind(0), weights.unbind(0))):
         torch.add(zeros[i % 2], runs, out=from_zero)
         torch.add(ones[i % 2], offset, out=from_one)
-        torch.sub(from_one, from_zero, out=gap).sigmoid_()
-        torch.logaddexp(from_zero, from_one, out=outs[(i + 1) % 2])
-    return gaps, states[(n - 1) % 2]
+        torch.sub(from_one, from_zero, out=w).sigmoid_()
+        torch.maximum(w, torch.neg(w, out=top).add_(1), out=top)  # σ(|d|)
+        torch.maximum(from_zero, from_one, out=outs[(i + 1) % 2]).sub_(top.log_())
+    return weights, states[(n - 1) % 2]
 
 
 def _forward(u: torch.Tensor, v: torch.Tensor, k: int):
