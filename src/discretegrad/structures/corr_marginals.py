@@ -99,9 +99,9 @@ def _forward(u: torch.Tensor, v: torch.Tensor, k: int):
     gamma[:, -1] = 0.0
     gamma[-1] = 0.0
     gamma[-1, k], zeros[(n - 1) % 2, k] = x_last, 1 - x_last
-    zeros, ones, to_ones = zeros.unbind(0), gamma.unbind(0), gamma[:, :-1].unbind(0)
+    zeros, ones, to_ones = zeros.unbind(0), gamma[:, 1:].unbind(0), gamma[:, :-1].unbind(0)
     for i, (stay, take) in reversed(list(enumerate(zip(weights[:, 0].unbind(0), weights[:, 1].unbind(0)), 1))):
-        _move(zeros[i % 2], ones[i][1:], stay, take, zeros[(i - 1) % 2], to_ones[i - 1])
+        _move(zeros[i % 2], ones[i], stay, take, zeros[(i - 1) % 2], to_ones[i - 1])
     return gamma[:, :-1].sum(1).t().contiguous(), gamma, weights
 
 
@@ -142,21 +142,24 @@ def _covariances(gamma: torch.Tensor, weights: torch.Tensor, prefix: torch.Tenso
     n, k2, b = gamma.shape
     eta = gamma.new_zeros(2, 2, k2, b)
     scratch, total = torch.empty_like(gamma[0]), gamma.new_empty(n, b)
+    head, tail = scratch[:-1], scratch[1:]
+    # the views of every step made once (indexing in the loop costs about as much as the kernels)
     zeros, ones, to_ones = eta[:, 0, :-1].unbind(0), eta[:, 1].unbind(0), eta[:, 1, :-1].unbind(0)
     stays, takes = (None, *weights[:, 0].unbind(0)), (None, *weights[:, 1].unbind(0))
     cross = gamma.new_empty(n - 1, b) if pairs else None
     offsets = (g - mean)[1:] if pairs else None  # g_{i+1} - E<g, X>, [n - 1, B]
-    for i, (one_g, row, g_i) in reversed(list(enumerate(zip(gamma.unbind(0), prefix.unbind(0), g.unbind(0))))):
-        one = ones[i % 2]
-        torch.sum(torch.addcmul(one[:-1], one_g[:-1], row, out=scratch[:-1]), 0, out=total[i])
+    steps = zip(gamma.unbind(0), gamma[:, :-1].unbind(0), prefix.unbind(0), g.unbind(0), total.unbind(0))
+    for i, (one_g, head_g, row, g_i, total_i) in reversed(list(enumerate(steps))):
+        torch.sum(torch.addcmul(to_ones[i % 2], head_g, row, out=head), 0, out=total_i)
         if i == 0:
             break
+        one = ones[i % 2]
         if pairs:
             both = torch.add(prefix[i - 1, :-1], offsets[i - 1], out=scratch[:-2])
             both = torch.addcmul(one[1:-1], one_g[1:-1], both, out=both).mul_(takes[i][:-1])
             torch.sum(both, 0, out=cross[i - 1])
-        sourced = torch.addcmul(one, one_g, g_i, out=scratch)
-        _move(zeros[i % 2], sourced[1:], stays[i], takes[i], zeros[(i - 1) % 2], to_ones[(i - 1) % 2])
+        torch.addcmul(one, one_g, g_i, out=scratch)
+        _move(zeros[i % 2], tail, stays[i], takes[i], zeros[(i - 1) % 2], to_ones[(i - 1) % 2])
     return total, cross
 
 
