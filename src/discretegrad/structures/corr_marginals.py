@@ -19,9 +19,16 @@ autograd's double backward through ``n`` steps); a derivative taken with ``creat
 through autograd of the log-space DP instead, which is differentiable again. Tested against it
 (``tests/test_corr_marginals.py``).
 
-Layout: every pass keeps its states as ``[n, 2, k + 2, B]``, the batch last, so that each kernel runs
-along rows of ``B`` (with the counts last, rows of ``k + 1`` kept the kernels from vectorising); the
-extra count row makes the shift of a taken item a view.
+Layout: the batch last, so that each kernel runs along rows of ``B`` (with the counts last, rows of
+``k + 1`` kept the kernels from vectorising); an extra count row makes the shift of a taken item a view.
+Each pass keeps only what a later pass reads: the DP its posterior weights ``[n - 1, 2, k + 1, B]``, the
+posterior pass the states with ``x_i = 1`` (``[n, k + 2, B]``), the prefix pass its means ``[n, k + 1, B]``;
+the other states live in two buffers used in turn, and the covariances are summed inside the last pass.
+
+Cost (float32 ``[1000, 100]``, k = 10, one thread): a step of each pass is a few kernels on
+``[2, k + 1, B]`` or ``[k + 1, B]``, 1-8 us each from Python, and the five passes (with the hard
+sample's max DP and traceback) run ``n - 1`` such steps: about 27 kernels a step, 2,700 in all.
+``benchmarks/bench_corr_floor.py`` times each pass and kernel (``results/benchmarks/corr_floor.md``).
 """
 
 from __future__ import annotations
@@ -60,9 +67,9 @@ def _log_weights(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor
 
     The semiring sum is ``log(e^a + e^b) = max(a, b) - log max(w, 1 - w)`` with the weight ``w = σ(b - a)``
     the pass keeps anyway (``max(w, 1 - w) = σ(|b - a|)``, in ``[1/2, 1]``: its logarithm has an absolute
-    error of a few ulps, as ``log1p``'s would; exact for ``b = -inf``). Six cheap kernels cost less than
-    ``torch.logaddexp``, which spends about 1.4 ns an element on one thread (15 times an addition; see
-    ``docs/performance-structured.md``)."""
+    error of a few ulps, as ``log1p``'s would; exact for ``b = -inf``). Its four kernels cost less than one
+    ``torch.logaddexp`` on one thread (``results/benchmarks/corr_floor.md``: a ``torch.logaddexp`` on a
+    step's ``[2, k + 1, B]`` costs about ten additions)."""
     b, n = unary.shape
     neg = neg_inf(unary.dtype)
     states = unary.new_empty(2, 2, k + 2, b)  # item i in states[i % 2]

@@ -13,7 +13,7 @@ marginals ``P(x_i = 1) = ∂ log Z / ∂ u_i`` by autograd (and their Jacobian, 
 double backward; :func:`discretegrad.structures.logspace.gradient`), and the maximiser
 ``x* = ∂ max / ∂ u``: the max passes its whole gradient to one argument (ties to the first), so the
 gradient of the best score is the 0/1 indicator of one maximising ``x``; :func:`chain_argmax`
-computes the same ``x*`` by a traceback over the max-semiring states, which is faster (see Cost).
+computes the same ``x*`` by a traceback over the max DP's decisions, which is faster (see Cost).
 
 The state ``α_i[j, s]`` after item ``i`` is the semiring sum over prefixes ``x_0..x_i`` with ``j``
 ones and ``x_i = s``; without pair terms the last state is not needed and is summed out at every
@@ -31,7 +31,7 @@ needs the ``⊕`` of the sum semiring to be one fused kernel,
 differentiates again): with the composite ``torch.logsumexp`` over a stacked pair, in a preliminary
 non-interleaved run not in the report, the top-k op was 1.4-1.7x slower than hand-written. The
 maximiser is the exception: autograd through the max DP was 1.5x slower than the back-pointer pass,
-so :func:`chain_argmax` reads it off the DP's states instead.
+so :func:`chain_argmax` reads it off the DP instead (its current cost: ``results/benchmarks/corr_floor.md``).
 """
 
 from __future__ import annotations
@@ -131,9 +131,10 @@ def chain_argmax(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None) 
     but read off the max DP by a traceback: from ``(count k, best last state)``, the state of item
     ``i - 1`` is the maximising ``s'`` of ``α_{i-1}[j - x_i, s'] + pair_{i-1} x_i s'``, recorded by the DP
     as the sign of the difference of the two candidates (:func:`_max_gaps`; ``> 0`` exactly when the
-    candidate from ``s' = 1`` is larger, so ties go to ``s' = 0`` as in ``⊕ = max``). The traceback is
-    used because it is faster than autograd through the max DP; see :mod:`.corr_marginals` for the
-    measured cost. ``pair=None`` is plain top-k (pair terms zero).
+    candidate from ``s' = 1`` is larger, as IEEE subtraction of distinct values is nonzero unless
+    denormals are flushed, so ties go to ``s' = 0`` as in ``⊕ = max``). The traceback is used because
+    it is faster than autograd through the max DP (``results/benchmarks/corr_floor.md``: the max DP and
+    the traceback at ``[1000, 100]``, k = 10). ``pair=None`` is plain top-k (pair terms zero).
     """
     with torch.no_grad():
         batch, n = unary.shape[:-1], unary.shape[-1]
