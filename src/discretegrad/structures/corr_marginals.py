@@ -67,7 +67,7 @@ def _log_weights(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor
 
     The semiring sum is ``log(e^a + e^b) = max(a, b) - log max(w, 1 - w)`` with the weight ``w = σ(b - a)``
     the pass keeps anyway (``max(w, 1 - w) = σ(|b - a|)``, in ``[1/2, 1]``: its logarithm has an absolute
-    error of a few ulps, as ``log1p``'s would; exact for ``b = -inf``). Its four kernels cost less than one
+    error of a few ulps, as ``log1p``'s would; exact for ``b = -inf``). Its six kernels cost less than one
     ``torch.logaddexp`` on one thread (``results/benchmarks/corr_floor.md``: a ``torch.logaddexp`` on a
     step's ``[2, k + 1, B]`` costs about ten additions)."""
     b, n = unary.shape
