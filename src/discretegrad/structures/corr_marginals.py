@@ -69,7 +69,7 @@ def _log_weights(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor
     the pass keeps anyway (``max(w, 1 - w) = σ(|b - a|)``, in ``[1/2, 1]``: its logarithm has an absolute
     error of a few ulps, as ``log1p``'s would; exact for ``b = -inf``). Its six kernels cost less than one
     ``torch.logaddexp`` on one thread (``results/benchmarks/corr_floor.md``: a ``torch.logaddexp`` on a
-    step's ``[2, k + 1, B]`` costs about ten additions)."""
+    step's ``[2, k + 1, B]`` costs as much as eleven additions)."""
     b, n = unary.shape
     neg = neg_inf(unary.dtype)
     states = unary.new_empty(2, 2, k + 2, b)  # item i in states[i % 2]
