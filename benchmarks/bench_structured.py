@@ -87,7 +87,11 @@ PREVIOUS = "b5c09d9"
 """The revision of the top-k fast paths before the scans' and the correlated DP's layout change (issue 10, P4)."""
 PREVIOUS_TOPK = f"previous fast path: topk entropy (hard), scans over [k, L, B] (topk_scan at {PREVIOUS})"
 PREVIOUS_CORR = f"previous fast path: topk corr (hard), the chain DP with the batch inside (corr_marginals at {PREVIOUS})"
-BASELINES = {SST_CORR: ("topk corr", PREVIOUS_CORR), SST_TOPK: ("topk", "l2x", "softsub", BEFORE_TOPK, PREVIOUS_TOPK),
+SECOND_CORR_REV = "f0a13bd"
+"""The correlated top-k fast path before its third pass (rolling state buffers, no logaddexp; issue 10, P4)."""
+SECOND_CORR = (f"second pass: topk corr (hard), the chain DP batch-last with stored states "
+               f"(corr_marginals, chain_argmax at {SECOND_CORR_REV})")
+BASELINES = {SST_CORR: ("topk corr", PREVIOUS_CORR, SECOND_CORR), SST_TOPK: ("topk", "l2x", "softsub", BEFORE_TOPK, PREVIOUS_TOPK),
              SST_TREE_RELAXED: ("spanning_tree (relaxed)",),
              SST_TREE: ("spanning_tree", BEFORE_TREE, ELIMINATION_TREE)}
 """Which rows each SST-authors row is the speed-up baseline for (by name prefix)."""
@@ -103,19 +107,24 @@ def topk_cases(k):
     previous = _sst_topk(previous_scan.scan_marginals)
     previous_corr = module_at(PREVIOUS, "src/discretegrad/structures/corr_marginals.py", "previous_corr_marginals")
     previous_chain = module_at(PREVIOUS, "src/discretegrad/structures/semiring.py", "previous_semiring")
+    second_corr = module_at(SECOND_CORR_REV, "src/discretegrad/structures/corr_marginals.py", "second_corr_marginals")
+    second_chain = module_at(SECOND_CORR_REV, "src/discretegrad/structures/semiring.py", "second_semiring")
 
-    def corr_before(x, g):  # the registered op at PREVIOUS, tau = 1: the pair noise, then the same two calls
-        u = x + dg.noise.gumbel_like(x, generator=g)
-        v = dg.noise.gumbel_like(x[..., 1:], generator=g)
-        soft = previous_corr.corr_marginals(u, v, k, dg.structures.topk.corr_topk_marginals_reference)
-        return _straight_through(previous_chain.chain_argmax(u, k, v), soft)
+    def corr_at(marginals, chain):  # the registered op at a former revision, tau = 1: the noise, the same two calls
+        def op(x, g):
+            u = x + dg.noise.gumbel_like(x, generator=g)
+            v = dg.noise.gumbel_like(x[..., 1:], generator=g)
+            soft = marginals.corr_marginals(u, v, k, dg.structures.topk.corr_topk_marginals_reference)
+            return _straight_through(chain.chain_argmax(u, k, v), soft)
+        return op
 
     return {
         SST_TOPK: lambda x, g: sst(x, g, k),
         BEFORE_TOPK: lambda x, g: before(x, g, k),
         PREVIOUS_TOPK: lambda x, g: previous(x, g, k),
         SST_CORR: lambda x, g: sst_corr(x, g, k),
-        PREVIOUS_CORR: corr_before,
+        PREVIOUS_CORR: corr_at(previous_corr, previous_chain),
+        SECOND_CORR: corr_at(second_corr, second_chain),
         "topk entropy (hard, SST grad)": lambda x, g: s.topk(x, k, generator=g),
         "topk entropy (relaxed)": lambda x, g: s.topk(x, k, hard=False, generator=g),
         "topk binary_entropy (hard)": lambda x, g: s.topk(x, k, relaxation="binary_entropy", generator=g),

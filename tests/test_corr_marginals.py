@@ -6,6 +6,9 @@ Deterministic comparisons to float64 rounding; float32 against the float64 refer
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 import torch
 
@@ -60,6 +63,32 @@ def test_second_derivative_and_unused_pair_gradient():
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=0, atol=1e-10)
     assert torch.autograd.gradcheck(lambda a, b: S.corr_topk_marginals(a, b, 3),
                                     (u.detach().requires_grad_(True), v.requires_grad_(True)))
+
+
+def test_masked_items_against_enumeration():
+    """Items at ``-inf`` (never chosen): zero marginal and gradient there, the enumerated marginals, the
+    enumerated covariance as the SST gradient (float64) and the enumerated maximiser elsewhere."""
+    gen = torch.Generator().manual_seed(11)
+    n, k = 8, 3
+    u = torch.randn(4, n, generator=gen, dtype=torch.float64)
+    v = torch.randn(4, n - 1, generator=gen, dtype=torch.float64)
+    u[:, [0, 3]] = -math.inf
+    u[1, 7] = -math.inf
+    atoms = torch.tensor([[float(i in c) for i in range(n)] for c in itertools.combinations(range(n), k)],
+                         dtype=torch.float64)
+    masked = torch.isinf(u).double() @ atoms.T > 0
+    score = (u.masked_fill(torch.isinf(u), 0) @ atoms.T + v @ (atoms[:, :-1] * atoms[:, 1:]).T).masked_fill(masked, -math.inf)
+    p = torch.softmax(score, -1)
+    mean = p @ atoms
+    cov = torch.einsum("ba,ai,aj->bij", p, atoms, atoms) - mean[:, :, None] * mean[:, None, :]
+    w = torch.randn(4, n, generator=gen, dtype=torch.float64)
+    leaf = u.clone().requires_grad_(True)
+    mu = S.corr_topk_marginals(leaf, v, k)
+    (grad,) = torch.autograd.grad((mu * w).sum(), leaf)
+    torch.testing.assert_close(mu.detach(), mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, torch.einsum("bij,bj->bi", cov, w), rtol=0, atol=1e-10)
+    assert (mu[torch.isinf(u)] == 0).all() and (grad[torch.isinf(u)] == 0).all()
+    assert torch.equal(S.corr_topk_hard(u, v, k), atoms[score.argmax(-1)])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

@@ -88,6 +88,20 @@ def test_chain_dp_ties_give_one_valid_maximiser():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,k", [(2, 1), (9, 4), (40, 10), (40, 40)])
+def test_chain_argmax_equals_the_gradient_of_the_max_with_many_ties(dtype, n, k):
+    """Integer scores in {-2..2} (exact in both dtypes): many tied maximisers per row, and the traceback
+    picks the one ``∂ max / ∂ u`` picks (ties to x_{i-1} = 0 at every step), masked items included."""
+    g = torch.Generator().manual_seed(n + k)
+    u = torch.randint(-2, 3, (64, n), generator=g).to(dtype)
+    v = torch.randint(-2, 3, (64, n - 1), generator=g).to(dtype)
+    if n > k + 1:
+        u[::3, n // 2] = -math.inf
+    for pair in (None, v):
+        assert torch.equal(chain_argmax(u, k, pair), gradient(lambda a: chain_score(a, k, pair, semiring="max"), u))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_marginals_and_their_gradient_stay_finite_at_extreme_scale(dtype):
     """Logits of order 1e7 (1e4 / tau 1e-3): marginals in [0, 1] summing to k, finite double backward."""
     g = torch.Generator().manual_seed(3)

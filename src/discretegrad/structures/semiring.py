@@ -13,7 +13,7 @@ marginals ``P(x_i = 1) = ∂ log Z / ∂ u_i`` by autograd (and their Jacobian, 
 double backward; :func:`discretegrad.structures.logspace.gradient`), and the maximiser
 ``x* = ∂ max / ∂ u``: the max passes its whole gradient to one argument (ties to the first), so the
 gradient of the best score is the 0/1 indicator of one maximising ``x``; :func:`chain_argmax`
-computes the same ``x*`` by a traceback over the max-semiring states, which is faster (see Cost).
+computes the same ``x*`` by a traceback over the max DP's decisions, which is faster (see Cost).
 
 The state ``α_i[j, s]`` after item ``i`` is the semiring sum over prefixes ``x_0..x_i`` with ``j``
 ones and ``x_i = s``; without pair terms the last state is not needed and is summed out at every
@@ -31,7 +31,7 @@ needs the ``⊕`` of the sum semiring to be one fused kernel,
 differentiates again): with the composite ``torch.logsumexp`` over a stacked pair, in a preliminary
 non-interleaved run not in the report, the top-k op was 1.4-1.7x slower than hand-written. The
 maximiser is the exception: autograd through the max DP was 1.5x slower than the back-pointer pass,
-so :func:`chain_argmax` reads it off the DP's states instead.
+so :func:`chain_argmax` reads it off the DP instead (its current cost: ``results/benchmarks/corr_floor.md``).
 """
 
 from __future__ import annotations
@@ -128,59 +128,69 @@ def chain_argmax(unary: torch.Tensor, k: int, pair: torch.Tensor | None = None) 
     """A maximiser ``x [..., n]`` (0/1, ``Σ x = k``) of the :func:`chain_score` objective; no gradient.
 
     Equal to ``∂ chain_score(unary, k, pair, semiring="max") / ∂ unary`` (same tie-breaking; tested),
-    but read off the max-semiring states by a traceback: from ``(count k, best last state)``, the state
-    of item ``i - 1`` is the maximising ``s'`` of ``α_{i-1}[j - x_i, s'] + pair_{i-1} x_i s'``. The
-    traceback is used because it is faster than autograd through the max DP (``corr_topk_hard`` at
-    float32 ``[1000, 100]``, k = 10, one CPU thread, median of 30 interleaved repeats: 15.9 ms vs
-    25.8 ms; the replaced back-pointer pass 17.2 ms; ``results/benchmarks/structured_dp.md``).
-    ``pair=None`` is plain top-k (pair terms zero). The max DP is :func:`_max_states` (the batch last).
+    but read off the max DP by a traceback: from ``(count k, best last state)``, the state of item
+    ``i - 1`` is the maximising ``s'`` of ``α_{i-1}[j - x_i, s'] + pair_{i-1} x_i s'``, recorded by the DP
+    as the sign of the difference of the two candidates (:func:`_max_gaps`; ``> 0`` exactly when the
+    candidate from ``s' = 1`` is larger, as IEEE subtraction of distinct values is nonzero unless
+    denormals are flushed, so ties go to ``s' = 0`` as in ``⊕ = max``). The traceback is used because
+    it is faster than autograd through the max DP (``results/benchmarks/corr_floor.md``: the max DP and
+    the traceback at ``[1000, 100]``, k = 10). ``pair=None`` is plain top-k (pair terms zero).
     """
     with torch.no_grad():
         batch, n = unary.shape[:-1], unary.shape[-1]
         unary = unary.detach().reshape(-1, n)
         pair = unary.new_zeros((unary.shape[0], n - 1)) if pair is None else pair.detach().reshape(unary.shape[0], n - 1)
         unary, pair, run_cost, _ = centre(unary, pair, k)  # the centred problem: same maximiser
-        states = _max_states(unary, pair, run_cost, k)
-        items, pairs = unary.t(), pair.t()  # [n, B], [n - 1, B]
-        x = torch.zeros_like(items)
-        # x_{n-1}; ties to 0 as in ⊕ = max
-        state = (states[-1, 1, k] + items[-1] > states[-1, 0, k + 1]).to(unary.dtype)
-        count = torch.full_like(items[0], k, dtype=torch.long)  # ones in x_0..x_i
-        for i in range(n - 1, -1, -1):
-            x[i] = state
-            if i == 0:
-                break
-            count = count - state.long()
-            prev_skip = states[i - 1, 0].gather(0, (count + 1).unsqueeze(0)).squeeze(0)
-            prev_take = states[i - 1, 1].gather(0, count.unsqueeze(0)).squeeze(0) + items[i - 1]
-            # the pair term (x_i = 1 after a one) or the new-run cost (x_i = 1 after a zero, count >= 1)
-            prev_take = prev_take + pairs[i - 1] * state
-            prev_skip = prev_skip + torch.where((state == 1) & (count > 0), run_cost, 0.0)
-            state = (prev_take > prev_skip).to(unary.dtype)
-    return x.t().reshape(*batch, n)
+        gaps, last = _max_gaps(unary, pair, run_cost, k)
+        b = unary.shape[0]
+        x = unary.new_empty(n, b, dtype=torch.bool)
+        torch.gt(last[1, k], last[0, k + 1], out=x[-1])  # x_{n-1}; ties to 0 as in ⊕ = max
+        # the traceback's state at item i in two buffers in turn: [row s (k + 1) + j of the flat gaps, j], j the
+        # ones before item i; from x_{i-1} = d the next is [j + k d, j - d] (one addcmul)
+        step = torch.tensor([[k], [-1]], device=unary.device)
+        rows = torch.empty(2, 2, b, dtype=torch.long, device=unary.device)
+        torch.addcmul(torch.full_like(rows[0, :1], k), x[-1], step, out=rows[(n - 1) % 2])
+        flat = gaps.flatten(1, 2)  # [n - 1, 2 (k + 1), B]: state s, predecessor count j at s (k + 1) + j
+        found, xs, flats = unary.new_empty(1, b), x.unbind(0), flat.unbind(0)
+        at, before = rows[:, :1].unbind(0), rows[:, 1:].unbind(0)
+        for i in range(n - 1, 0, -1):
+            torch.gt(torch.gather(flats[i - 1], 0, at[i % 2], out=found)[0], 0, out=xs[i - 1])
+            torch.addcmul(before[i % 2], xs[i - 1], step, out=rows[(i - 1) % 2])
+    return x.t().to(unary.dtype).reshape(*batch, n)
 
 
-def _max_states(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor, k: int) -> torch.Tensor:
-    """The max-semiring states of :func:`_chain` (with pair terms) for ``unary [B, n]``, in one buffer
-    ``[n, 2, k + 2, B]`` with the batch last (every kernel runs along rows of ``B``): ``α_i[j, 0]`` at
-    ``[i, 0, j + 1]``, ``α_i[j, 1] - u_i`` at ``[i, 1, j]`` (row ``0`` of that half: the impossible count, so
-    the shift of a taken item is a view). The same additions as :func:`_chain`, so the same values."""
+def _max_gaps(unary: torch.Tensor, pair: torch.Tensor, run_cost: torch.Tensor, k: int):
+    """The max DP of :func:`_chain` (with pair terms) for ``unary [B, n]``, the batch last: ``(gaps, last)``.
+
+    ``gaps [n - 1, 2, k + 1, B]``: at ``[i - 1, s, j]``, for the state ``(item i, x_i = s)`` whose
+    predecessor has ``j`` ones, the candidate from ``x_{i-1} = 1`` minus the candidate from ``x_{i-1} = 0``
+    (the same additions as :func:`_chain`, so the same values and ties). ``last [2, k + 2, B]``: the states of
+    item ``n - 1``, ``α[j, 0]`` at ``[0, j + 1]`` and ``α[j, 1]`` at ``[1, j]``. Only the gaps are kept; the
+    states live in two buffers in turn of four slots of ``k + 2`` rows: ``α[j, 0]`` at ``[0, j + 1]``,
+    ``α[j, 1]`` at ``[1, j]`` (row 0: the impossible count, so the shift of a taken item is a view), and the
+    two candidates that need an addition, ``α[j, 0] + run cost`` at ``[2, j + 1]`` and ``α[j, 1] + pair`` at
+    ``[3, j]``, so that each pair of candidates is one strided view (five kernels a step)."""
     b, n = unary.shape
     neg = neg_inf(unary.dtype)
-    states = unary.new_empty(n, 2, k + 2, b)
-    states[:, :, 0] = neg
-    states[0, :, 1] = 0.0  # before item 0 nothing is chosen; item 0 taken: count 0 -> 1
-    states[0, :, 2:] = neg
-    runs = unary.new_zeros(2, k + 1, b)
-    runs[1, 1:] = run_cost
-    pairs = unary.new_zeros(n - 1, 2, 1, b)
-    pairs[:, 1, 0] = pair.t()
-    items = unary.t()
-    last_one = unary.new_empty(k + 1, b)
-    from_zero, from_one = torch.empty_like(runs), torch.empty_like(runs)
-    for i in range(1, n):
-        torch.add(states[i - 1, 0, 1:], runs, out=from_zero)
-        torch.add(states[i - 1, 1, :-1], items[i - 1], out=last_one)  # α_{i-1}[j, 1]
-        torch.add(last_one, pairs[i - 1], out=from_one)
-        torch.maximum(from_zero, from_one, out=states[i, :, 1:])
-    return states
+    states = unary.new_empty(2, 4, k + 2, b)
+    states[:, 1, 0] = neg
+    states[0, :2, 1:] = neg
+    states[0, 0, 1] = 0.0  # x_0 = 0: nothing chosen
+    states[0, 1, 1] = unary[:, 0]  # x_0 = 1: count 1
+    runs = unary.new_zeros(k + 1, b)  # a new run after the first (count j >= 1 before)
+    runs[1:] = run_cost
+    items, pairs = unary.t().contiguous(), pair.t().contiguous()  # [n, B], [n - 1, B]: rows of B
+    gaps = unary.new_empty(n - 1, 2, k + 1, b)
+    # the views of every step made once (indexing in the loop costs about as much as the kernels)
+    zeros, ones = states[:, 0, 1:].unbind(0), states[:, 1, :-1].unbind(0)
+    zero_runs, one_pairs = states[:, 2, 1:].unbind(0), states[:, 3, :-1].unbind(0)
+    from_zero, from_one = states[:, 0::2, 1:].unbind(0), states[:, 1::2, :-1].unbind(0)
+    outs, taken = states[:, :2, 1:].unbind(0), states[:, 1, 1:].unbind(0)
+    for i, (item, pair_i, gap) in enumerate(zip(items[1:].unbind(0), pairs.unbind(0), gaps.unbind(0))):
+        t = i % 2
+        torch.add(zeros[t], runs, out=zero_runs[t])
+        torch.add(ones[t], pair_i, out=one_pairs[t])
+        torch.sub(from_one[t], from_zero[t], out=gap)
+        torch.maximum(from_zero[t], from_one[t], out=outs[1 - t])
+        taken[1 - t].add_(item)  # x_i = 1: α[j, 1] includes u_i
+    return gaps, states[(n - 1) % 2, :2]
