@@ -143,3 +143,22 @@ def test_low_precision_forward_is_exactly_one_hot():
 def test_generator_type_is_checked():
     with pytest.raises(TypeError, match="generator"):
         dg.categorical.st(torch.zeros(3), generator=42)
+
+
+def test_log_uniform_into_law_and_draws():
+    """``noise.log_uniform_into``: ``-log U`` is Exp(1) (KS test and mean, each at false-failure rate ALPHA / 2),
+    float32 from 31 random bits ``i`` (``log i - 31 log 2``, the int32 draws of the same generator), float64
+    from ``log1p(-rand)``."""
+    m = 200_000
+    e = -dg.noise.log_uniform_into(torch.empty(m), torch.Generator().manual_seed(11)).double()
+    assert (e >= 0).all()  # +inf (probability 2^-31 per draw) stands for the tail beyond 31 log 2
+    e = e.clamp_max(40.0)  # an inf would carry P(E > 40) = 4e-18 of the mass: no effect on either test
+    assert stats.kstest(e.numpy(), "expon").pvalue > ALPHA / 2
+    assert abs(e.mean().item() - 1.0) < stats.norm.isf(ALPHA / 4) / math.sqrt(m)  # Var E = 1
+    bits = torch.empty(64, dtype=torch.int32).random_(generator=torch.Generator().manual_seed(4))
+    assert (bits >= 0).all()
+    got = dg.noise.log_uniform_into(torch.empty(64), torch.Generator().manual_seed(4))
+    torch.testing.assert_close(got, bits.double().log().sub(31 * math.log(2)).float())  # float32 rounding
+    u = torch.rand(64, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    got64 = dg.noise.log_uniform_into(torch.empty(64, dtype=torch.float64), torch.Generator().manual_seed(4))
+    assert torch.equal(got64, torch.log1p(-u))

@@ -26,6 +26,10 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*should not be instantiated:De
 # Ops that compile but draw other random numbers than eager for the same state, and why.
 DIFFERENT_DRAWS = {"topk:imle": "its Gamma noise is torch._standard_gamma under compile: the eager "
                                 "Marsaglia-Tsang rejection loop is data-dependent"}
+# Ops whose sample is eager's under compile but whose gradient draws other random numbers, and why.
+OTHER_GRADIENT_DRAWS = {"categorical:gumbel_rao": "its backward's uniforms are Tensor.random_ into the draw "
+                        "buffer's bits in eager (noise.log_uniform_into), which dynamo cannot trace; under "
+                        "compile torch.randint(0, 2**31): the same 31-bit law, another stream"}
 
 
 def sid(spec: dg.EstimatorSpec) -> str:
@@ -66,6 +70,10 @@ def test_op_compiles_with_fullgraph_and_matches_eager(spec):
         assert (spec.relaxed or c.is_valid(traced[0], **hp)) and torch.isfinite(traced[1]).all()
         return
     torch.testing.assert_close(traced[0], eager[0])
+    if sid(spec) in OTHER_GRADIENT_DRAWS:  # the same sample, a finite gradient from other draws
+        assert traced[1].shape == eager[1].shape and torch.isfinite(traced[1]).all()
+        assert not torch.equal(traced[1], eager[1])  # the exception is still needed
+        return
     if eager[1] is None:
         assert traced[1] is None
     else:

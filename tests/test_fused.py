@@ -78,14 +78,19 @@ def ref_reinmax(x, gen, tau=1.0):
     return _st(hard, 2.0 * _surrogate(x, pi1) - 0.5 * torch.softmax(x, -1))
 
 
-def _conditional_gumbel_draws_last(x, index, mc_samples, gen):
+def _conditional_gumbel_draws_last(x, index, mc_samples, gen, tau):
     """``mc_samples`` conditional Gumbels given ``argmax = index`` from the formula of
     ``noise.conditional_gumbel`` (``T = logsumexp θ - log E_0``, ``z_j = -logaddexp(-T, log E_j - θ_j)``,
     ``z_D = T``), with the random numbers where GR-MCK's backward takes them for a batch of one chunk:
-    ``E_0`` as ``[..., 1, K]`` first, then ``E`` as ``[..., N, K]`` (the draws last); returned as
+    ``E_0`` as ``[..., 1, K]`` first, then ``E`` as ``[..., N, K]`` (the draws last, ``-log U`` as
+    ``noise.log_uniform_into`` makes them); returned as
     ``[K, ..., N]``."""
     e_top = dg.noise.exponential((*x.shape[:-1], 1, mc_samples), dtype=x.dtype, device=x.device, generator=gen)
-    e = dg.noise.exponential((*x.shape, mc_samples), dtype=x.dtype, device=x.device, generator=gen)
+    shape = (*x.shape, mc_samples)
+    if tau <= 1.0:  # E = -log U as the op draws it there (dg.noise.log_uniform_into: 31 random bits in float32)
+        e = dg.noise.log_uniform_into(torch.empty(shape, dtype=x.dtype, device=x.device), gen).neg_()
+    else:
+        e = dg.noise.exponential(shape, dtype=x.dtype, device=x.device, generator=gen)
     xd = x.detach()
     top = torch.logsumexp(xd, -1, keepdim=True).unsqueeze(-1) - e_top.log()
     z = -torch.logaddexp(-top, e.log() - xd.unsqueeze(-1))
@@ -96,7 +101,7 @@ def _conditional_gumbel_draws_last(x, index, mc_samples, gen):
 def ref_gumbel_rao(x, gen, tau=1.0, mc_samples=7):
     hard = _inverse_cdf_sample(x, gen)
     seed = int(torch.randint(0, 2**62, (), generator=gen, device=x.device))
-    z = _conditional_gumbel_draws_last(x, hard.argmax(-1), mc_samples, torch.Generator(x.device).manual_seed(seed))
+    z = _conditional_gumbel_draws_last(x, hard.argmax(-1), mc_samples, torch.Generator(x.device).manual_seed(seed), tau)
     return _st(hard, torch.softmax((x + (z - x.detach())) / tau, -1).mean(0))  # K copies kept (naive)
 
 
@@ -296,7 +301,7 @@ def test_gumbel_rao_in_chunks_equals_reference_drawn_block_by_block(monkeypatch)
     rleaf = x.clone().requires_grad_(True)
     blocks = []
     for r in range(0, 5, 2):
-        zs = [_conditional_gumbel_draws_last(x[r:r + 2], hard[r:r + 2].argmax(-1), min(3, k_total - s), draws)
+        zs = [_conditional_gumbel_draws_last(x[r:r + 2], hard[r:r + 2].argmax(-1), min(3, k_total - s), draws, tau)
               for s in range(0, k_total, 3)]
         z = torch.cat(zs)  # [K, rows, N]
         blocks.append(torch.softmax((rleaf[r:r + 2] + (z - x[r:r + 2])) / tau, -1).mean(0))
