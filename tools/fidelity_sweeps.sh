@@ -26,7 +26,7 @@ run --estimators gst:gap=0.8,gst:gap=1.2,gst:gap=pi --set tau=1.0 --set grad_var
 run --estimators stgs --set tau=0.01 --set grad_variance=false --seeds 0-2 --out results/categorical-vae-table3
 # Figure 3 on the whole 40-epoch protocol
 run --estimators stgs,gst:gap=1.0 --set tau=0.5 --seeds 0 --out results/categorical-vae-fig3
-# GR-MC100 last (about an hour per run on one CPU thread before issue 10)
+# GR-MC100 last (about an hour per run on one CPU thread before issue 10; 18-25 min at tau 0.5 after it, session 5)
 run --estimators gumbel_rao:mc_samples=100 --set grad_variance=false --set tau=0.5 --seeds 0-2 --out results/categorical-vae-table3
 run --estimators gumbel_rao:mc_samples=100 --set grad_variance=false --set tau=1.0 --seeds 0-2 --out results/categorical-vae-table3
 run --estimators gumbel_rao:mc_samples=100 --set grad_variance=false --set tau=0.01 --seeds 0-2 --out results/categorical-vae-table3
