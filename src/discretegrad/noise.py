@@ -269,8 +269,9 @@ def log_uniform_into(buf: torch.Tensor, generator: torch.Generator | None = None
     thread (``docs/performance.md``). ``i = 0`` (probability ``2^-31``) gives ``-inf``, i.e. ``E = ∞``,
     which carries the Exp(1) tail beyond ``31 log 2`` (the same probability, ``2^-31``); the grid of ``U``
     is finer than float32 ``rand``'s ``2^-24``. Under ``torch.compile`` (dynamo cannot trace ``random_``)
-    ``torch.randint(0, 2**31)``: the same law, other numbers than eager for a generator state. Other
-    dtypes: ``log1p(-rand)`` (the same law; finite: ``1 - U`` is in ``(0, 1]``)."""
+    ``torch.randint(0, 2**31)``: the same law, other numbers than eager for a generator state, written to a
+    new tensor (not ``buf``): use the returned tensor. Other dtypes: ``log1p(-rand)`` into ``buf`` (the same
+    law; finite: ``1 - U`` is in ``(0, 1]``)."""
     if buf.dtype != torch.float32:
         return torch.rand(buf.shape, generator=generator, out=buf).neg_().log1p_()
     if torch.compiler.is_compiling():  # dynamo cannot trace random_: the same law, other numbers than eager
