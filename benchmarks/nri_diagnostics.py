@@ -18,8 +18,8 @@ batch 32, T = 10, n = 10; the first 5000 training and 500 validation graphs of t
   validation every 100 steps (hard-sample ELBO, precision, which reading of the edge type),
   then the trained decoder's teacher-forced NLL under other latents (its own sample, the true
   tree, a random tree, none, complements), the logit spread and the KL. Which code did the
-  encoder and decoder settle on? ``--tied`` starts the two message MLPs equal (a probe, not
-  the authors' model).
+  encoder and decoder settle on? ``--tied`` starts the two message MLPs equal (the experiment's
+  ``decoder_init=tied``; a probe, not the authors' model).
 
     OMP_NUM_THREADS=1 python benchmarks/nri_diagnostics.py decoder [--steps 300]
     OMP_NUM_THREADS=1 python benchmarks/nri_diagnostics.py encoder [--steps 400]
@@ -147,12 +147,9 @@ def op_check(structure: str, estimator: str, tau: float, steps: int) -> None:
 def joint_check(structure: str, estimator: str, tau: float, lr: float, init_seed: int, steps: int,
                 tied: bool = False) -> None:
     x, _, vx, ve = _data()
-    p = nri.Settings(structure=structure, hidden=HIDDEN, batch_size=BATCH, search=False)
+    p = nri.Settings(structure=structure, hidden=HIDDEN, batch_size=BATCH, search=False,
+                     decoder_init="tied" if tied else "independent")
     model = nri.NRIModel(p, derived_generator(init_seed, "init"))
-    if tied:  # the "edge" type's message MLP starts as a copy of the "no edge" type's
-        with torch.no_grad():
-            for layers in (model.decoder.msg1, model.decoder.msg2):
-                layers[1].load_state_dict(layers[0].state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     step = nri.make_step(model, opt, p, EstimatorChoice(estimator), tau, torch.Generator().manual_seed(3))
     options, gb, t0 = nri._options(p), torch.Generator().manual_seed(2), time.time()

@@ -126,6 +126,60 @@ def test_run_id_hashes_resolved_estimator_defaults(monkeypatch):
     assert make_config(exp, "stgs", 0, {"steps": 6}).run_id != changed.run_id
 
 
+@dataclasses.dataclass(frozen=True)
+class _Before:
+    lr: float = setting(0.5, "step size", gt=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _AfterNeutral:  # _Before with a setting added later, its default the old behaviour
+    lr: float = setting(0.5, "step size", gt=0)
+    init: str = setting("plain", "initialisation", choices=("plain", "tied"), in_id_at_default=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _AfterKeyed:  # the same addition without the declaration
+    lr: float = setting(0.5, "step size", gt=0)
+    init: str = setting("plain", "initialisation", choices=("plain", "tied"))
+
+
+def test_a_setting_added_with_in_id_at_default_false_keeps_stored_ids():
+    from discretegrad.harness.contract import RunConfig
+
+    def rid(obj):
+        return RunConfig("toy", EstimatorChoice("stgs"), 0, obj, {"tau": 1.0}).run_id
+
+    before = rid(_Before())
+    assert rid(_AfterNeutral()) == before and rid(_AfterNeutral(init="plain")) == before
+    assert settings.identity(_AfterNeutral()) == {"lr": 0.5}
+    assert settings.identity(_AfterNeutral(init="tied")) == {"lr": 0.5, "init": "tied"}
+    assert rid(_AfterNeutral(init="tied")) != before  # changing it is a new run
+    assert rid(_AfterNeutral(lr=0.25)) == rid(_Before(lr=0.25))  # whatever the other settings
+    assert rid(_AfterKeyed()) != before  # without the declaration every stored run would be orphaned
+    assert [f.in_id_at_default for f in settings.fields(_AfterNeutral)] == [True, False]
+    with pytest.raises(TypeError, match="Expected in_id_at_default to be a bool"):
+        setting(1, "x", in_id_at_default=1)
+
+
+# the stores that later sessions extend (resume into): re-planning every stored run must give its id
+_EXTENDED_STORES = ("categorical-vae-fig3", "categorical-vae-table2", "categorical-vae-table3", "listops",
+                    "nri-graph-layout", "nri-graph-layout-20k", "poisson-gan-fidelity", "poisson-gan-full")
+
+
+@pytest.mark.parametrize("name", _EXTENDED_STORES)
+def test_stored_runs_keep_their_ids_under_the_current_settings(name):
+    con = sqlite3.connect(f"file:{RESULTS / name / 'store.sqlite'}?mode=ro", uri=True)
+    rows = con.execute("SELECT run_id, config FROM runs").fetchall()
+    con.close()
+    assert rows
+    for stored_id, text in rows:
+        cfg = json.loads(text)
+        again = make_config(get_experiment(cfg["experiment"]), EstimatorChoice(cfg["estimator"], cfg["estimator_hparams"]),
+                            cfg["seed"], cfg["params"])
+        assert again.run_id == stored_id, (name, cfg["estimator"], cfg["seed"], sorted(
+            k for k in {**again.params, **cfg["params"]} if again.params.get(k) != cfg["params"].get(k)))
+
+
 def test_resume_reruns_a_run_whose_estimator_default_changed(tmp_path, monkeypatch):
     kw = dict(out=tmp_path, estimators=["stgs"], seeds=[0], quick=True)
     assert run_sweep(plan_sweep("toy", **kw), progress=False).finished == 1

@@ -15,6 +15,7 @@ from discretegrad.experiments.data import graph_layout as gl
 from discretegrad.experiments.nri_model import (Decoder, Encoder, directed_entries, edge_precision_recall,
                                                 gaussian_nll, gumbel_kl, symmetric_logits, to_adjacency)
 from discretegrad.harness.contract import Diverged, EstimatorChoice
+from discretegrad.harness.grid import make_config
 
 from experiment_helpers import run_tiny
 
@@ -200,6 +201,30 @@ def test_decoder_rollout_blocks_and_teacher_forcing(gen):
         cur = dec.step(cur, w)
         torch.testing.assert_close(rolled[:, :, t], cur)
     torch.testing.assert_close(rolled[:, :, 3], forced[:, :, 3])
+
+
+def test_tied_decoder_init_starts_both_edge_types_equal(gen, tmp_path):
+    n, steps = 4, 5
+    free = nri.NRIModel(nri.Settings(n_vertices=n, steps=steps, hidden=8), torch.Generator().manual_seed(3))
+    tied = nri.NRIModel(nri.Settings(n_vertices=n, steps=steps, hidden=8, decoder_init="tied"),
+                        torch.Generator().manual_seed(3))
+    same, differ = [], []
+    for (name, a), (_, b) in zip(free.named_parameters(), tied.named_parameters()):
+        (same if torch.equal(a, b) else differ).append(name)
+    # only the edge type's message MLP differs; it is the no-edge type's copy; the rest are the same draws
+    assert sorted(differ) == ["decoder.msg1.1.bias", "decoder.msg1.1.weight", "decoder.msg2.1.bias",
+                              "decoder.msg2.1.weight"]
+    for layers in (tied.decoder.msg1, tied.decoder.msg2):
+        assert torch.equal(layers[0].weight, layers[1].weight) and torch.equal(layers[0].bias, layers[1].bias)
+    x = torch.randn(2, n, steps, 2, generator=gen)
+    edges = torch.rand(2, n * (n - 1), generator=gen)
+    torch.testing.assert_close(tied.decoder(x, edges, 1), tied.decoder(x, 1 - edges, 1))  # the latent is moot at init
+    assert not torch.allclose(free.decoder(x, edges, 1), free.decoder(x, 1 - edges, 1))
+    with pytest.raises(ValueError, match=r"Expected --set decoder_init to be one of \['independent', 'tied'\]"):
+        make_config(nri.EXPERIMENT, "entropy", 0, {"decoder_init": "shared"})
+    root = str(tmp_path / "graph_layout")
+    final, _ = run_tiny(nri.EXPERIMENT, "entropy_relaxed", decoder_init="tied", data_root=root, **_TINY)
+    assert math.isfinite(final["test_elbo"])
 
 
 def test_encoder_shapes_and_explicit_init(gen):

@@ -35,6 +35,13 @@ and ``tau ∈ [0.1, 10]``, the same 20 pairs for every structure). With ``--set 
 run uses ``lr`` and ``tau`` (defaults: the spanning-tree run the authors posted in their issue
 #4, lr 1.243e-3, tau 3.864). ``--quick``: hidden 64, batch 32, 3000 steps, 1000 validation
 graphs, seeds 0 and 1, no search (see ``results/nri-graph-layout/README.md`` for its cost).
+
+``decoder_init=tied`` (beyond the paper; a probe added in session 7): the decoder's "edge" message
+MLP starts as a copy of the "no edge" one, so at initialisation the prediction does not depend on
+the latent and the random decoder does not choose which edge type means "edge" (at the quick
+size, two of four initialisations otherwise settle on the flipped code, which a tree cannot
+express: ``results/nri-graph-layout/README.md``). It is left out of the run's id at its default,
+so the stored runs keep theirs.
 """
 
 from __future__ import annotations
@@ -92,6 +99,9 @@ class Settings:
     n_pictures: int = setting(6, "test graphs whose inferred trees are stored", ge=0, protocol=False)
     efficiency: bool = setting(True, "log seconds per block of eval_every steps and peak step memory",
                                protocol=False)
+    decoder_init: str = setting("independent", "the decoder's two message MLPs: independent draws (the authors' "
+                                "code), or tied (the edge type's starts as a copy of the no-edge type's)",
+                                choices=("independent", "tied"), in_id_at_default=False)
 
 
 def search_point(trial: int) -> tuple[float, float]:
@@ -134,7 +144,7 @@ class NRIModel(torch.nn.Module):
         super().__init__()
         self.n, self.structure = p.n_vertices, p.structure
         self.encoder = Encoder(p.n_vertices, p.steps, p.hidden, generator)
-        self.decoder = Decoder(p.n_vertices, p.hidden, generator)
+        self.decoder = Decoder(p.n_vertices, p.hidden, generator, tied=p.decoder_init == "tied")
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return symmetric_logits(require_finite(self.encoder(x), "encoder logits"), self.n)

@@ -117,9 +117,11 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """NRI's MLP decoder with two edge types ("no edge", "edge"), both with a message MLP."""
+    """NRI's MLP decoder with two edge types ("no edge", "edge"), both with a message MLP;
+    ``tied=True`` starts the "edge" type's message MLP as a copy of the "no edge" type's (the same
+    draws are made either way, so the other layers do not depend on ``tied``)."""
 
-    def __init__(self, n: int, hidden: int, generator: torch.Generator, dims: int = 2):
+    def __init__(self, n: int, hidden: int, generator: torch.Generator, dims: int = 2, tied: bool = False):
         super().__init__()
         self.n = n
 
@@ -128,6 +130,10 @@ class Decoder(nn.Module):
 
         self.msg1 = nn.ModuleList([lin(2 * dims, hidden) for _ in range(2)])
         self.msg2 = nn.ModuleList([lin(hidden, hidden) for _ in range(2)])
+        if tied:
+            with torch.no_grad():
+                for layers in (self.msg1, self.msg2):
+                    layers[1].load_state_dict(layers[0].state_dict())
         self.out = nn.Sequential(lin(dims + hidden, hidden), nn.ReLU(), lin(hidden, hidden), nn.ReLU(),
                                  lin(hidden, dims))
         rec, send = directed_index(n)

@@ -84,8 +84,10 @@ class RunConfig:
 
     @property
     def params(self) -> dict[str, Any]:
-        """The settings as a plain dict (how the store keeps them)."""
-        return dataclasses.asdict(self.settings)
+        """The settings as a plain dict (how the store keeps them): every setting, except one
+        declared ``in_id_at_default=False`` while it has its default
+        (:func:`discretegrad.harness.settings.identity`)."""
+        return _settings.identity(self.settings)
 
     def to_json(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "estimator": self.estimator.name,

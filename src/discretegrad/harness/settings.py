@@ -15,6 +15,13 @@ list) is taken as given. :func:`coerce` checks one value: unknown key, type, all
 bounds, each with the message "Expected --set <key> <what>, but got <value>"; an int for a
 float setting becomes a float (``lr=1`` and ``lr=1.0`` are the same run). :func:`build` makes
 the typed object from a dict of already coerced values; experiments read it by attribute.
+
+A run's identity (its id in the store) is the full settings dict, defaults included, so that a
+changed default is a new run. A setting added after runs were stored would therefore change
+every stored run's id; declare it with ``in_id_at_default=False`` and a default that is the
+behaviour before it existed, and :func:`identity` leaves it out of the id while it has that
+default (the stored runs keep their ids; a run that changes it is a new run). Never change such
+a setting's default: runs with the old and the new behaviour would share an id.
 """
 
 from __future__ import annotations
@@ -28,21 +35,25 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["setting", "SettingInfo", "fields", "defaults", "coerce", "coerce_all", "build", "describe"]
+__all__ = ["setting", "SettingInfo", "fields", "defaults", "coerce", "coerce_all", "build", "describe", "identity"]
 
 _META = "discretegrad.setting"
 
 
 def setting(default: Any, help: str, *, choices: Sequence[Any] | None = None, ge: float | None = None,
-            gt: float | None = None, protocol: bool = True) -> Any:
+            gt: float | None = None, protocol: bool = True, in_id_at_default: bool = True) -> Any:
     """A dataclass field for a setting: ``default``, one line of ``help``, optional allowed
     ``choices`` and bounds ``ge`` (>=) / ``gt`` (>) for numbers. ``protocol=False`` marks a
     setting that only changes what is measured (a probe, a timer), not the paper's protocol:
-    reports do not flag a run that changes it."""
+    reports do not flag a run that changes it. ``in_id_at_default=False`` leaves the setting out
+    of a run's identity while it has its default (a setting added after runs were stored; module
+    docstring)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError(f"Expected setting default to be immutable, but got {default!r}")
+    if not isinstance(in_id_at_default, bool):
+        raise TypeError(f"Expected in_id_at_default to be a bool, but got {in_id_at_default!r}")
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "ge": ge, "gt": gt,
-            "protocol": bool(protocol)}
+            "protocol": bool(protocol), "in_id_at_default": in_id_at_default}
     return dataclasses.field(default=default, metadata={_META: meta})
 
 
@@ -58,6 +69,7 @@ class SettingInfo:
     choices: tuple[Any, ...] | None
     ge: float | None
     gt: float | None
+    in_id_at_default: bool = True
 
     def constraint(self) -> str:
         """``int >= 1``, ``one of ['bce', 'linear']``, ``float > 0 or None``."""
@@ -94,7 +106,7 @@ def fields(cls: type) -> tuple[SettingInfo, ...]:
                             f"{f.name!r}")
         kind, optional = _type_name(hints[f.name])
         out.append(SettingInfo(f.name, kind, optional, f.default, meta["help"], meta["choices"], meta["ge"],
-                               meta["gt"]))
+                               meta["gt"], meta.get("in_id_at_default", True)))
     for info in out:  # the declaration itself must hold
         _check(info, info.default, f"{cls.__name__}.{info.name} default")
     return tuple(out)
@@ -161,6 +173,14 @@ def coerce_all(cls: type, values: Mapping[str, Any], *, what: str = "--set", exp
 def build(cls: type, values: Mapping[str, Any]) -> Any:
     """The typed settings object: defaults, then ``values`` (already coerced by the harness)."""
     return cls(**{**defaults(cls), **values})
+
+
+def identity(obj: Any) -> dict[str, Any]:
+    """The settings object as the plain dict that identifies a run: every setting, except those
+    declared ``in_id_at_default=False`` while they have their default."""
+    infos = {f.name: f for f in fields(type(obj))}
+    return {k: v for k, v in dataclasses.asdict(obj).items()
+            if infos[k].in_id_at_default or v != infos[k].default}
 
 
 def describe(cls: type) -> list[dict[str, Any]]:
