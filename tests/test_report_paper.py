@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from discretegrad.harness.paper import clear_best, deviations, paper_cell
+from discretegrad.harness.paper import agreement_z, clear_best, deviations, paper_cell, table_agreement
 from discretegrad.harness.report import summarize, to_markdown
 from discretegrad.harness.runner import plan_sweep, run_sweep
 from discretegrad.harness.store import Store
@@ -64,3 +64,45 @@ def test_report_rows_say_when_the_protocol_differs(tmp_path, quick):
         assert f"0.5 ± 0.1 (protocol differs: epochs=2 vs {default})" in row
     else:
         assert paper["protocol_deviations"] == {} and "0.5 ± 0.1 |" in row and "protocol differs" not in row
+
+
+def test_agreement_z_and_the_table_level_tests_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    assert agreement_z(10.0, 2, 9.0, 1.0, 10) == pytest.approx(1.0 / (0.5 + 0.1) ** 0.5)
+    assert agreement_z(9.0, 10, 9.0, 2.0, 10) == 0.0
+    for bad in ((1.0, 0, 1.0, 1.0, 10), (1.0, 2, 1.0, 0.0, 10), (1.0, 2, 1.0, 1.0, 0)):
+        with pytest.raises(ValueError, match="Expected"):
+            agreement_z(*bad)
+    zs = [-0.5, 0.29, 2.21, -2.0, 1.3, -0.1, 0.7]
+    a = table_agreement(zs)
+    chi2 = sum(z * z for z in zs)
+    q = 2 * stats.norm.sf(2.0)
+    assert a["chi2"] == pytest.approx(chi2) and a["p_chi2"] == pytest.approx(stats.chi2.sf(chi2, len(zs)), rel=1e-9)
+    assert a["beyond"] == 1 and a["expected_beyond"] == pytest.approx(len(zs) * q)  # 2.21; -2.0 is not beyond 2
+    assert a["p_beyond"] == pytest.approx(stats.binom.sf(0, len(zs), q), rel=1e-9)
+    assert table_agreement([0.0])["p_chi2"] == pytest.approx(1.0) and table_agreement([0.0])["p_beyond"] == 1.0
+    with pytest.raises(ValueError, match="Expected at least one z"):
+        table_agreement([])
+
+
+def test_paper_agreement_tool_pools_cells_across_stores(tmp_path, capsys):
+    import shutil
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "tools"))
+    try:
+        import paper_agreement
+    finally:
+        sys.path.remove(str(root / "tools"))
+    for name in ("categorical-vae-full", "categorical-vae-table3"):
+        shutil.copytree(root / "results" / name, tmp_path / name, ignore=shutil.ignore_patterns("report", "runs"))
+    assert paper_agreement.main(["--metric", "test_neg_elbo", "--paper-seeds", "10",
+                                 str(tmp_path / "categorical-vae-full"), str(tmp_path / "categorical-vae-table3")]) == 0
+    out = capsys.readouterr().out
+    assert "| tau=0.5 | stgs | 10 |" in out  # 3 seeds in one store and 7 in the other: one cell
+    assert "| tau=0.5 | gst(gap=1.0) | 3 | 107.24 | 108.43 ± 1.08 | -1.67 |" in out
+    assert "8 cells: Σ z² =" in out
+    with pytest.raises(SystemExit):
+        paper_agreement.main(["--metric", "test_neg_elbo", "--paper-seeds", "10", str(tmp_path / "nowhere")])

@@ -1,5 +1,6 @@
 """Comparison with the paper in reports: which paper number a group of runs stands next to,
-where the runs' protocol differs from the paper's, and which row is clearly best.
+where the runs' protocol differs from the paper's, which row is clearly best, and whether a
+table's cells agree with the paper's as a whole (:func:`agreement_z`, :func:`table_agreement`).
 
 The paper's protocol is the experiment's defaults (every experiment runs the paper's protocol
 by default) of the settings that are part of it (not those declared ``protocol=False``, which
@@ -10,13 +11,15 @@ registered experiment's defaults.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from discretegrad._format import format_mean_std
 from discretegrad.harness.contract import get_experiment
 
-__all__ = ["json_key", "same_value", "protocol_of", "deviations", "paper_number", "clear_best", "paper_cell"]
+__all__ = ["json_key", "same_value", "protocol_of", "deviations", "paper_number", "clear_best", "paper_cell",
+           "agreement_z", "table_agreement"]
 
 
 def json_key(x: Any) -> str:
@@ -92,3 +95,35 @@ def paper_cell(r: Mapping[str, Any]) -> str:
     if dev is None:
         return cell + " (protocol unknown)"
     return cell + " (protocol differs: " + ", ".join(f"{k}={a} vs {'default' if b is None else b}" for k, (a, b) in dev.items()) + ")"
+
+
+def agreement_z(mean: float, n: int, paper_mean: float, paper_std: float, paper_n: int) -> float:
+    """``(mean - paper_mean) / (paper_std · sqrt(1/n + 1/paper_n))``: the difference of our mean of
+    ``n`` seeds from the paper's mean of ``paper_n`` seeds in standard errors, taking the paper's
+    seed standard deviation as both's (ours, from two or three seeds, is too uncertain to use).
+    Under the hypothesis that both ran the same protocol it is about standard normal."""
+    if n < 1 or paper_n < 1:
+        raise ValueError(f"Expected n and paper_n to be at least 1, but got {n} and {paper_n}")
+    if not paper_std > 0:
+        raise ValueError(f"Expected paper_std to be > 0, but got {paper_std!r}")
+    return (mean - paper_mean) / (paper_std * math.sqrt(1 / n + 1 / paper_n))
+
+
+def table_agreement(zs: Sequence[float], threshold: float = 2.0) -> dict[str, float]:
+    """Whether a table's cells, as a whole, disagree with the paper more than seed noise explains:
+    ``chi2 = Σ z²`` and its p-value on ``len(zs)`` degrees of freedom (the cells independent and
+    each z standard normal under the same-protocol hypothesis); the count of ``|z| > threshold``, how
+    many were expected, and the binomial probability of at least that many."""
+    import torch  # the regularised incomplete gamma function
+
+    k = len(zs)
+    if k == 0:
+        raise ValueError("Expected at least one z, but got none")
+    chi2 = float(sum(z * z for z in zs))
+    p_chi2 = float(torch.special.gammaincc(torch.tensor(k / 2, dtype=torch.float64),
+                                           torch.tensor(chi2 / 2, dtype=torch.float64)))
+    q = math.erfc(threshold / math.sqrt(2))  # P(|z| > threshold)
+    beyond = sum(abs(z) > threshold for z in zs)
+    p_beyond = sum(math.comb(k, j) * q ** j * (1 - q) ** (k - j) for j in range(beyond, k + 1))
+    return {"cells": k, "chi2": chi2, "p_chi2": p_chi2, "beyond": beyond, "expected_beyond": k * q,
+            "p_beyond": p_beyond}
