@@ -77,3 +77,66 @@ def run_tiny(exp: Experiment, estimator: str, hparams: Mapping[str, Any] | None 
     config = make_config(exp, EstimatorChoice(estimator, dict(hparams or {})), seed, params)
     ctx = RecordingContext(exp.divergence_metric)
     return exp.run(config, ctx), ctx
+
+
+class Killed(Exception):
+    """What :class:`CheckpointingContext` raises to stand for a kill."""
+
+
+class CheckpointingContext(RecordingContext):
+    """A :class:`RecordingContext` that keeps checkpoints in ``slot`` (a dict shared between the
+    attempts of one run), saving at every epoch end, and is "killed" (raises :class:`Killed`)
+    when epoch ``kill_at`` is logged, before that epoch's checkpoint."""
+
+    checkpoint_interval = 0.0
+
+    def __init__(self, slot: dict, kill_at: int | None = None, divergence_metric: str = "train_loss"):
+        super().__init__(divergence_metric)
+        self.slot, self.kill_at, self.saves = slot, kill_at, 0
+
+    def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        super().log_epoch(epoch, metrics)
+        if epoch == self.kill_at:
+            raise Killed(f"killed at epoch {epoch}")
+
+    def save_checkpoint(self, data: bytes) -> bool:
+        self.slot["data"], self.saves = data, self.saves + 1
+        return True
+
+    def load_checkpoint(self) -> bytes | None:
+        return self.slot.get("data")
+
+
+TIMING_ARTIFACTS = ("efficiency", "speed")
+"""Artifacts that hold timings (they differ between any two runs)."""
+
+
+def assert_resumes_bit_for_bit(exp: Experiment, estimator: str, kill_at: int, hparams: Mapping[str, Any] | None = None,
+                               seed: int = 0, **params: Any) -> dict[str, float]:
+    """Run ``exp`` once straight through and once killed at epoch ``kill_at`` and rerun: the rerun
+    must resume from the checkpoint of epoch ``kill_at - 1`` (it trains only the remaining epochs)
+    and end with the same final metrics, epochs and artifacts (the keys of all; the contents of
+    those that hold no timings) as the straight run."""
+    config = make_config(exp, EstimatorChoice(estimator, dict(hparams or {})), seed, params)
+    straight = CheckpointingContext({}, divergence_metric=exp.divergence_metric)
+    expected = exp.run(config, straight)
+    slot: dict = {}
+    first = CheckpointingContext(slot, kill_at=kill_at, divergence_metric=exp.divergence_metric)
+    try:
+        exp.run(config, first)
+    except Killed:
+        pass
+    else:
+        raise AssertionError(f"Expected the run to reach epoch {kill_at}, but it ended before")
+    assert first.saves == kill_at - 1 >= 1, first.saves
+    again = CheckpointingContext(slot, divergence_metric=exp.divergence_metric)
+    final = exp.run(config, again)
+    epochs = len(straight.epochs)
+    assert again.saves == epochs - (kill_at - 1), (again.saves, epochs)  # resumed, not started over
+    assert final == expected
+    assert again.epochs == straight.epochs
+    assert set(again.artifacts) == set(straight.artifacts)
+    for name, data in straight.artifacts.items():
+        if name not in TIMING_ARTIFACTS:
+            assert again.artifacts[name] == data, name
+    return final

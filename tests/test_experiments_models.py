@@ -12,7 +12,7 @@ from discretegrad.experiments.common.seeding import derived_generator
 from discretegrad.experiments.data.pixels import dynamic_binarize
 from discretegrad.harness import settings
 from discretegrad.harness.contract import Diverged, get_experiment
-from experiment_helpers import run_tiny, write_idx_dataset
+from experiment_helpers import assert_resumes_bit_for_bit, run_tiny, write_idx_dataset
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,14 @@ def test_categorical_vae_seeded_and_probe_does_not_disturb_training(data_root):
     assert a == b
     assert c["test_neg_elbo"] == a["test_neg_elbo"] and "grad_variance" not in c
     assert d["test_neg_elbo"] != a["test_neg_elbo"]
+
+
+@pytest.mark.parametrize("estimator, hparams, extra", [("gst", {"gap": 1.0}, {}),
+                                                       ("stgs", {}, {"mixed_temperature": True, "mixed_m": 2})])
+def test_categorical_vae_killed_run_resumes_bit_for_bit(data_root, estimator, hparams, extra):
+    """The probe's generators are in the checkpoint too (its variance is logged every epoch)."""
+    assert_resumes_bit_for_bit(get_experiment("categorical-vae"), estimator, kill_at=2, hparams=hparams,
+                               data_root=data_root, **{**CAT_TINY, "epochs": 3, **extra})
 
 
 def test_relu_switch_on_the_logits(gen):
@@ -129,6 +137,13 @@ def test_bernoulli_vae_tiny_run(data_root, arch, estimator):
     final, ctx = run_tiny(exp, estimator, data_root=data_root, arch=arch, epochs=1, valid_size=100)
     assert _finite(final) and final["test_neg_elbo"] > 0
     assert len(ctx.epochs) == 1 and "efficiency" in ctx.artifacts
+
+
+@pytest.mark.parametrize("arch, estimator", [("linear", "rebar"), ("two_layer", "relax")])
+def test_bernoulli_vae_killed_run_resumes_bit_for_bit(data_root, arch, estimator):
+    """The learned control variates and REBAR's tuned temperature live in the module: restored with it."""
+    assert_resumes_bit_for_bit(get_experiment("bernoulli-vae"), estimator, kill_at=2, data_root=data_root,
+                               arch=arch, epochs=3, valid_size=100)
 
 
 @pytest.mark.parametrize("objective", ["arm", "analytic"])

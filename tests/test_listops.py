@@ -22,7 +22,7 @@ from discretegrad.experiments.data import listops as D
 from discretegrad.experiments.data import listops_gen as G
 from discretegrad.harness.contract import EstimatorChoice, get_experiment
 from discretegrad.harness.grid import make_config
-from experiment_helpers import run_tiny
+from experiment_helpers import assert_resumes_bit_for_bit, run_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 _ROOT = os.environ.get("DISCRETEGRAD_LISTOPS_ROOT", str(REPO.parent / "shared" / "data" / "listops"))
@@ -322,6 +322,13 @@ def test_tiny_run(cache, name, hparams, latent):
     assert final["test_short_size"] == final["test_size"] and final["test_short_acc"] == final["test_acc"]
     again, _ = run_tiny(exp, name, hparams, data_root=_ROOT, latent=latent, tau=0.1, **TINY)
     assert again == final  # seeded: the same run twice gives the same numbers
+
+
+@needs_test_set
+@pytest.mark.parametrize("name, hparams", [("stgs", {}), ("gumbel_rao", {"mc_samples": 3})])
+def test_a_killed_run_resumes_from_its_checkpoint_bit_for_bit(cache, name, hparams):
+    assert_resumes_bit_for_bit(get_experiment("listops"), name, kill_at=2, hparams=hparams, data_root=_ROOT,
+                               tau=0.1, **{**TINY, "epochs": 3})
 
 
 @needs_test_set

@@ -111,3 +111,38 @@ TOY = register_experiment(Experiment(
     artifacts=(EFFICIENCY.with_baseline("stgs"),),
     paper_results={("stgs", (("lr", 1.0),)): {"final_loss": (0.5, 0.1)}},
 ))
+
+
+def _run_loop(config, ctx):
+    """The same problem through the generic training loop, which keeps checkpoints (``toy-loop``)."""
+    from discretegrad.experiments.common.training import train
+
+    p = config.settings
+    gen = torch.Generator().manual_seed(config.seed)
+    holder = torch.nn.Module()
+    holder.logits = torch.nn.Parameter(torch.zeros(V, K, dtype=torch.float64))
+    onehot = torch.zeros(V, K, dtype=torch.float64)
+    onehot[:, p.target] = 1.0
+
+    def step(batch, index):
+        z = dg.surrogate(lambda z: ((z - onehot) ** 2).sum((-1, -2)), holder.logits, distribution="categorical",
+                         estimator=config.estimator.name, n_samples=8, generator=gen, **dict(config.estimator.hparams))
+        (grad,) = torch.autograd.grad(z, holder.logits)
+        with torch.no_grad():
+            holder.logits -= p.lr * grad
+        return z.detach()
+
+    def evaluate(epoch):
+        time.sleep(p.sleep)
+        if config.seed == p.crash_seed and epoch == 2:
+            os._exit(7)
+        with torch.no_grad():
+            return {"prob_target": float(torch.softmax(holder.logits, -1)[:, p.target].mean())}
+
+    final = train(ctx=ctx, epochs=p.epochs, batches=lambda epoch: range(p.steps), step=step, module=holder,
+                  evaluate=evaluate, state={"module": holder, "gen": gen})
+    return {"final_loss": final["train_loss"], "prob_target": final["prob_target"]}
+
+
+TOY_LOOP = register_experiment(dataclasses.replace(TOY, name="toy-loop", run=_run_loop,
+                                                   description="toy through the generic training loop"))

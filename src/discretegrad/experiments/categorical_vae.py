@@ -209,7 +209,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
         z = get_family(DISTRIBUTION).sample(logits, generator)
         return model.reconstruction(z.unsqueeze(0), x)[0] + model.kl(logits)
 
-    probe = None
+    probe, probe_state = None, {}
     if p.grad_variance:
         g_pick = derived_generator(config.seed, "probe-data")
         g_probe = derived_generator(config.seed, "probe-noise", device)
@@ -225,7 +225,9 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
                                       ddof=p.grad_variance_ddof)
             return {"grad_variance": value}
 
-    problem = VAEProblem(model, loss, test_neg_elbo)
+        probe_state = {"g_probe_data": g_pick, "g_probe_noise": g_probe}
+
+    problem = VAEProblem(model, loss, test_neg_elbo, probe_state)
     return fit(problem, config=config, ctx=ctx, train_x=train_x, test_x=test_x, epochs=p.epochs,
                     batch_size=p.batch_size, lr=p.lr, dynamic=dynamic, probe=probe,
                     measure_efficiency=p.efficiency)

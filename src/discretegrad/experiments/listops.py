@@ -235,7 +235,9 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
 
     final = train(ctx=ctx, epochs=p.epochs, batches=batches, step=step, module=model,
                   weight=lambda item: item[1].labels.shape[0], evaluate=end_of_epoch, progress_metric="valid_acc",
-                  measure_efficiency=p.efficiency)
+                  measure_efficiency=p.efficiency,
+                  state={"model": model, "opt": opt, "sched": sched, "g_data": g_data, "g_noise": g_noise,
+                         "g_drop": g_drop, "bookkeeping": state})
     seconds = max(state["step_time"], 1e-9)
     ctx.log_artifact(SPEED.name, {"steps_per_second": state["steps"] / seconds,
                                   "examples_per_second": state["examples"] / seconds,

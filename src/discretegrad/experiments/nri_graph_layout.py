@@ -159,14 +159,28 @@ class NRIModel(torch.nn.Module):
         return z if self.structure == "spanning_tree" else to_adjacency(z, self.n)
 
 
-def _batches(n_train: int, batch_size: int, per_epoch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless index batches over shuffled passes through ``n_train`` items, ``per_epoch`` per call."""
-    perm, pos = torch.randperm(n_train, generator=generator), 0
-    while True:
-        if pos + batch_size > n_train:
-            perm, pos = torch.randperm(n_train, generator=generator), 0
-        yield perm[pos:pos + batch_size]
-        pos += batch_size
+class _IndexStream:
+    """Endless index batches over shuffled passes through ``n_train`` items (a pass ends when the
+    next batch would not fit); its state (the generator's, the pass and the position) is saved
+    with the run's checkpoints."""
+
+    def __init__(self, n_train: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n_train, batch_size, generator
+        self.perm, self.pos = torch.randperm(n_train, generator=generator), 0
+
+    def __next__(self) -> torch.Tensor:
+        if self.pos + self.batch_size > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.generator), 0
+        out = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.perm, self.pos = state["perm"], int(state["pos"])
 
 
 @torch.no_grad()
@@ -267,7 +281,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
 
     model = NRIModel(p, derived_generator(config.seed, "init")).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    stream = _batches(p.train_size, p.batch_size, p.eval_every, derived_generator(config.seed, "shuffle"))
+    stream = _IndexStream(p.train_size, p.batch_size, derived_generator(config.seed, "shuffle"))
     epochs = math.ceil(p.train_steps / p.eval_every)
 
     def batches(epoch: int) -> Iterator[torch.Tensor]:
@@ -275,7 +289,8 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
         for _ in range(min(p.eval_every, p.train_steps - done)):
             yield train_x[next(stream).to(device)]
 
-    train_step = make_step(model, optimiser, p, config.estimator, tau, derived_generator(config.seed, "noise", device))
+    g_noise = derived_generator(config.seed, "noise", device)
+    train_step = make_step(model, optimiser, p, config.estimator, tau, g_noise)
 
     def step(xb: torch.Tensor, index: int) -> torch.Tensor:
         return train_step(xb)
@@ -291,7 +306,9 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
 
     final = train(ctx=ctx, epochs=epochs, batches=batches, step=step, module=model, evaluate=validate,
                   progress_metric="valid_elbo", best=Best("valid_elbo", lower_is_better=False),
-                  measure_efficiency=p.efficiency)
+                  measure_efficiency=p.efficiency,
+                  state={"model": model, "optimiser": optimiser, "stream": stream, "g_noise": g_noise,
+                         "g_eval": g_eval, "best": best})
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     m = evaluate(model, test_x, test_e, derived_generator(config.seed, "test", device), options)

@@ -126,6 +126,11 @@ class RunContext(Protocol):
     def log_artifact(self, name: str, data: Mapping[str, Any]) -> None:
         """Store a JSON-serialisable record with the run (e.g. the efficiency measurement)."""
 
+    # Optional (a context without them keeps no checkpoints; the training loop checks with getattr):
+    # def save_checkpoint(self, data: bytes) -> bool: keep ``data`` as the run's checkpoint, replacing
+    #     the last one; False when the run keeps none.
+    # def load_checkpoint(self) -> bytes | None: the checkpoint an earlier, killed attempt left.
+
 
 @dataclasses.dataclass(frozen=True)
 class Artifact:

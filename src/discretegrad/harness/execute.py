@@ -12,15 +12,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from discretegrad.harness.contract import Diverged, RunConfig, get_experiment, load_plugins
 from discretegrad.harness.environment import environment
+from discretegrad.harness.files import read_checkpoint, write_checkpoint
 
-__all__ = ["Task", "RunResult", "ProgressEvent", "execute_task", "STATUSES"]
+__all__ = ["Task", "RunResult", "ProgressEvent", "execute_task", "STATUSES", "checkpoint_interval"]
 
 STATUSES = ("finished", "diverged", "failed")
 
@@ -28,12 +31,14 @@ STATUSES = ("finished", "diverged", "failed")
 @dataclasses.dataclass(frozen=True)
 class Task:
     """What a backend needs to run one run anywhere: the config, the device, the plugin modules
-    to import first (so user experiments resolve in a fresh process) and the git state."""
+    to import first (so user experiments resolve in a fresh process), the git state, and the
+    sweep's output directory, where the run keeps its checkpoint (``None``: no checkpoints)."""
 
     config: RunConfig
     device: str = "cpu"
     plugins: tuple[str, ...] = ()
     git: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    out: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -85,8 +90,9 @@ class _Context:
     _MIN_INTERVAL = 0.2  # seconds between progress messages within one epoch
 
     def __init__(self, run_id: str, device: str, divergence_metric: str, primary: str | None,
-                 emit: Callable[[ProgressEvent], None]) -> None:
+                 emit: Callable[[ProgressEvent], None], out: str | None = None) -> None:
         self.device = device
+        self._out = None if out is None else Path(out)
         self._run_id = run_id
         self._div = divergence_metric
         self._primary = primary
@@ -96,6 +102,8 @@ class _Context:
         self._total: int | None = None
         self.epochs: list[tuple[int, dict[str, float]]] = []
         self.artifacts: dict[str, Any] = {}
+        self.resumed_from: int | None = None
+        self.checkpoint_interval = checkpoint_interval()
 
     def _send(self, epoch: int | None, metric: float | None, name: str | None, force: bool) -> None:
         now = time.monotonic()
@@ -126,6 +134,32 @@ class _Context:
         self._last_epoch = epoch
         self._send(epoch, None if metric is None else float(metric), name, force=new_epoch)
 
+    def save_checkpoint(self, data: bytes) -> bool:
+        """Keep ``data`` as the run's checkpoint (replacing the last one); ``False`` when this
+        run keeps none (no output directory, or it cannot be written: the run goes on without)."""
+        if self._out is None:
+            return False
+        try:
+            write_checkpoint(self._out, self._run_id, data)
+        except (OSError, ValueError):
+            self._out = None  # e.g. a cluster node that cannot reach --out: no more attempts
+            return False
+        return True
+
+    def note_resumed(self, epoch: int) -> None:
+        """The training loop resumed after ``epoch`` from a checkpoint (recorded in the run's
+        environment as ``resumed_from_epoch``)."""
+        self.resumed_from = int(epoch)
+
+    def load_checkpoint(self) -> bytes | None:
+        """The checkpoint an earlier attempt of this run left, or ``None``."""
+        if self._out is None:
+            return None
+        try:
+            return read_checkpoint(self._out, self._run_id)
+        except (OSError, ValueError):
+            return None
+
     def log_artifact(self, name: str, data: Mapping[str, Any]) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"Expected artifact name to be a non-empty str, but got {name!r}")
@@ -133,6 +167,18 @@ class _Context:
             self.artifacts[name] = json.loads(json.dumps(data))
         except (TypeError, ValueError) as e:
             raise TypeError(f"Expected artifact {name!r} to be JSON-serialisable, but got {e}") from None
+
+
+def checkpoint_interval() -> float:
+    """Seconds between a run's checkpoints: ``DISCRETEGRAD_CHECKPOINT_INTERVAL``, default 60."""
+    text = os.environ.get("DISCRETEGRAD_CHECKPOINT_INTERVAL", "60")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"Expected DISCRETEGRAD_CHECKPOINT_INTERVAL to be a number of seconds >= 0, but got {text!r}")
+    return value
 
 
 def execute_task(task: Task, emit: Callable[[ProgressEvent], None] | None = None) -> RunResult:
@@ -151,7 +197,7 @@ def execute_task(task: Task, emit: Callable[[ProgressEvent], None] | None = None
 
         env = environment(task.device, dict(task.git))
         primary = next(iter(exp.metrics), None)
-        ctx = _Context(cfg.run_id, task.device, exp.divergence_metric, primary, emit)
+        ctx = _Context(cfg.run_id, task.device, exp.divergence_metric, primary, emit, task.out)
         emit(ProgressEvent(cfg.run_id, started=True))
         # The paper experiments draw everything from explicit generators; a plugin experiment that
         # relies on torch's global RNG (default module initialisation) gets it seeded with the run
@@ -174,6 +220,8 @@ def execute_task(task: Task, emit: Callable[[ProgressEvent], None] | None = None
     except Exception as e:  # one run's failure must not stop the sweep: record it
         status = "failed"
         error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+    if ctx is not None and ctx.resumed_from is not None:
+        env = {**env, "resumed_from_epoch": ctx.resumed_from}
     return RunResult(
         run_id=cfg.run_id,
         config=cfg.to_json(),

@@ -24,8 +24,12 @@ from typing import Any
 RUN_FILES = ("config.json", "env.json", "metrics.json")
 """The per-run files under ``DIR/runs/<run_id>/`` (a convenience copy of the run's row)."""
 
+CHECKPOINT_FILE = "checkpoint.pt"
+"""A running run's last checkpoint, ``DIR/runs/<run_id>/checkpoint.pt`` (removed once the run is stored)."""
+
 __all__ = ["dumps", "atomic_write_text", "safe_dir", "check_no_links", "path_component", "RUN_FILES", "run_files",
-           "write_run_files", "restore_run_files"]
+           "write_run_files", "restore_run_files", "CHECKPOINT_FILE", "write_checkpoint", "read_checkpoint",
+           "remove_checkpoint"]
 
 
 def _clean(x: Any) -> Any:
@@ -148,3 +152,23 @@ def restore_run_files(out: Path, run_id: str, previous: Mapping[str, str] | None
             (d / name).unlink()
     with contextlib.suppress(OSError):
         d.rmdir()
+
+
+def write_checkpoint(out: Path, run_id: str, data: bytes) -> None:
+    """Replace the run's checkpoint by ``data``, atomically (a killed writer leaves the old one)."""
+    atomic_write_text(safe_dir(out, "runs", path_component(run_id)) / CHECKPOINT_FILE, data)
+
+
+def read_checkpoint(out: Path, run_id: str) -> bytes | None:
+    """The run's checkpoint, or ``None`` when it has none."""
+    try:
+        return (check_no_links(out, "runs", path_component(run_id)) / CHECKPOINT_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def remove_checkpoint(out: Path, run_id: str) -> None:
+    """Remove the run's checkpoint, if any (once its result is stored); a checkpoint that cannot
+    be removed is left (it is never read again: the stored run is not rerun)."""
+    with contextlib.suppress(OSError, ValueError):
+        (check_no_links(out, "runs", path_component(run_id)) / CHECKPOINT_FILE).unlink()

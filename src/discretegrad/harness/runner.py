@@ -26,8 +26,8 @@ from discretegrad.harness import lease
 from discretegrad.harness.backends import Backend, make_backend
 from discretegrad.harness.contract import EstimatorChoice, Experiment, RunConfig, get_experiment, load_plugins
 from discretegrad.harness.environment import git_info
-from discretegrad.harness.execute import Task
-from discretegrad.harness.files import check_no_links
+from discretegrad.harness.execute import Task, checkpoint_interval
+from discretegrad.harness.files import check_no_links, remove_checkpoint
 from discretegrad.harness.grid import DEFAULT_MAX_RUNS, expand, grid_keys, grid_point
 from discretegrad.harness.progress import SweepProgress
 from discretegrad.harness.store import STORE_FILE, Store, StoreError
@@ -171,6 +171,7 @@ def plan_sweep(
     configs = expand(exp, estimators=estimators, seeds=seeds, overrides=overrides, quick=quick,
                      max_runs=max_runs)
     device = check_device(device)
+    checkpoint_interval()  # a bad DISCRETEGRAD_CHECKPOINT_INTERVAL stops the sweep before it starts
     out_path = check_out_dir(out)
     if exp.check is not None:
         checked: set[str] = set()
@@ -240,7 +241,7 @@ def run_sweep(
             for c in todo:
                 state = lease.claim(store, c.run_id, who, lease_s)
                 if state == "claimed":
-                    yield Task(c, plan.device, plan.plugins, git)
+                    yield Task(c, plan.device, plan.plugins, git, str(plan.out))
                     continue
                 summary.skipped += state == "stored"
                 summary.busy += state == "busy"
@@ -264,7 +265,9 @@ def run_sweep(
 
 def _store_result(store: Store, exp: Experiment, cfg: RunConfig, result: Any, summary: SweepSummary,
                   labels: Mapping[str, str]) -> None:
-    if not store.write_run(result, grid=grid_point(exp, cfg.params), label=cfg.estimator.label):
+    stored = store.write_run(result, grid=grid_point(exp, cfg.params), label=cfg.estimator.label)
+    remove_checkpoint(store.dir, result.run_id)  # stored (by us or another sweep): the checkpoint is spent
+    if not stored:
         summary.skipped += 1  # another sweep stored it meanwhile (its claim on it had lapsed)
         return
     setattr(summary, result.status, getattr(summary, result.status) + 1)

@@ -10,7 +10,8 @@ Layout of ``DIR``::
     runs/<run_id>/metrics.json status, final metrics, per-epoch metrics, artifacts, error
 
 A run is written once it has ended, in one transaction with its per-epoch metrics and
-artifacts, so an interrupted run leaves nothing behind and is redone. Its files are written in
+artifacts, so an interrupted run leaves no row behind and is redone (from its
+``runs/<run_id>/checkpoint.pt`` where its training loop keeps one). Its files are written in
 that transaction, by the process that commits the row, once it has seen that no other writer
 stored the run; if the transaction fails they are put back (removed, or rewritten from an
 earlier failed attempt's row). A run whose row is absent does not exist, whatever files it left.

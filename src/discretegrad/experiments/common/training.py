@@ -13,12 +13,24 @@ each returns extra metrics (an evaluation, a probe) or ``None`` (a checkpoint) -
 epoch's metrics with ``ctx.log_epoch``. The time of the training steps only (not evaluation or
 hooks) goes into the ``efficiency`` artifact with the peak memory of one step
 (:func:`~.profiling.step_peak_memory_mb`, measured on the third step, once Adam's state exists).
+
+**Checkpoints.** With ``state`` (name -> every object whose state the run's future depends on:
+modules, optimisers, schedulers, ``torch.Generator`` s, plain dicts of the experiment's own
+bookkeeping, or anything with ``state_dict`` / ``load_state_dict``) the loop saves, at the end of an
+epoch and at most every ``ctx.checkpoint_interval`` seconds (default 60), those states and its own (epochs done,
+step index, logged metrics, timings, the best value) through the context
+(``ctx.save_checkpoint``; the harness keeps it under ``DIR/runs/<run_id>/``). A later attempt of
+the same run (after a kill) finds it (``ctx.load_checkpoint``), restores everything, re-logs the
+finished epochs and goes on from the next one: the run ends as it would have without the kill, bit
+for bit, provided ``state`` holds every object the remaining epochs read (each experiment's
+resume test checks this). A context without those methods keeps no checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,12 +42,15 @@ from torch import nn
 from discretegrad.experiments.common.profiling import step_peak_memory_mb
 from discretegrad.harness.contract import EFFICIENCY, Diverged, RunContext
 
-__all__ = ["train", "Best", "EpochHook", "every", "require_finite", "diverged_if_nonfinite"]
+__all__ = ["train", "Best", "EpochHook", "every", "require_finite", "diverged_if_nonfinite", "CHECKPOINT_FORMAT"]
 
 EpochHook = Callable[[int, Mapping[str, float]], "Mapping[str, float] | None"]
 """``hook(epoch, metrics so far) -> extra metrics or None``, called after each epoch."""
 
 _MEMORY_STEP = 2  # measure the third step: after the optimiser's state exists
+CHECKPOINT_FORMAT = 1
+DEFAULT_CHECKPOINT_INTERVAL = 60.0
+"""Seconds between checkpoints unless the context says otherwise (``ctx.checkpoint_interval``)."""
 
 
 def require_finite(t: torch.Tensor, what: str) -> torch.Tensor:
@@ -90,6 +105,7 @@ def train(
     progress_metric: str | None = None,
     best: Best | None = None,
     measure_efficiency: bool = True,
+    state: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Run ``epochs`` epochs; return the final metrics (the last epoch's, plus ``best_*``).
 
@@ -106,12 +122,27 @@ def train(
         progress_metric: the metric shown by the progress bar (default: ``train_loss``).
         best: also report ``best_<metric>`` over epochs.
         measure_efficiency: log the ``efficiency`` artifact (:data:`EFFICIENCY` fields).
+        state: the objects a checkpoint saves and a resumed attempt restores (module docstring);
+            ``None``: no checkpoints.
     """
     device = next(iter(module.parameters())).device
-    index, epoch_seconds, memory = 0, [], None
-    best_value = math.inf if best is None or best.lower_is_better else -math.inf
-    final: dict[str, float] = {}
-    for epoch in range(1, epochs + 1):
+    loop = {"epoch": 0, "index": 0, "epoch_seconds": [], "memory": None, "final": {}, "logged": [],
+            "best_value": math.inf if best is None or best.lower_is_better else -math.inf}
+    save = getattr(ctx, "save_checkpoint", None) if state is not None else None
+    if save is not None and (data := getattr(ctx, "load_checkpoint", lambda: None)()) is not None:
+        saved = _decode(data, state)  # None: unreadable, or another version's: the run starts over
+        if saved is not None:
+            loop = _restore(saved, state)
+            getattr(ctx, "note_resumed", lambda epoch: None)(loop["epoch"])
+        for e, m in loop["logged"]:
+            ctx.log_epoch(e, m)
+        if loop["logged"]:
+            ctx.progress(loop["epoch"], epochs)
+    index, epoch_seconds, memory = loop["index"], loop["epoch_seconds"], loop["memory"]
+    best_value, final, logged = loop["best_value"], loop["final"], loop["logged"]
+    interval = float(getattr(ctx, "checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL))
+    last_save = time.monotonic()
+    for epoch in range(loop["epoch"] + 1, epochs + 1):
         start = time.perf_counter()
         total = torch.zeros((), dtype=torch.float64, device=device)
         count, excluded = 0.0, 0.0
@@ -132,7 +163,7 @@ def train(
         if not math.isfinite(train_loss):
             ctx.log_epoch(epoch, {"train_loss": train_loss})
             raise Diverged(f"train_loss = {train_loss} at epoch {epoch}")
-        metrics = {"train_loss": train_loss}
+        metrics: dict[str, float] = {"train_loss": train_loss}
         if evaluate is not None:
             metrics.update(evaluate(epoch))
         for hook in hooks:
@@ -145,6 +176,12 @@ def train(
             value = metrics[best.metric]
             best_value = min(best_value, value) if best.lower_is_better else max(best_value, value)
             final[f"best_{best.metric}"] = best_value
+        logged.append((epoch, {k: float(v) for k, v in metrics.items()}))
+        if save is not None and time.monotonic() - last_save >= interval:
+            loop.update(epoch=epoch, index=index, memory=memory, best_value=best_value, final=final)
+            if not save(_snapshot(loop, state)):
+                save = None  # the context keeps none after all
+            last_save = time.monotonic()
     if measure_efficiency:
         ctx.log_artifact(EFFICIENCY.name, {
             "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
@@ -156,3 +193,45 @@ def train(
         })
     return final
 
+
+def _snapshot(loop: Mapping[str, Any], state: Mapping[str, Any]) -> bytes:
+    objects = {}
+    for name, obj in state.items():
+        if isinstance(obj, torch.Generator):
+            objects[name] = obj.get_state()
+        elif isinstance(obj, dict):
+            objects[name] = obj
+        elif hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict"):
+            objects[name] = obj.state_dict()
+        else:
+            raise TypeError(f"Expected state[{name!r}] to be a torch.Generator, a dict or to have state_dict and "
+                            f"load_state_dict, but got {type(obj).__name__}")
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "loop": dict(loop), "objects": objects}, buf)
+    return buf.getvalue()
+
+
+def _decode(data: bytes, state: Mapping[str, Any]) -> dict[str, Any] | None:
+    try:
+        saved = torch.load(io.BytesIO(data), weights_only=True)
+    except Exception:  # noqa: BLE001 - a truncated or foreign file is no checkpoint
+        return None
+    ok = isinstance(saved, dict) and saved.get("format") == CHECKPOINT_FORMAT and \
+        set(saved.get("objects", {})) == set(state)
+    return saved if ok else None
+
+
+def _restore(saved: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+    for name, obj in state.items():
+        value = saved["objects"][name]
+        if isinstance(obj, torch.Generator):
+            obj.set_state(value)
+        elif isinstance(obj, dict):
+            obj.clear()
+            obj.update(value)
+        else:
+            obj.load_state_dict(value)
+    loop = dict(saved["loop"])
+    loop["logged"] = [(int(e), dict(m)) for e, m in loop["logged"]]
+    loop["memory"] = tuple(loop["memory"]) if loop["memory"] is not None else None
+    return loop

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,11 +36,14 @@ class VAEProblem:
             gradient is the estimator's.
         test_neg_elbo: ``test_neg_elbo(x, generator) -> [B]`` single-sample negative ELBO per
             image, with an exact (hard) latent sample; called under ``torch.no_grad``.
+        state: whatever else the run's future depends on (e.g. a probe's generators), saved in
+            the run's checkpoints with the module, the optimiser and :func:`fit`'s generators.
     """
 
     module: nn.Module
     loss: Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
     test_neg_elbo: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+    state: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _evaluate(problem: VAEProblem, x: torch.Tensor, batch_size: int, dynamic: bool, generator: torch.Generator) -> float:
@@ -103,4 +107,6 @@ def fit(
     hooks = [lambda epoch, metrics: probe(epoch)] if probe is not None else []
     return train(ctx=ctx, epochs=epochs, batches=batches, step=step, module=problem.module,
                  weight=lambda xb: xb.shape[0], evaluate=evaluate, hooks=hooks, progress_metric="test_neg_elbo",
-                 best=Best("test_neg_elbo"), measure_efficiency=measure_efficiency)
+                 best=Best("test_neg_elbo"), measure_efficiency=measure_efficiency,
+                 state={"module": problem.module, "optimizer": optimizer, "g_data": g_data, "g_noise": g_noise,
+                        "g_binarize": g_binarize, "g_test": g_test, **problem.state})
