@@ -15,6 +15,7 @@ import time
 import tracemalloc
 
 import pytest
+import torch
 import toy_experiment  # noqa: F401  (registers "toy")
 
 import discretegrad as dg
@@ -396,3 +397,30 @@ def test_the_git_state_query_writes_nothing(tmp_path):
     (tmp_path / "a.txt").write_text("changed\n")
     assert git_info(tmp_path)["dirty"] is True
     assert (index.read_bytes(), os.stat(index).st_mtime_ns) == before
+
+
+def test_runs_flush_denormals_unless_told_to_keep_them(tmp_path, monkeypatch):
+    """The harness runs every run with subnormal floats flushed to zero (the environment says so),
+    ``--keep-denormals`` (``flush_denormal=False``) keeps them, and the process's flag is reset after."""
+    from discretegrad.harness import contract
+
+    def flushed() -> bool:
+        return float(torch.tensor([1e-39]) * 1.5) == 0.0  # 1e-39 is subnormal in float32
+
+    seen = []
+
+    def probe(config, ctx):
+        seen.append(flushed())
+        return {"final_loss": 0.0}
+
+    monkeypatch.setitem(contract._EXPERIMENTS, "toy", dataclasses.replace(get_experiment("toy"), run=probe))
+    args = ["run", "toy", "--estimators", "stgs", "--seeds", "0", "--set", "lr=1.0", "--quiet"]
+    assert cli_module.main([*args, "--out", str(tmp_path / "flush")]) == 0
+    assert cli_module.main([*args, "--out", str(tmp_path / "keep"), "--keep-denormals"]) == 0
+    assert seen == [True, False] and not flushed()
+    for name, expected in (("flush", True), ("keep", False)):
+        with Store(tmp_path / name) as st:
+            (run,) = st.runs()
+        assert run["environment"]["flush_denormal"] is expected
+    with pytest.raises(TypeError, match="Expected flush_denormal to be a bool"):
+        plan_sweep("toy", estimators=["stgs"], seeds=[0], out=tmp_path / "x", flush_denormal=1)

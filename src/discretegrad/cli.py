@@ -67,6 +67,7 @@ def _sweep_args(args: argparse.Namespace) -> dict:
         seeds=parse_seeds(args.seeds, limit=max_runs) if args.seeds is not None else None,
         overrides=dict(parse_assignment(a) for a in args.set),
         quick=args.quick, device=args.device, plugins=args.plugin, max_runs=max_runs,
+        flush_denormal=not args.keep_denormals,
     )
 
 
@@ -180,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ray: retries of a run whose worker died (default: 3)")
     r.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/EXPERIMENT)")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    r.add_argument("--keep-denormals", action="store_true",
+                   help="compute with subnormal floats instead of flushing them to zero (slower on CPUs; "
+                        "not part of a run's identity)")
     r.add_argument("--quiet", action="store_true", help="no progress output (bar or per-run lines)")
     r.add_argument("--dry-run", action="store_true", help="validate and list the runs (stored or to run); create nothing")
     r.add_argument("--max-runs", type=int, default=None, metavar="N",

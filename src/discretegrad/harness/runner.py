@@ -45,6 +45,7 @@ class SweepPlan:
     out: Path
     device: str
     plugins: tuple[str, ...]
+    flush_denormal: bool = True
 
 
 @dataclasses.dataclass
@@ -155,9 +156,11 @@ def plan_sweep(
     device: str = "cpu",
     plugins: Iterable[str] = (),
     max_runs: int = DEFAULT_MAX_RUNS,
+    flush_denormal: bool = True,
 ) -> SweepPlan:
     """Validate everything and expand the grid; raises ``ValueError``/``TypeError`` with one
-    clear message on bad input. Creates nothing.
+    clear message on bad input. Creates nothing. ``flush_denormal``: run with subnormal floats
+    flushed to zero on the CPU (:class:`~discretegrad.harness.execute.Task`).
 
     Estimator hyperparameter values are checked by one tiny call of each estimator
     (:func:`discretegrad.harness.grid.check_hparam_values`); a sweep of more than ``max_runs``
@@ -180,7 +183,9 @@ def plan_sweep(
             if key not in checked:
                 checked.add(key)
                 exp.check(config)
-    return SweepPlan(exp, tuple(configs), out_path, device, plugins)
+    if not isinstance(flush_denormal, bool):
+        raise TypeError(f"Expected flush_denormal to be a bool, but got {flush_denormal!r}")
+    return SweepPlan(exp, tuple(configs), out_path, device, plugins, flush_denormal)
 
 
 def stored_statuses(plan: SweepPlan) -> dict[str, str]:
@@ -241,7 +246,7 @@ def run_sweep(
             for c in todo:
                 state = lease.claim(store, c.run_id, who, lease_s)
                 if state == "claimed":
-                    yield Task(c, plan.device, plan.plugins, git, str(plan.out))
+                    yield Task(c, plan.device, plan.plugins, git, str(plan.out), plan.flush_denormal)
                     continue
                 summary.skipped += state == "stored"
                 summary.busy += state == "busy"
