@@ -130,6 +130,8 @@ class RunContext(Protocol):
     # def save_checkpoint(self, data: bytes) -> bool: keep ``data`` as the run's checkpoint, replacing
     #     the last one; False when the run keeps none.
     # def load_checkpoint(self) -> bytes | None: the checkpoint an earlier, killed attempt left.
+    # def note_resumed(self, epoch: int) -> None: the loop resumed after ``epoch`` from a checkpoint.
+    # checkpoint_interval: float  (seconds between checkpoints; the loop's default is 60)
 
 
 @dataclasses.dataclass(frozen=True)
