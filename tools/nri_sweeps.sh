@@ -16,6 +16,8 @@ run --set structure=topk --out results/nri-graph-layout-50k
 run --set structure=indep --out results/nri-graph-layout-50k
 # the spanning tree from the initialisations that start in the bad basin, as the authors' model has it
 run --set structure=spanning_tree --out results/nri-graph-layout-50k
+# ... and with the tied decoder initialisation (beyond the paper), which takes them off chance at 20k
+run --set structure=spanning_tree --set decoder_init=tied --out results/nri-graph-layout-50k
 # the straight-through variants (--estimators entropy) of the three structures
 for s in spanning_tree topk indep; do
   "$DG" run nri-graph-layout --quick --estimators entropy --seeds "$seed" --set structure=$s --set train_steps=50000 \
