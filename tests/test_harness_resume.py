@@ -159,6 +159,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert 2 <= saved_epoch < 6 and not _finished(out / "store.sqlite"), saved_epoch
+    plan = cli("run", "toy-loop", *args, "--out", str(out), "--dry-run", **env)  # says which runs resume
+    assert plan.returncode == 0 and " resumes " in plan.stdout
+    assert plan.stdout.splitlines()[-1] == f"1 runs, 1 to run (1 from a checkpoint), into {out}"
     r = cli("run", "toy-loop", *args, "--out", str(out), **env)
     assert r.returncode == 0, r.stderr
     straight = tmp_path / "straight"

@@ -29,7 +29,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 __all__ = ["dumps", "atomic_write_text", "safe_dir", "check_no_links", "path_component", "RUN_FILES", "run_files",
            "write_run_files", "restore_run_files", "CHECKPOINT_FILE", "write_checkpoint", "read_checkpoint",
-           "remove_checkpoint"]
+           "has_checkpoint", "remove_checkpoint"]
 
 
 def _clean(x: Any) -> Any:
@@ -165,6 +165,14 @@ def read_checkpoint(out: Path, run_id: str) -> bytes | None:
         return (check_no_links(out, "runs", path_component(run_id)) / CHECKPOINT_FILE).read_bytes()
     except FileNotFoundError:
         return None
+
+
+def has_checkpoint(out: Path, run_id: str) -> bool:
+    """Whether an earlier attempt of the run left a checkpoint (creates nothing)."""
+    try:
+        return (check_no_links(out, "runs", path_component(run_id)) / CHECKPOINT_FILE).is_file()
+    except ValueError:
+        return False
 
 
 def remove_checkpoint(out: Path, run_id: str) -> None:

@@ -27,7 +27,7 @@ from discretegrad.harness.backends import Backend, make_backend
 from discretegrad.harness.contract import EstimatorChoice, Experiment, RunConfig, get_experiment, load_plugins
 from discretegrad.harness.environment import git_info
 from discretegrad.harness.execute import Task, checkpoint_interval
-from discretegrad.harness.files import check_no_links, remove_checkpoint
+from discretegrad.harness.files import check_no_links, has_checkpoint, remove_checkpoint
 from discretegrad.harness.grid import DEFAULT_MAX_RUNS, expand, grid_keys, grid_point
 from discretegrad.harness.progress import SweepProgress
 from discretegrad.harness.store import STORE_FILE, Store, StoreError
@@ -189,11 +189,13 @@ def plan_sweep(
 
 
 def stored_statuses(plan: SweepPlan) -> dict[str, str]:
-    """``run_id -> status`` of the plan's runs already in the store (reads only; no store: ``{}``)."""
-    if not (plan.out / STORE_FILE).is_file():
-        return {}
-    with Store(plan.out) as store:
-        return store.statuses(c.run_id for c in plan.configs)
+    """``run_id -> status`` of the plan's runs already in the store (reads only; no store: ``{}``),
+    and ``"resumes"`` for a run not stored whose earlier, killed attempt left a checkpoint."""
+    stored: dict[str, str] = {}
+    if (plan.out / STORE_FILE).is_file():
+        with Store(plan.out) as store:
+            stored = store.statuses(c.run_id for c in plan.configs)
+    return {**{c.run_id: "resumes" for c in plan.configs if has_checkpoint(plan.out, c.run_id)}, **stored}
 
 
 def run_sweep(
