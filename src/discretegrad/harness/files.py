@@ -159,10 +159,15 @@ def write_checkpoint(out: Path, run_id: str, data: bytes) -> None:
     atomic_write_text(safe_dir(out, "runs", path_component(run_id)) / CHECKPOINT_FILE, data)
 
 
+def _checkpoint_path(out: Path, run_id: str) -> Path:
+    """Where the run's checkpoint is (``ValueError`` if a directory on the way is a link); creates nothing."""
+    return check_no_links(out, "runs", path_component(run_id)) / CHECKPOINT_FILE
+
+
 def read_checkpoint(out: Path, run_id: str) -> bytes | None:
     """The run's checkpoint, or ``None`` when it has none."""
     try:
-        return (check_no_links(out, "runs", path_component(run_id)) / CHECKPOINT_FILE).read_bytes()
+        return _checkpoint_path(out, run_id).read_bytes()
     except FileNotFoundError:
         return None
 
@@ -170,7 +175,7 @@ def read_checkpoint(out: Path, run_id: str) -> bytes | None:
 def has_checkpoint(out: Path, run_id: str) -> bool:
     """Whether an earlier attempt of the run left a checkpoint (creates nothing)."""
     try:
-        return (check_no_links(out, "runs", path_component(run_id)) / CHECKPOINT_FILE).is_file()
+        return _checkpoint_path(out, run_id).is_file()
     except ValueError:
         return False
 
@@ -179,4 +184,4 @@ def remove_checkpoint(out: Path, run_id: str) -> None:
     """Remove the run's checkpoint, if any (once its result is stored); a checkpoint that cannot
     be removed is left (it is never read again: the stored run is not rerun)."""
     with contextlib.suppress(OSError, ValueError):
-        (check_no_links(out, "runs", path_component(run_id)) / CHECKPOINT_FILE).unlink()
+        _checkpoint_path(out, run_id).unlink()
