@@ -381,3 +381,115 @@ def test_registry_record_of_a_required_hyperparameter_is_plain_data():
     rec = dg.get_estimator("entropy", distribution="topk").describe()
     assert rec["hyperparameters"] == {"k": "REQUIRED", "tau": 1.0}
     json.dumps(rec)
+
+
+# ----------------------------------------------------------------------------- masked (-inf) items
+
+def _masked_rows(dtype=torch.float64):
+    """Rows of 6 items with 0-3 masked (at least k = 3 unmasked), and their masks."""
+    inf = float("inf")
+    w = torch.tensor([[0.3, -inf, 1.2, -0.5, -inf, 0.7], [-inf, 2.0, -inf, 0.1, -inf, -1.0],
+                      [1.0, 0.0, 0.4, 0.5, 0.2, -0.3], [-inf, 0.9, 0.1, -inf, 0.8, 0.0]], dtype=dtype)
+    return w, torch.isneginf(w)
+
+
+@pytest.mark.parametrize("solver", ["entropy", "binary_entropy", "corr", "corr_hard", "hard"])
+def test_masked_items_solve_the_problem_without_them(solver):
+    """A masked item is absent: every solver's value on the others, and its gradient with respect to them,
+    is the unmasked problem's with that item removed; the masked entries get 0 and a zero gradient."""
+    k = 3
+    w, mask = _masked_rows()
+    v = _pairs(w)  # adjacent-pair logits (corr): a pair with a masked item never counts
+    g = torch.randn(w.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def solve(x, pair):
+        if solver == "entropy":
+            return S.topk_marginals(x, k)
+        if solver == "binary_entropy":
+            return S.lml(x, k)
+        if solver == "hard":
+            return S.topk_hard(x, k)
+        return S.corr_topk_marginals(x, pair, k) if solver == "corr" else S.corr_topk_hard(x, pair, k)
+
+    leaf = w.clone().requires_grad_(solver in ("entropy", "binary_entropy", "corr"))
+    out = solve(leaf, v)
+    assert torch.isfinite(out).all() and (out[mask] == 0).all()
+    grad = torch.autograd.grad((out * g).sum(), leaf)[0] if leaf.requires_grad else None
+    for row in range(w.shape[0]):
+        keep = ~mask[row]
+        sub = w[row, keep].clone().requires_grad_(grad is not None)
+        # the pair term of items i, i+1 survives only if both are kept; kept neighbours that were not
+        # adjacent (a masked item between them) get no pair term: weight 0
+        idx = keep.nonzero().flatten()
+        adjacent = (idx[1:] - idx[:-1]) == 1
+        sub_v = torch.where(adjacent, v[row, idx[:-1]], torch.zeros_like(v[row, idx[:-1]]))
+        ref = solve(sub, sub_v)
+        torch.testing.assert_close(out[row, keep], ref, rtol=1e-9, atol=1e-12)
+        if grad is not None:
+            (ref_grad,) = torch.autograd.grad((ref * g[row, keep]).sum(), sub)
+            torch.testing.assert_close(grad[row, keep], ref_grad, rtol=1e-8, atol=1e-11)
+            assert (grad[row, ~keep] == 0).all()
+
+
+def test_masked_family_law():
+    """sample / log_prob / support / mean / exact gradient of the Gumbel-top-k law with masked items:
+    zero mass on every subset with one, and the law of the others is that of the rows without them."""
+    k = 3
+    w, mask = _masked_rows()
+    family = dg.get_family("topk")
+    z = family.sample(w.expand(400, *w.shape), torch.Generator().manual_seed(0), k=k)
+    assert (z[:, mask] == 0).all() and ((z == 0) | (z == 1)).all() and (z.sum(-1) == k).all()
+    leaf = w.clone().requires_grad_(True)
+    lp = family.log_prob(leaf, z, k=k)
+    assert torch.isfinite(lp).all()
+    (grad,) = torch.autograd.grad(lp.sum(), leaf)
+    assert torch.isfinite(grad).all() and (grad[mask] == 0).all()
+    atoms, log_table = family.support(w, k=k)
+    torch.testing.assert_close(log_table.exp().sum(-1), torch.ones(4, dtype=torch.float64))
+    uses_masked = (atoms.unsqueeze(0) * mask.unsqueeze(1).double()).sum(-1) > 0  # [row, subset]
+    assert (log_table[uses_masked] == -math.inf).all() and torch.isfinite(log_table[~uses_masked]).all()
+    mean = family.mean(w, k=k)
+    assert (mean[mask] == 0).all()
+    for row in range(w.shape[0]):
+        keep = ~mask[row]
+        sub_lp = family.log_prob(w[row, keep], z[:, row][:, keep], k=k)
+        torch.testing.assert_close(lp[:, row], sub_lp)
+        torch.testing.assert_close(mean[row, keep], family.mean(w[row, keep], k=k))
+    c = torch.linspace(-1, 1, 6, dtype=torch.float64)
+    leaf = w.clone().requires_grad_(True)
+    exact = dg.exact.gradient(lambda x: ((x @ c) ** 2).sum(-1), leaf, distribution="topk", k=k)
+    assert torch.isfinite(exact).all() and (exact[mask] == 0).all()
+    marg = dg.exact.marginals(w, structure="topk", k=k)  # the Gibbs marginals, by enumeration
+    torch.testing.assert_close(marg, S.topk_marginals(w, k), rtol=1e-10, atol=1e-12)
+
+
+def test_masked_ops_and_distribution():
+    """The public ops (corr included) and ``TopK`` with masks; fewer than k unmasked items is an error."""
+    k = 3
+    w, mask = _masked_rows()
+    for relaxation in RELAXATIONS:
+        for hard in (True, False):
+            leaf = w.clone().requires_grad_(True)
+            extra = {"pair_logits": _pairs(w)} if relaxation == "corr" else {}
+            out = dg.subsets.topk(leaf, k, tau=0.5, relaxation=relaxation, hard=hard,
+                                  generator=torch.Generator().manual_seed(1), **extra)
+            (grad,) = torch.autograd.grad((out * torch.arange(6.0, dtype=torch.float64)).sum(), leaf)
+            assert (out[mask] == 0).all() and torch.isfinite(out).all()
+            assert torch.isfinite(grad).all() and (grad[mask] == 0).all()
+            torch.testing.assert_close(out.sum(-1), torch.full((4,), float(k), dtype=torch.float64))
+    d = dg.distributions.TopK(k, logits=w)
+    s = d.rsample((50,), generator=torch.Generator().manual_seed(2))
+    assert (s[:, mask] == 0).all() and torch.isfinite(d.log_prob(s.detach())).all()
+    assert (d.mode[mask] == 0).all() and (d.mode.sum(-1) == k).all()
+    leaf = w.clone().requires_grad_(True)
+    entropy = dg.distributions.TopK(k, logits=leaf).entropy()  # by enumeration: masked subsets add 0
+    for row in range(w.shape[0]):
+        torch.testing.assert_close(entropy[row], dg.distributions.TopK(k, logits=w[row, ~mask[row]]).entropy())
+    (grad,) = torch.autograd.grad(entropy.sum(), leaf)
+    assert torch.isfinite(grad).all() and (grad[mask] == 0).all()
+    with pytest.raises(ValueError, match="at least k=4 unmasked"):
+        dg.subsets.topk(w, 4, tau=0.5)
+    with pytest.raises(ValueError, match="at least k=3 unmasked"):
+        dg.distributions.TopK(3, logits=torch.tensor([0.0, 1.0, -math.inf, -math.inf]))
+    with dg.validate_args(False):  # not checked: the caller's promise
+        dg.subsets.topk(w, 4, tau=0.5, generator=torch.Generator().manual_seed(3))

@@ -229,6 +229,8 @@ class TopK(_Logits, DiscreteDistribution):
     ``mode`` is the ``k`` largest logits, the most likely subset (exchanging an item for a larger
     one raises every Plackett-Luce term of the set's probability). ``entropy``, ``mean`` and
     ``log_prob`` enumerate (``C(n, k) <= MAX_ENUMERATION``; ``log_prob`` sums over ``k!`` orderings).
+    A ``-inf`` logit masks an item: never selected, zero gradient; every row
+    needs ``k`` unmasked items.
     """
 
     family_name = "topk"

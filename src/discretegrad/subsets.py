@@ -64,22 +64,30 @@ MAX_LAW_ORDERINGS = 5040
 # ----------------------------------------------------------------------------- checks
 
 def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
-    """Item logits ``[..., n]``: a float tensor with ``n >= 1``, finite when validating."""
+    """Item logits ``[..., n]``: a float tensor with ``n >= 1``; when validating, finite or ``-inf``
+    (a masked item, never selected), with a finite entry in every row (:func:`check_k` asks for ``k``)."""
     t = V.float_tensor(name, logits, min_ndim=1)
     if t.shape[-1] < 1:
         raise ValueError(f"Expected {name} to have at least one item (last dim >= 1), but got shape {tuple(t.shape)}")
-    V.finite(name, t)
+    V.masked_logits(name, t)
     return t
 
 
-def check_k(k: object, n: int) -> int:
-    """``k`` must be an integer-like value in ``[1, n]`` (returned as an int)."""
-    return V.integer("k", k, 1, n, hint="the number of items")
+def check_k(k: object, n: int, logits: torch.Tensor | None = None) -> int:
+    """``k`` must be an integer-like value in ``[1, n]`` (returned as an int); with ``logits``, when
+    validating, every row must also have at least ``k`` unmasked (not ``-inf``) items."""
+    k = V.integer("k", k, 1, n, hint="the number of items")
+    if logits is not None and k > 1 and V.checking() and logits.numel() and bool(logits.detach().amin() == -math.inf):
+        fewest = int(torch.isfinite(logits.detach()).sum(-1).min())  # only when something is masked
+        if fewest < k:
+            raise ValueError(f"Expected logits to have at least k={k} unmasked (not -inf) items in every row, "
+                             f"but found a row with {fewest}")
+    return k
 
 
 def _prepare(logits: object, k: object, tau: object, generator: object):
     t = check_logits(logits)
-    k = check_k(k, t.shape[-1])
+    k = check_k(k, t.shape[-1], t)
     tau = V.positive_float("tau", tau)
     generator = V.generator_for("generator", generator, t)
     return t.to(compute_dtype(t.dtype)), k, tau, generator
@@ -260,7 +268,9 @@ def _gibbs(weights: torch.Tensor, *, k: int) -> tuple[torch.Tensor, torch.Tensor
     if math.comb(n, k) > MAX_SUBSETS:
         raise ValueError(f"Expected at most MAX_SUBSETS={MAX_SUBSETS} k-subsets, but got C({n}, {k}) = {math.comb(n, k)}")
     atoms = S.all_ksubsets(n, k, dtype=weights.dtype, device=weights.device)
-    return atoms, weights @ atoms.T
+    masked = torch.isneginf(weights)  # a subset with a masked item scores -inf (never -inf * 0 = NaN)
+    score = torch.where(masked, torch.zeros_like(weights), weights) @ atoms.T
+    return atoms, score.masked_fill((masked.to(atoms.dtype) @ atoms.T) > 0, -math.inf)
 
 
 def _example() -> Example:
@@ -285,7 +295,7 @@ topk_family = register_family(
         log_prob_fn=_log_prob,
         support_fn=_support,
         mean_fn=_mean,
-        options=(Option("k", lambda k, logits: check_k(k, logits.shape[-1])),),
+        options=(Option("k", lambda k, logits: check_k(k, logits.shape[-1], logits)),),
         gibbs=_gibbs,
         example=_example,
         support_size_fn=lambda logits, *, k: math.comb(logits.shape[-1], k),

@@ -24,7 +24,7 @@ NOISES = ("sum_of_gamma", "gumbel")
 
 def _prepare(logits: object, k: object, generator: object):
     t = check_logits(logits)
-    k = check_k(k, t.shape[-1])
+    k = check_k(k, t.shape[-1], t)
     generator = V.generator_for("generator", generator, t)
     return t.to(compute_dtype(t.dtype)), k, generator
 

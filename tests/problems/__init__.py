@@ -24,8 +24,8 @@ Every registered distribution needs a module ``tests/problems/<distribution>.py`
 * ``reference_params(generator)``: the (valid) parameters the reference test uses, and
   ``reference_grid``: values per hyperparameter name; the test runs every combination of the
   values of the hyperparameters an estimator has (at least the empty combination);
-* ``masked_params(dtype)``: for families that accept masked (``-inf``) parameters (categorical),
-  inputs with masked entries (at least one finite per row); ``tests/test_conventions.py`` checks
+* ``masked_params(dtype)``: for families that accept masked (``-inf``) parameters (categorical, topk),
+  inputs with masked entries (enough finite per row: one, or ``k``); ``tests/test_conventions.py`` checks
   that every estimator of the family never samples a masked entry and gives it a zero, finite
   gradient (with validation on and off);
 * ``covered_by``: for biased estimators checked by a dedicated test instead,

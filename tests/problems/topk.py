@@ -83,6 +83,16 @@ def _extreme(dtype: torch.dtype) -> list[torch.Tensor]:
     ]
 
 
+def _masked(dtype: torch.dtype) -> list[torch.Tensor]:
+    """Masked (``-inf``) items: rows with more than ``K`` unmasked, exactly ``K``, and extreme values."""
+    inf = float("inf")
+    return [
+        torch.tensor([[0.3, -inf, 1.2, -0.5, -inf], [-inf, 2.0, -inf, 0.1, -inf], [1.0, 0.0, -inf, 0.5, 0.2]],
+                     dtype=dtype),
+        torch.tensor([[[1e4, -inf, -1e4, 0.0], [-inf, -1e4, -inf, 1e4]]], dtype=dtype),
+    ]
+
+
 def _bad_params() -> list[tuple[object, type[Exception]]]:
     return [
         (torch.tensor([[0.0, float("nan"), 1.0]]), ValueError),
@@ -91,6 +101,8 @@ def _bad_params() -> list[tuple[object, type[Exception]]]:
         ([[0.0, 1.0]], TypeError),
         (torch.tensor(1.0), ValueError),
         (torch.tensor([[0.5]]), ValueError),  # n = 1 < k = 2
+        (torch.tensor([[0.0, -float("inf"), -float("inf")]]), ValueError),  # 1 unmasked item < k = 2
+        (torch.tensor([[-float("inf"), -float("inf"), -float("inf")]]), ValueError),  # every item masked
     ]
 
 
@@ -102,6 +114,7 @@ CASE = Case(
     is_valid=_is_valid,
     extreme_params=_extreme,
     bad_params=_bad_params,
+    masked_params=_masked,
     bad_hparams={"tau": [0.0, -1.0, float("nan"), float("inf"), "1", True],
                  "k": [0, -1, 6, 2.5, True, "2", None],
                  "baseline": ["b", True, float("nan"), torch.zeros(13, 17)],

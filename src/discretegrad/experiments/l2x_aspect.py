@@ -10,7 +10,7 @@ away) and parses it with the same loader. ``aspect`` picks the rating to predict
 
 Model (the L2X word-level design of Chen et al. 2018, smaller): selector = embedding → Conv1d
 (width 3) ReLU → concatenated with its global max-pool → a position-wise layer → one logit per
-word (padding gets -1e4); with ``corr_topk`` also one logit per pair of adjacent words, from
+word (padding gets -inf: a masked item, never selected); with ``corr_topk`` also one logit per pair of adjacent words, from
 the two words' features. Predictor = its own embedding, multiplied by the selection ``z``,
 summed over positions and divided by ``k``, → hidden ReLU → sigmoid rating. Loss: squared
 error of the rating; Adam; the gradient through ``z`` is the relaxation's (:mod:`.common.selection`:
@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 
 import torch
 from torch import nn
@@ -52,7 +53,7 @@ __all__ = ["EXPERIMENT", "Settings", "Selector", "Predictor", "load_splits"]
 
 RELAXATIONS = ("l2x", "softsub", "entropy", "binary_entropy", "corr_topk")
 QUICK_RELAXATIONS = ("l2x", "softsub", "entropy", "corr_topk")  # the poster's table
-_PAD = -1e4
+_PAD = -math.inf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +84,7 @@ def _embedding(n: int, d: int, g: torch.Generator) -> nn.Embedding:
 
 
 class Selector(nn.Module):
-    """Word logits ``θ [B, L]`` (padding -1e4) and, with ``pairs``, adjacent-pair logits ``φ [B, L-1]``."""
+    """Word logits ``θ [B, L]`` (padding -inf) and, with ``pairs``, adjacent-pair logits ``φ [B, L-1]``."""
 
     def __init__(self, vocab: int, embed: int, hidden: int, pairs: bool, g: torch.Generator):
         super().__init__()

@@ -24,13 +24,15 @@ def _bracket(w: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch
     ``(n - k + 1) e^{ν'} < 1`` and the other ``k - 1`` to less than ``k - 1``, so the sum is ``< k``; at
     ``ν' = -s_{k+1} + log k + 1`` the ``k + 1`` largest are each above ``σ(log k + 1) > k / (k + 1)``, so
     the sum is ``> k``. The bracket's width is the gap ``s_k - s_{k+1}`` plus a few units, whatever
-    the scale of ``w``.
+    the scale of ``w``. A row with only ``k`` unmasked (finite) entries has no root (its sum tends to
+    ``k`` as ``ν → ∞``); its ``hi`` is set finite here and :meth:`_LML.forward` returns the limit.
     """
     n = w.shape[-1]
     top = w.topk(k + 1, dim=-1).values
     c = top[..., k - 1: k]
     lo = torch.full_like(c, -math.log(n - k + 1) - 1.0)
-    hi = (c - top[..., k: k + 1]) + (math.log(k) + 1.0)
+    gap = c - top[..., k: k + 1]
+    hi = torch.where(torch.isfinite(gap), gap, 0.0) + (math.log(k) + 1.0)
     return c, lo, hi
 
 
@@ -38,7 +40,8 @@ class _LML(torch.autograd.Function):
     """``y = σ(w + ν)`` with the scalar ``ν`` such that ``Σ y = k`` (per batch element).
 
     Forward: bisection on ``ν`` (the sum is increasing in ``ν``) for the centred ``w - c``, ``c`` the
-    k-th largest entry (``y`` does not depend on ``c``: ``ν`` absorbs it), so the entries that decide
+    k-th largest entry; ``-inf`` entries (masked) get ``y = 0``, and a row with only ``k`` finite entries
+    gets its ``ν → ∞`` limit, 1 on them (a constant: zero gradient) (``y`` does not depend on ``c``: ``ν`` absorbs it), so the entries that decide
     the sum, those near the threshold, are exact differences however large ``w`` is. Backward
     (implicit function theorem): with ``h = y(1-y)``, ``∂ν/∂w = -h/Σh`` and
     ``grad_w = h ⊙ (g - <h, g>/Σh)``.
@@ -49,13 +52,14 @@ class _LML(torch.autograd.Function):
     @staticmethod
     def forward(w: torch.Tensor, k: int, iters: int) -> torch.Tensor:  # type: ignore[override]
         c, lo, hi = _bracket(w, k)
+        limit = torch.isneginf(w).sum(-1, keepdim=True) >= w.shape[-1] - k  # only k unmasked: y = 1 on them
         w = w - c
         for _ in range(iters):
             mid = 0.5 * (lo + hi)
             too_big = torch.sigmoid(w + mid).sum(-1, keepdim=True) > k
             hi = torch.where(too_big, mid, hi)
             lo = torch.where(too_big, lo, mid)
-        return torch.sigmoid(w + 0.5 * (lo + hi))
+        return torch.where(limit, torch.isfinite(w).to(w.dtype), torch.sigmoid(w + 0.5 * (lo + hi)))
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[override]

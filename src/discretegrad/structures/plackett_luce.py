@@ -53,11 +53,15 @@ def subset_log_prob(logits: torch.Tensor, z: torch.Tensor, *, max_orderings: int
     ``P(S) = Σ_{orderings σ of S} Π_j exp(θ_{σ_j}) / Σ_{i ∉ {σ_1..σ_{j-1}}} exp(θ_i)`` (Plackett-Luce),
     summed in log space over the ``k!`` orderings (``k! <= max_orderings``, else ``ValueError``).
     Broadcasts ``logits [..., n]`` against ``z [..., n]``; returns ``z``'s shape without the last dim.
+    A set with a masked item (``-inf`` logit) has log-probability ``-inf`` and a zero gradient (its
+    terms are computed from finite stand-in logits and then replaced, so no ``-inf - -inf`` arises).
     """
     k = int(z.detach().sum(-1).flatten()[0].round()) if z.numel() else 0
     if math.factorial(k) > max_orderings:
         raise ValueError(f"Expected k with k! <= {max_orderings} for the exact Gumbel-top-k law, but got k = {k}")
     logits, z = torch.broadcast_tensors(logits, z)
+    impossible = ((z.detach() > 0) & torch.isneginf(logits.detach())).any(-1)  # [...]: draws a masked item
+    logits = torch.where(impossible.unsqueeze(-1), torch.zeros_like(logits), logits)
     idx = z.detach().topk(k, -1).indices.sort(-1).values  # [..., k]
     perms = torch.tensor(_orderings(k), dtype=torch.long, device=z.device)  # [P, k]
-    return torch.logsumexp(log_prob(logits.unsqueeze(-2), idx[..., perms]), -1)
+    return torch.logsumexp(log_prob(logits.unsqueeze(-2), idx[..., perms]), -1).masked_fill(impossible, -math.inf)
