@@ -92,6 +92,19 @@ class Best:
     lower_is_better: bool = True
 
 
+@dataclasses.dataclass
+class _Loop:
+    """The loop's own state: what a checkpoint saves besides the run's objects (as a dict of these fields)."""
+
+    epoch: int = 0  # epochs done
+    index: int = 0  # steps done
+    epoch_seconds: list[float] = dataclasses.field(default_factory=list)
+    memory: tuple[float, str] | None = None  # the peak step memory and how it was measured
+    final: dict[str, float] = dataclasses.field(default_factory=dict)  # the metrics train() returns
+    logged: list[tuple[int, dict[str, float]]] = dataclasses.field(default_factory=list)  # every epoch's metrics
+    best_value: float = math.inf
+
+
 def train(
     *,
     ctx: RunContext,
@@ -126,40 +139,37 @@ def train(
             ``None``: no checkpoints.
     """
     device = next(iter(module.parameters())).device
-    loop = {"epoch": 0, "index": 0, "epoch_seconds": [], "memory": None, "final": {}, "logged": [],
-            "best_value": math.inf if best is None or best.lower_is_better else -math.inf}
+    loop = _Loop(best_value=math.inf if best is None or best.lower_is_better else -math.inf)
     save = getattr(ctx, "save_checkpoint", None) if state is not None else None
     if save is not None and (data := getattr(ctx, "load_checkpoint", lambda: None)()) is not None:
         saved = _decode(data, state)  # None: unreadable, or another version's: the run starts over
         if saved is not None:
             loop = _restore(saved, state)
-            getattr(ctx, "note_resumed", lambda epoch: None)(loop["epoch"])
-        for e, m in loop["logged"]:
+            getattr(ctx, "note_resumed", lambda epoch: None)(loop.epoch)
+        for e, m in loop.logged:
             ctx.log_epoch(e, m)
-        if loop["logged"]:
-            ctx.progress(loop["epoch"], epochs)
-    index, epoch_seconds, memory = loop["index"], loop["epoch_seconds"], loop["memory"]
-    best_value, final, logged = loop["best_value"], loop["final"], loop["logged"]
+        if loop.logged:
+            ctx.progress(loop.epoch, epochs)
     interval = float(getattr(ctx, "checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL))
     last_save = time.monotonic()
-    for epoch in range(loop["epoch"] + 1, epochs + 1):
+    for epoch in range(loop.epoch + 1, epochs + 1):
         start = time.perf_counter()
         total = torch.zeros((), dtype=torch.float64, device=device)
         count, excluded = 0.0, 0.0
         for batch in batches(epoch):
-            with diverged_if_nonfinite(module, f"epoch {epoch}, step {index}"):
-                if measure_efficiency and memory is None and index == _MEMORY_STEP:
+            with diverged_if_nonfinite(module, f"epoch {epoch}, step {loop.index}"):
+                if measure_efficiency and loop.memory is None and loop.index == _MEMORY_STEP:
                     t0 = time.perf_counter()
-                    memory, loss = step_peak_memory_mb(lambda: step(batch, index), device)
+                    loop.memory, loss = step_peak_memory_mb(lambda: step(batch, loop.index), device)
                     excluded = time.perf_counter() - t0
                 else:
-                    loss = step(batch, index)
+                    loss = step(batch, loop.index)
             w = weight(batch)
             total += loss.double() * w
             count += w
-            index += 1
+            loop.index += 1
         train_loss = float(total) / count  # synchronises the device
-        epoch_seconds.append(time.perf_counter() - start - excluded)
+        loop.epoch_seconds.append(time.perf_counter() - start - excluded)
         if not math.isfinite(train_loss):
             ctx.log_epoch(epoch, {"train_loss": train_loss})
             raise Diverged(f"train_loss = {train_loss} at epoch {epoch}")
@@ -171,30 +181,31 @@ def train(
         ctx.log_epoch(epoch, metrics)
         shown = progress_metric or "train_loss"
         ctx.progress(epoch, epochs, metrics.get(shown), name=shown)
-        final = dict(metrics)
+        loop.final = dict(metrics)
         if best is not None:
             value = metrics[best.metric]
-            best_value = min(best_value, value) if best.lower_is_better else max(best_value, value)
-            final[f"best_{best.metric}"] = best_value
-        logged.append((epoch, {k: float(v) for k, v in metrics.items()}))
+            loop.best_value = min(loop.best_value, value) if best.lower_is_better else max(loop.best_value, value)
+            loop.final[f"best_{best.metric}"] = loop.best_value
+        loop.logged.append((epoch, {k: float(v) for k, v in metrics.items()}))
+        loop.epoch = epoch
         if save is not None and time.monotonic() - last_save >= interval:
-            loop.update(epoch=epoch, index=index, memory=memory, best_value=best_value, final=final)
             if not save(_snapshot(loop, state)):
                 save = None  # the context keeps none after all
             last_save = time.monotonic()
     if measure_efficiency:
+        memory = loop.memory
         ctx.log_artifact(EFFICIENCY.name, {
-            "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
+            "seconds_per_epoch": sum(loop.epoch_seconds) / len(loop.epoch_seconds),
             "peak_memory_mb": memory[0] if memory else float("nan"),
             "memory_measure": memory[1] if memory else "not measured (fewer than 3 steps)",
             "device": str(device),
             "torch_threads": torch.get_num_threads(),
-            "epochs_timed": len(epoch_seconds),
+            "epochs_timed": len(loop.epoch_seconds),
         })
-    return final
+    return loop.final
 
 
-def _snapshot(loop: Mapping[str, Any], state: Mapping[str, Any]) -> bytes:
+def _snapshot(loop: _Loop, state: Mapping[str, Any]) -> bytes:
     objects = {}
     for name, obj in state.items():
         if isinstance(obj, torch.Generator):
@@ -207,7 +218,7 @@ def _snapshot(loop: Mapping[str, Any], state: Mapping[str, Any]) -> bytes:
             raise TypeError(f"Expected state[{name!r}] to be a torch.Generator, a dict or to have state_dict and "
                             f"load_state_dict, but got {type(obj).__name__}")
     buf = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "loop": dict(loop), "objects": objects}, buf)
+    torch.save({"format": CHECKPOINT_FORMAT, "loop": dataclasses.asdict(loop), "objects": objects}, buf)
     return buf.getvalue()
 
 
@@ -221,7 +232,7 @@ def _decode(data: bytes, state: Mapping[str, Any]) -> dict[str, Any] | None:
     return saved if ok else None
 
 
-def _restore(saved: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+def _restore(saved: Mapping[str, Any], state: Mapping[str, Any]) -> _Loop:
     for name, obj in state.items():
         value = saved["objects"][name]
         if isinstance(obj, torch.Generator):
@@ -231,7 +242,7 @@ def _restore(saved: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, An
             obj.update(value)
         else:
             obj.load_state_dict(value)
-    loop = dict(saved["loop"])
-    loop["logged"] = [(int(e), dict(m)) for e, m in loop["logged"]]
-    loop["memory"] = tuple(loop["memory"]) if loop["memory"] is not None else None
+    loop = _Loop(**saved["loop"])
+    loop.logged = [(int(e), dict(m)) for e, m in loop.logged]
+    loop.memory = tuple(loop.memory) if loop.memory is not None else None
     return loop
