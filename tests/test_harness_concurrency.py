@@ -101,3 +101,33 @@ def test_the_kill_test_script_in_small(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     text = (tmp_path / "record.md").read_text()
     assert "identical: yes" in text and len(re.findall(r"^\| kill \d+ \|", text, re.M)) == 3
+
+
+def test_dry_run_says_which_runs_another_sweep_holds(tmp_path):
+    """``--dry-run`` lists a run that a live claim of another sweep holds as ``running`` (not counted as to
+    run), and one whose claim is void (its process is gone) as ``to run``."""
+    import socket
+    import time
+
+    out = tmp_path / "sweep"
+    base = ["run", "toy", "--estimators", "stgs", "--set", "lr=1.0", "--out", str(out), "--quiet"]
+    assert cli(*base, "--seeds", "0").returncode == 0  # creates the store (with its claims table)
+    plan = cli(*base, "--seeds", "0-2", "--dry-run")
+    ids = {re.search(r" (seed=\d+)", line).group(1): line.split()[0] for line in plan.stdout.splitlines()[:-1]}
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    now = time.time()
+    con = sqlite3.connect(out / "store.sqlite")
+    try:
+        with con:
+            con.execute("INSERT INTO claims VALUES (?,?,?,?,?,?)",
+                        (ids["seed=1"], "other", os.getpid(), socket.gethostname(), now, now + 600))
+            con.execute("INSERT INTO claims VALUES (?,?,?,?,?,?)",
+                        (ids["seed=2"], "gone", dead.pid, socket.gethostname(), now, now + 600))
+    finally:
+        con.close()
+    plan = cli(*base, "--seeds", "0-2", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    status = {line.split()[0]: line.split()[1] for line in plan.stdout.splitlines()[:-1]}
+    assert status == {ids["seed=0"]: "finished", ids["seed=1"]: "running", ids["seed=2"]: "to"}  # "to run"
+    assert plan.stdout.splitlines()[-1] == f"3 runs, 1 to run, 1 running in another sweep, into {out}"

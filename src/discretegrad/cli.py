@@ -105,10 +105,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for c in plan.configs:
             point = " ".join(f"{k}={v}" for k, v in grid_point(plan.experiment, c.params).items())
             print(f"{c.run_id}  {stored.get(c.run_id, 'to run'):<8}  {c.estimator.label}  seed={c.seed}  {point}")
-        todo = sum(stored.get(c.run_id) not in ("finished", "diverged") for c in plan.configs)
+        todo = sum(stored.get(c.run_id) not in ("finished", "diverged", "running") for c in plan.configs)
         resumes = sum(stored.get(c.run_id) == "resumes" for c in plan.configs)
-        print(f"{len(plan.configs)} runs, {todo} to run{f' ({resumes} from a checkpoint)' if resumes else ''}, "
-              f"into {plan.out}")
+        running = sum(stored.get(c.run_id) == "running" for c in plan.configs)
+        print(f"{len(plan.configs)} runs, {todo} to run{f' ({resumes} from a checkpoint)' if resumes else ''}"
+              f"{f', {running} running in another sweep' if running else ''}, into {plan.out}")
         return 0
     summary = run_sweep(plan, workers=args.workers, backend=backend, progress=False if args.quiet else None,
                         command=shlex.join(["discretegrad", *args.argv]))

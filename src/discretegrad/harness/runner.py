@@ -189,13 +189,18 @@ def plan_sweep(
 
 
 def stored_statuses(plan: SweepPlan) -> dict[str, str]:
-    """``run_id -> status`` of the plan's runs already in the store (reads only; no store: ``{}``),
+    """``run_id -> status`` of the plan's runs already in the store (reads only; no store: ``{}``);
+    ``"running"`` for a run not stored that another sweep's live claim holds (:func:`lease.is_live`),
     and ``"resumes"`` for a run not stored whose earlier, killed attempt left a checkpoint."""
     stored: dict[str, str] = {}
+    running: dict[str, str] = {}
     if (plan.out / STORE_FILE).is_file():
         with Store(plan.out) as store:
             stored = store.statuses(c.run_id for c in plan.configs)
-    return {**{c.run_id: "resumes" for c in plan.configs if has_checkpoint(plan.out, c.run_id)}, **stored}
+            live = {row["run_id"] for row in lease.claims(store) if lease.is_live(row)}
+            running = {c.run_id: "running" for c in plan.configs if c.run_id in live}
+    resumes = {c.run_id: "resumes" for c in plan.configs if has_checkpoint(plan.out, c.run_id)}
+    return {**resumes, **running, **stored}
 
 
 def run_sweep(
