@@ -10,9 +10,9 @@ away) and parses it with the same loader. ``aspect`` picks the rating to predict
 
 Model (the L2X word-level design of Chen et al. 2018, smaller): selector = embedding → Conv1d
 (width 3) ReLU → concatenated with its global max-pool → a position-wise layer → one logit per
-word (padding gets -inf: a masked item, never selected); with ``corr_topk`` also one logit per pair of adjacent words, from
-the two words' features. Predictor = its own embedding, multiplied by the selection ``z``,
-summed over positions and divided by ``k``, → hidden ReLU → sigmoid rating. Loss: squared
+word (padding gets -inf: a masked item, never selected); with ``corr_topk`` also one logit per
+pair of adjacent words, from the two words' features. Predictor = its own embedding, multiplied
+by the selection ``z``, summed over positions and divided by ``k``, → hidden ReLU → sigmoid rating. Loss: squared
 error of the rating; Adam; the gradient through ``z`` is the relaxation's (:mod:`.common.selection`:
 ``l2x``, ``softsub``, ``entropy``, ``binary_entropy`` from the registry, ``corr_topk``).
 

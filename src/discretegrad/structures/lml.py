@@ -40,11 +40,11 @@ class _LML(torch.autograd.Function):
     """``y = σ(w + ν)`` with the scalar ``ν`` such that ``Σ y = k`` (per batch element).
 
     Forward: bisection on ``ν`` (the sum is increasing in ``ν``) for the centred ``w - c``, ``c`` the
-    k-th largest entry; ``-inf`` entries (masked) get ``y = 0``, and a row with only ``k`` finite entries
-    gets its ``ν → ∞`` limit, 1 on them (a constant: zero gradient) (``y`` does not depend on ``c``: ``ν`` absorbs it), so the entries that decide
-    the sum, those near the threshold, are exact differences however large ``w`` is. Backward
-    (implicit function theorem): with ``h = y(1-y)``, ``∂ν/∂w = -h/Σh`` and
-    ``grad_w = h ⊙ (g - <h, g>/Σh)``.
+    k-th largest entry (``y`` does not depend on ``c``: ``ν`` absorbs it), so the entries that decide
+    the sum, those near the threshold, are exact differences however large ``w`` is. ``-inf`` entries
+    (masked) get ``y = 0``; a row with only ``k`` finite entries gets its ``ν → ∞`` limit, 1 on them (a
+    constant: zero gradient). Backward (implicit function theorem): with ``h = y(1-y)``,
+    ``∂ν/∂w = -h/Σh`` and ``grad_w = h ⊙ (g - <h, g>/Σh)``.
     """
 
     generate_vmap_rule = True  # forward and backward are plain batched tensor code (a fixed-length bisection)
