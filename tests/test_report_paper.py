@@ -106,3 +106,54 @@ def test_paper_agreement_tool_pools_cells_across_stores(tmp_path, capsys):
     assert "8 cells: Σ z² =" in out
     with pytest.raises(SystemExit):
         paper_agreement.main(["--metric", "test_neg_elbo", "--paper-seeds", "10", str(tmp_path / "nowhere")])
+
+
+def test_selection_picks_the_best_candidate_and_reports_it(tmp_path):
+    """An experiment's ``selection`` (the paper's pick among its trials): per estimator the finished run
+    with the best metric over the ``over`` settings and the seeds, its reported metrics and the paper's."""
+    import toy_experiment  # noqa: F401  (registers "toy-pick": lr in {0.5, 1.0} is what it picks over)
+
+    from discretegrad.harness.report import load_groups
+    from discretegrad.harness.selection import selected
+
+    plan = plan_sweep("toy-pick", out=tmp_path, estimators=["stgs", "st"], seeds="0-2",
+                      overrides={"diverge_seed": 2})  # seed 2 diverges: never a candidate
+    run_sweep(plan, progress=False)
+    with Store(tmp_path) as store:
+        runs = store.runs()
+        groups, info = load_groups(store)
+        picked = selected(groups, info)
+        records = summarize(store)
+        info_without = {k: {kk: vv for kk, vv in v.items() if kk != "selection"} for k, v in info.items()}
+        assert selected(groups, info_without) == picked  # a store from before selections: the registered one
+    assert [r["estimator"] for r in picked] == ["stgs", "st"]
+    for rec in picked:
+        candidates = [r for r in runs if r["estimator"] == rec["estimator"] and r["status"] == "finished"]
+        assert len(candidates) == rec["candidates"] == 4  # 2 lr x seeds 0-1
+        best = min(candidates, key=lambda r: r["metrics"]["final_loss"])
+        assert rec["run_id"] == best["run_id"] and rec["value"] == best["metrics"]["final_loss"]
+        assert rec["chosen"] == {"lr": best["params"]["lr"], "seed": best["seed"]}
+        assert rec["report"] == {m: best["metrics"][m] for m in ("prob_target", "final_loss")}
+        on_paper = rec["estimator"] == "stgs" and best["params"]["lr"] == 1.0  # the paper entry: stgs at lr 1.0
+        assert rec["paper"]["final_loss"] == ([0.5, 0.1] if on_paper else [None, None])
+        assert rec["protocol_deviations"] == {"diverge_seed": [2, -1]}
+    md = to_markdown(records, info, selections=picked)
+    section = md.split("### Selected runs: the lowest `final_loss` over `lr` and the seeds")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| default setting |")]
+    assert [row.split(" | ")[1] for row in rows] == ["`stgs`", "`st`"]
+    assert all(row.endswith("| diverge_seed=2 vs -1 |") for row in rows)
+
+
+def test_selection_is_checked_when_registered():
+    import dataclasses
+
+    import toy_experiment
+
+    from discretegrad.harness.contract import Selection
+
+    for sel, match in [(Selection(("nope",), "final_loss", False, ()), "selection.over to name settings"),
+                       (Selection((), "final_loss", False, ()), "selection.over to name settings"),
+                       (Selection(("lr",), "test_loss", False, ()), "selection metrics"),
+                       (Selection(("lr",), "final_loss", False, ("nope",)), "selection metrics")]:
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(toy_experiment.TOY, name="toy-bad", selection=sel).validate()

@@ -20,8 +20,8 @@ import time
 import torch
 
 import discretegrad as dg
-from discretegrad.harness.contract import (EFFICIENCY, Diverged, EstimatorChoice, Experiment, register_experiment,
-                                           setting)
+from discretegrad.harness.contract import (EFFICIENCY, Diverged, EstimatorChoice, Experiment, Selection,
+                                           register_experiment, setting)
 
 V, K = 3, 4
 
@@ -146,3 +146,8 @@ def _run_loop(config, ctx):
 
 TOY_LOOP = register_experiment(dataclasses.replace(TOY, name="toy-loop", run=_run_loop,
                                                    description="toy through the generic training loop"))
+
+
+TOY_PICK = register_experiment(dataclasses.replace(
+    TOY, name="toy-pick", description="toy whose paper picks, per estimator, the lr and seed of the lowest final_loss",
+    selection=Selection(over=("lr",), metric="final_loss", higher_is_better=False, report=("prob_target", "final_loss"))))

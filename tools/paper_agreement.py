@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from discretegrad.harness.grid import setting_name
 from discretegrad.harness.paper import agreement_z, json_key, paper_number, protocol_of, table_agreement
-from discretegrad.harness.report import load_groups, setting_name
+from discretegrad.harness.report import load_groups
 from discretegrad.harness.store import Store
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "Artifact",
     "EFFICIENCY",
     "Experiment",
+    "Selection",
     "register_experiment",
     "get_experiment",
     "experiments",
@@ -165,6 +166,27 @@ An experiment declares ``artifacts=(EFFICIENCY.with_baseline("stgs"),)`` for rat
 
 
 @dataclasses.dataclass(frozen=True)
+class Selection:
+    """How the paper picks one run per table cell among several: the best of a random search.
+
+    Runs of one estimator whose settings differ only in the ``over`` keys (e.g. ``("trial",)``) and in
+    their seed are the candidates of one cell; the one with the best final ``metric`` (e.g.
+    ``best_valid_elbo``, higher is better) is the cell's run, and reports show its ``report`` metrics
+    (e.g. the test metrics) next to the paper's. With a single value of the ``over`` keys (a
+    protocol without the search) the candidates are the seeds.
+    """
+
+    over: tuple[str, ...]
+    metric: str
+    higher_is_better: bool
+    report: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"over": list(self.over), "metric": self.metric, "higher_is_better": self.higher_is_better,
+                "report": list(self.report)}
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     """A reproducible experiment.
 
@@ -195,6 +217,8 @@ class Experiment:
             ``topk``): ``{name: {hyperparameter: default}}``. ``--estimators`` accepts these names
             and their hyperparameter names; their defaults are part of the run id as the
             registry's are; their values are checked by the run (or ``check``), not by a probe call.
+        selection: how the paper picks one run per cell among several (:class:`Selection`: the best
+            trial of a random search); reports add a table of the picked runs. ``None``: no selection.
         family_options: options of the distribution's family that the run supplies itself from its
             settings (``("k",)`` for a k-subset experiment whose ``k`` is a setting): not required
             of, and refused in, ``--estimators`` hyperparameters. A run that samples other families
@@ -228,6 +252,7 @@ class Experiment:
     check: Callable[[RunConfig], None] | None = None
     local_estimators: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     family_options: tuple[str, ...] = ()
+    selection: Selection | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -248,6 +273,15 @@ class Experiment:
                 for value in values:
                     _settings.coerce(self.settings, key, value, what=f"{self.name} {name} {key}",
                                      experiment=self.name)
+        if self.selection is not None:
+            sel = self.selection
+            unknown = [k for k in sel.over if k not in _settings.defaults(self.settings)]
+            if not sel.over or unknown:
+                raise ValueError(f"Expected {self.name}'s selection.over to name settings, but got {list(sel.over)}")
+            missing = [m for m in (sel.metric, *sel.report) if m not in self.metrics]
+            if missing:
+                raise ValueError(f"Expected {self.name}'s selection metrics to be among its metrics "
+                                 f"{sorted(self.metrics)}, but got {missing}")
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}

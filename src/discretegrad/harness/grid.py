@@ -46,6 +46,7 @@ __all__ = [
     "parse_estimators",
     "grid_keys",
     "grid_point",
+    "setting_name",
     "check_overrides",
     "estimator_defaults",
     "make_config",
@@ -165,6 +166,11 @@ def grid_keys(experiment: Experiment) -> tuple[str, ...]:
 def grid_point(experiment: Experiment, params: Mapping[str, Any]) -> dict[str, Any]:
     """The grid keys' values in ``params`` (how tables and ``paper_results`` name a setting)."""
     return {k: params[k] for k in grid_keys(experiment) if k in params}
+
+
+def setting_name(point: Mapping[str, Any]) -> str:
+    """How reports name a setting: ``"k1=v1, k2=v2"`` in key order, ``"default setting"`` for none."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(point.items())) or "default setting"
 
 
 def check_overrides(experiment: Experiment, overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -142,6 +142,7 @@ def experiment_info(exp: Experiment) -> dict[str, Any]:
         "artifacts": [a.to_json() for a in exp.artifacts],
         "paper_results": [{"estimator": label, "grid": dict(point), "metrics": {m: list(v) for m, v in res.items()}}
                           for (label, point), res in exp.paper_results.items()],
+        "selection": exp.selection.to_json() if exp.selection is not None else None,
     }
 
 
