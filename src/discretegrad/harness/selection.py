@@ -10,6 +10,7 @@ protocol differs from the paper's. Diverged runs and runs without a finite metri
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,7 @@ def selected(groups: Sequence[Group], info: Mapping[str, Mapping[str, Any]]) -> 
             rest = {k: v for k, v in g.params.items() if k not in over}
             for r in g.finished:
                 value = r["metrics"].get(metric)
-                if isinstance(value, (int, float)) and value == value and abs(value) != float("inf"):
+                if isinstance(value, (int, float)) and math.isfinite(value):
                     cells.setdefault((g.estimator, _key(rest)), []).append((g, r))
         for (label, _), candidates in cells.items():
             g, r = (max if higher else min)(candidates, key=lambda c: c[1]["metrics"][metric])
