@@ -2,7 +2,8 @@
 # issue 11's next protocol: the quick data at the paper's hidden size 300, 20 epochs, tau 0.01, STGS and
 # GST-1.0 alternating seed by seed (Table 6's finding is that STGS collapses in some seeds). Every run
 # resumes from its store and a killed run from its last checkpoint (one per epoch, ~4 minutes apart).
-# About 80-90 CPU-minutes per run with subnormal floats flushed (results/listops/README.md, Speed and cost).
+# About 60 CPU-minutes per run on an idle core with subnormal floats flushed, 80-90 at load 3
+# (results/listops/README.md, Speed and cost).
 #   OMP_NUM_THREADS=1 bash tools/listops_sweeps.sh
 set -u
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
