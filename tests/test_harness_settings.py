@@ -162,7 +162,8 @@ def test_a_setting_added_with_in_id_at_default_false_keeps_stored_ids():
 
 
 # the stores that later sessions extend (resume into): re-planning every stored run must give its id
-_EXTENDED_STORES = ("categorical-vae-fig3", "categorical-vae-table2", "categorical-vae-table3", "listops",
+_EXTENDED_STORES = ("categorical-vae-fig3", "categorical-vae-table2", "categorical-vae-table3", "categorical-vae-table7",
+                    "listops",
                     "nri-graph-layout", "nri-graph-layout-20k", "nri-graph-layout-50k", "nri-graph-layout-tied",
                     "poisson-gan-fidelity",
                     "poisson-gan-full")
