@@ -165,7 +165,7 @@ def test_a_setting_added_with_in_id_at_default_false_keeps_stored_ids():
 _EXTENDED_STORES = ("categorical-vae-fig3", "categorical-vae-table2", "categorical-vae-table3", "categorical-vae-table7",
                     "listops",
                     "nri-graph-layout", "nri-graph-layout-20k", "nri-graph-layout-50k", "nri-graph-layout-tied",
-                    "poisson-gan-fidelity",
+                    "poisson-gan-fidelity", "bernoulli-vae-arm/linear-50",
                     "poisson-gan-full")
 
 
