@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from discretegrad._format import format_mean_std, markdown_table
 from discretegrad.harness.contract import get_experiment
 from discretegrad.harness.grid import setting_name
 from discretegrad.harness.paper import deviations, paper_number, protocol_of
 from discretegrad.harness.paper import json_key as _key
-
-if TYPE_CHECKING:  # the report imports this module, not the other way round
-    from discretegrad.harness.report import Group
 
 __all__ = ["selection_of", "selected", "selection_table"]
 
@@ -38,12 +35,13 @@ def selection_of(exp: str, info: Mapping[str, Any]) -> dict[str, Any] | None:
     return sel.to_json() if sel is not None else None
 
 
-def selected(groups: Sequence[Group], info: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+def selected(groups: Sequence[Any], info: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One record per cell of an experiment that declares a selection (the paper's pick of one run
     among its trials): the finished run with the best final ``selection.metric`` among the runs of
     one estimator whose settings differ only in the ``selection.over`` keys and the seed, with its
     ``selection.report`` metrics and the paper's numbers for them. ``groups, info``:
-    :func:`discretegrad.harness.report.load_groups` of the store."""
+    :func:`discretegrad.harness.report.load_groups` of the store (its ``Group`` objects; not imported
+    here: the report imports this module)."""
     out = []
     for exp in dict.fromkeys(g.experiment for g in groups):
         exp_info = info.get(exp, {})
@@ -51,7 +49,7 @@ def selected(groups: Sequence[Group], info: Mapping[str, Mapping[str, Any]]) -> 
         if sel is None:
             continue
         over, metric, higher = set(sel["over"]), sel["metric"], sel["higher_is_better"]
-        cells: dict[tuple[str, str], list[tuple[Group, dict[str, Any]]]] = {}
+        cells: dict[tuple[str, str], list[tuple[Any, dict[str, Any]]]] = {}
         for g in (g for g in groups if g.experiment == exp):
             rest = {k: v for k, v in g.params.items() if k not in over}
             for r in g.finished:
