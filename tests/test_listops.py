@@ -170,7 +170,8 @@ def test_gold_selection_reproduces_the_gold_bracketing():
     batch = D.collate(examples)
     gold = [G.merges_for_spans(len(e.ids), e.spans) for e in examples]
 
-    def select(scores, level):
+    def select(scores, level, raw):
+        assert torch.equal(torch.isfinite(scores), torch.isfinite(scores - raw))  # raw: the same, unmasked
         idx = torch.tensor([g[level] if level < len(g) else 0 for g in gold])
         assert bool(torch.isfinite(scores.gather(1, idx[:, None])).all())  # the gold choice is never masked
         return F.one_hot(idx, scores.shape[-1]).to(scores.dtype)
@@ -240,6 +241,57 @@ def test_training_step_with_masked_logits_is_finite(name, hparams, gen):
     F.cross_entropy(logits, D.collate(examples).labels).backward()
     grads = [t.grad for t in model.parameters() if t.grad is not None]
     assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+
+
+def test_post_softmax_masked_stgs_is_the_valid_gumbel_max_unless_a_padded_winner_leaves_nothing():
+    """GST's STGS masks after its tempered softmax: where no padded candidate wins by the
+    resolution margin, its choice is the Gumbel-max over the valid candidates (the same noise);
+    where one does, the choice falls to column 0 with zero gradient."""
+    g0 = torch.Generator().manual_seed(0)
+    raw = torch.randn(4000, 6, generator=g0)
+    valid = torch.arange(6).expand(4000, 6) < torch.randint(2, 7, (4000, 1), generator=g0)
+    for tau in (1.0, 0.01):
+        sel, fell = X.post_softmax_masked_stgs(raw, valid, tau, torch.Generator().manual_seed(1))
+        g = dg.noise.gumbel_like(raw, generator=torch.Generator().manual_seed(1))
+        exact = (raw + g).masked_fill(~valid, -torch.inf).argmax(-1)
+        assert torch.equal(sel.sum(-1), torch.ones(4000)) and torch.equal(sel.argmax(-1)[~fell], exact[~fell])
+        assert bool((sel.argmax(-1)[fell] == 0).all())
+        if tau == 1.0:
+            assert not fell.any()  # a margin of 63 tau is not reached by these scores
+        else:  # a padded winner by more than about 0.63: the rows that fell are exactly those
+            top_pad = (raw + g).masked_fill(valid, -torch.inf).amax(-1)
+            margin = top_pad - (raw + g).masked_fill(~valid, -torch.inf).amax(-1)
+            assert bool((margin[fell] > 0.6).all()) and bool((margin[~fell] < 0.65).all()) and 0 < fell.sum() < 4000
+    raw = torch.tensor([[0.0, 0.5, 10.0]], requires_grad=True)  # the padded candidate 2 wins by 9.5
+    sel, fell = X.post_softmax_masked_stgs(raw, torch.tensor([[True, True, False]]), 0.01, torch.Generator())
+    (sel * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert fell.tolist() == [True] and sel.detach().tolist() == [[1.0, 0.0, 0.0]] and raw.grad.abs().max() < 1e-30
+
+
+def test_authors_masking_counts_fallbacks_and_trains(gen):
+    examples = _examples(16, 6)
+    batch = D.collate(examples)
+    assert len(set(batch.lengths.tolist())) > 1  # padding, so there are padded candidates
+    model = _model()
+    model.train()
+    cfg = make_config(get_experiment("listops"), EstimatorChoice("stgs"), 0, {"tau": 0.01, "masking": "authors"})
+    select = X.sampler(cfg, gen)
+    logits, merges = model(batch, select, gen)
+    F.cross_entropy(logits, batch.labels).backward()
+    assert all(bool(torch.isfinite(t.grad).all()) for t in model.parameters() if t.grad is not None)
+    rate = select.rate()["train_fallback_rate"]  # lengths 1 to 29 in one batch: many padded winners (0.37 here)
+    assert 0.1 < rate <= 1 and select.rate() == {"train_fallback_rate": 0.0}  # reset after each reading
+    for i, n in enumerate(batch.lengths.tolist()):  # a valid binary tree however the choices fell
+        row = merges[i, : n - 1].tolist()
+        assert all(0 <= k < n - 1 - level for level, k in enumerate(row))
+
+
+def test_check_refuses_authors_masking_outside_stgs_on_the_parent_choice():
+    exp = get_experiment("listops")
+    X.check(make_config(exp, EstimatorChoice("stgs"), 0, {"masking": "authors"}))
+    for name, settings in (("gst", {"masking": "authors"}), ("stgs", {"masking": "authors", "latent": "arborescence"})):
+        with pytest.raises(ValueError, match="masking=authors"):
+            X.check(make_config(exp, EstimatorChoice(name), 0, settings))
 
 
 def test_constituents_of_a_dependency_tree():

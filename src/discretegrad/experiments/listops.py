@@ -26,6 +26,14 @@ Protocol (the paper's released code, ``FACTS.md`` §1.3):
   next -- so the estimators that need the cost ``f`` (score-function family, through
   :func:`discretegrad.surrogate`) and the relaxed ``gumbel_softmax`` (the paper forbids soft
   samples here) are refused by :func:`check`.
+* masks: padded candidates get ``-inf`` scores before any estimator sees them (``masking=exact``).
+  ``masking=authors`` (stgs only) is STGS in the order of operations of the authors' code
+  (:func:`post_softmax_masked_stgs`): noise and tempered softmax over every candidate, padded ones
+  included, then masked and renormalised with ``1e-20``. At low temperature a padded winner can
+  leave every valid candidate below that resolution, and the choice then falls to the first
+  candidate with no gradient; the epoch metric ``train_fallback_rate`` counts how often (among
+  choices with at least two valid candidates). The authors' GST and GR-MCK sample from the masked
+  distribution, so they have nothing to emulate.
 
 ``latent=arborescence`` (beyond the paper; SST's ListOps framing): the parent choice is replaced
 by a non-projective dependency tree rooted at the first token, sampled with
@@ -99,6 +107,10 @@ class Settings:
     data_root: str | None = setting(None, "directory holding test_d20s.tsv (none: the cache)", protocol=False)
     eval_batch: int = setting(128, "evaluation batch size", ge=1, protocol=False)
     efficiency: bool = setting(True, "log seconds per epoch and peak step memory", protocol=False)
+    masking: str = setting("exact", "padded candidates in training (stgs only): exact (-inf scores, never chosen) "
+                           "or authors (GST's code: mask after the tempered softmax, renormalise with 1e-20; a padded "
+                           "winner can leave every valid candidate at 0, and the choice falls to the first)",
+                           choices=("exact", "authors"), in_id_at_default=False)
 
 
 class ListOpsModel(nn.Module):
@@ -131,18 +143,68 @@ def build_model(p: Settings, seed: int) -> ListOpsModel:
 def greedy(latent: str):
     """Evaluation's choice: the argmax candidate, or the maximum arborescence of the scores."""
     if latent == "parent":
-        return lambda scores, level: F.one_hot(scores.argmax(-1), scores.shape[-1]).to(scores.dtype)
+        return lambda scores, level, raw=None: F.one_hot(scores.argmax(-1), scores.shape[-1]).to(scores.dtype)
     return lambda scores: S.edmonds(scores.detach(), 0).to(scores.dtype)
 
 
+_EPS = 1e-20  # GST's masked_softmax
+
+
+def post_softmax_masked_stgs(raw: torch.Tensor, valid: torch.Tensor, tau: float,
+                             generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """STGS in the order of operations of GST's ListOps code (``model/basic.py``,
+    ``st_gumbel_softmax`` and ``masked_softmax``): Gumbel noise on the *unmasked* scores
+    ``raw [B, m]``, the softmax at temperature ``tau`` over every candidate, padded ones included,
+    then ``p * valid + 1e-20`` renormalised; the hard choice is its argmax, the gradient that of
+    the renormalised vector.
+
+    Where a padded candidate's perturbed score beats every valid one by more than about
+    ``63 tau`` (``exp(-63) < 1e-27``, below the resolution of ``1e-20`` in float32), every entry
+    becomes ``1e-20``: the choice falls to column 0 with zero gradient. Returns the
+    straight-through one-hot ``[B, m]`` and ``fell [B]``, which rows that happened to.
+    Elsewhere the choice is the Gumbel-max of the valid candidates, as with ``-inf`` masks."""
+    z = (raw + dg.noise.gumbel_like(raw, generator=generator)) / tau
+    kept = torch.softmax(z, -1) * valid.to(raw.dtype) + _EPS
+    soft = kept / kept.sum(-1, keepdim=True)
+    hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+    fell = (kept.detach() == kept.new_tensor(_EPS)).all(-1)
+    return hard + (soft - soft.detach()), fell
+
+
+class _AuthorsSTGS:
+    """``select`` for ``masking=authors``: :func:`post_softmax_masked_stgs`, counting the
+    choices among at least two valid candidates and how many of them fell to column 0."""
+
+    def __init__(self, tau: float, generator: torch.Generator):
+        self.tau, self.generator = tau, generator
+        self.choices = self.fell = 0
+
+    def __call__(self, scores: torch.Tensor, level: int, raw: torch.Tensor) -> torch.Tensor:
+        valid = torch.isfinite(scores)
+        sel, fell = post_softmax_masked_stgs(raw, valid, self.tau, self.generator)
+        counted = valid.sum(-1) >= 2
+        self.choices += int(counted.sum())
+        self.fell += int((fell & counted).sum())
+        return sel
+
+    def rate(self) -> dict[str, float]:
+        """``{"train_fallback_rate": fell / choices}`` since the last call, then reset."""
+        out = {"train_fallback_rate": self.fell / max(self.choices, 1)}
+        self.choices = self.fell = 0
+        return out
+
+
 def sampler(config: RunConfig, generator: torch.Generator):
-    """Training's choice: the run's estimator (a categorical op), or the arborescence SST."""
+    """Training's choice: the run's estimator (a categorical op), the authors' STGS
+    (``masking=authors``), or the arborescence SST."""
     p = config.settings
     kwargs = estimator_kwargs(config, DISTRIBUTION, p.tau)
     if p.latent == "arborescence":
         return lambda scores: dg.trees.arborescence(scores, root=0, tau=kwargs["tau"], hard=True, generator=generator)
+    if p.masking == "authors":
+        return _AuthorsSTGS(kwargs["tau"], generator)
     op = dg.get_estimator(config.estimator.name, distribution=DISTRIBUTION).fn
-    return lambda scores, level: op(scores, generator=generator, **kwargs)
+    return lambda scores, level, raw=None: op(scores, generator=generator, **kwargs)
 
 
 def check(config: RunConfig) -> None:
@@ -155,6 +217,10 @@ def check(config: RunConfig) -> None:
     if config.settings.latent == "arborescence" and config.estimator.name != "stgs":
         raise ValueError(f"Expected estimator 'stgs' with latent=arborescence (its structured counterpart, the SST "
                          f"straight-through arborescence), but got {config.estimator.name!r}")
+    if config.settings.masking == "authors" and (config.estimator.name != "stgs" or config.settings.latent != "parent"):
+        raise ValueError(f"Expected estimator 'stgs' and latent=parent with masking=authors (the quirk of GST's STGS; "
+                         f"its GST and GR-MCK sample from the masked distribution), but got "
+                         f"{config.estimator.name!r} with latent={config.settings.latent!r}")
     D.read_test_lines(config.settings.data_root)
 
 
@@ -231,7 +297,8 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
         return loss
 
     def end_of_epoch(epoch: int) -> dict[str, float]:
-        return {**validate(), "lr": opt.param_groups[0]["lr"], "best_valid_acc": state["best"]}
+        fallback = select.rate() if isinstance(select, _AuthorsSTGS) else {}
+        return {**validate(), "lr": opt.param_groups[0]["lr"], "best_valid_acc": state["best"], **fallback}
 
     final = train(ctx=ctx, epochs=p.epochs, batches=batches, step=step, module=model,
                   weight=lambda item: item[1].labels.shape[0], evaluate=end_of_epoch, progress_metric="valid_acc",
@@ -251,7 +318,8 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, float]:
     return {"test_acc": test["acc"], "test_f1": test["f1"], "test_short_acc": test_s["acc"],
             "test_short_size": float(len(test_short)), "best_valid_acc": state["best"],
             "valid_f1": best_valid["f1"], "valid_acc": final["valid_acc"], "train_loss": final["train_loss"],
-            "test_size": float(len(test_ex))}
+            "test_size": float(len(test_ex)),
+            **({"train_fallback_rate": final["train_fallback_rate"]} if "train_fallback_rate" in final else {})}
 
 
 def _choices() -> tuple[EstimatorChoice, ...]:

@@ -8,7 +8,7 @@ composition ``[i, f_l, f_r, u, o] = W [h_l; h_r] + b``,
 ``c = c_l σ(f_l + 1) + c_r σ(f_r + 1) + tanh(u) σ(i)``, ``h = σ(o) tanh(c)``, scores each by
 ``q·h / √H`` with a learned query ``q``, and a ``select(scores, level)`` callback returns a one-hot
 choice ``[B, m - 1]`` (an estimator's straight-through sample in training, the argmax in
-evaluation, a given parse in tests). The new level keeps the nodes left of the choice, puts the
+evaluation, a given parse in tests; it also gets the unmasked scores, ``raw``). The new level keeps the nodes left of the choice, puts the
 parent at it and shifts the rest left (cumulative-sum masks, so the choice's gradient reaches
 all three terms). Padded candidates are masked with ``-inf`` scores; a sequence that is already
 one node keeps its state (its row gets one finite dummy score, and the choice is discarded).
@@ -108,8 +108,10 @@ def masked_scores(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
                        torch.full_like(scores, -math.inf))
 
 
-Select = Callable[[torch.Tensor, int], torch.Tensor]
-"""``select(masked scores [B, m - 1], level) -> one-hot [B, m - 1]`` (possibly with a gradient)."""
+Select = Callable[..., torch.Tensor]
+"""``select(masked scores [B, m - 1], level, raw=scores) -> one-hot [B, m - 1]`` (possibly with a
+gradient); ``raw`` holds the same scores before masking (padded candidates keep their computed
+scores), for a selection that masks after its softmax as GST's STGS does."""
 
 
 class TreeLSTMEncoder(nn.Module):
@@ -146,7 +148,7 @@ class TreeLSTMEncoder(nn.Module):
                 sel = torch.ones(B, 1, dtype=h.dtype, device=h.device)
             else:
                 scores = (cand_h @ self.query) / math.sqrt(self.hidden)
-                sel = select(scores + masks[level, :, : m - 1], level)
+                sel = select(scores + masks[level, :, : m - 1], level, raw=scores)
             merges[:, level] = torch.where(active, sel.detach().argmax(-1), torch.full_like(lengths, -1))
             cum = sel.cumsum(-1)
             left, right = (1 - cum).unsqueeze(-1), (cum - sel).unsqueeze(-1)
