@@ -58,7 +58,7 @@ def fallback_rate(data: list[D.Batch], hidden: int, tau: float, seeds: int) -> f
         with torch.no_grad():
             for b in data:
                 model(b, select, g_drop)
-        fell, choices = fell + select.fell, choices + select.choices
+        fell, choices = fell + int(select.fell), choices + int(select.choices)
         select.rate()
     return fell / max(choices, 1)
 

@@ -177,19 +177,20 @@ class _AuthorsSTGS:
 
     def __init__(self, tau: float, generator: torch.Generator):
         self.tau, self.generator = tau, generator
-        self.choices = self.fell = 0
+        self.choices: torch.Tensor | int = 0  # tensors on the scores' device: no host sync per level
+        self.fell: torch.Tensor | int = 0
 
     def __call__(self, scores: torch.Tensor, level: int, raw: torch.Tensor) -> torch.Tensor:
         valid = torch.isfinite(scores)
         sel, fell = post_softmax_masked_stgs(raw, valid, self.tau, self.generator)
         counted = valid.sum(-1) >= 2
-        self.choices += int(counted.sum())
-        self.fell += int((fell & counted).sum())
+        self.choices = self.choices + counted.sum()
+        self.fell = self.fell + (fell & counted).sum()
         return sel
 
     def rate(self) -> dict[str, float]:
         """``{"train_fallback_rate": fell / choices}`` since the last call, then reset."""
-        out = {"train_fallback_rate": self.fell / max(self.choices, 1)}
+        out = {"train_fallback_rate": int(self.fell) / max(int(self.choices), 1)}
         self.choices = self.fell = 0
         return out
 

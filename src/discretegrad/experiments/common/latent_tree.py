@@ -8,9 +8,9 @@ composition ``[i, f_l, f_r, u, o] = W [h_l; h_r] + b``,
 ``c = c_l σ(f_l + 1) + c_r σ(f_r + 1) + tanh(u) σ(i)``, ``h = σ(o) tanh(c)``, scores each by
 ``q·h / √H`` with a learned query ``q``, and a ``select(scores, level)`` callback returns a one-hot
 choice ``[B, m - 1]`` (an estimator's straight-through sample in training, the argmax in
-evaluation, a given parse in tests; it also gets the unmasked scores, ``raw``). The new level keeps the nodes left of the choice, puts the
-parent at it and shifts the rest left (cumulative-sum masks, so the choice's gradient reaches
-all three terms). Padded candidates are masked with ``-inf`` scores; a sequence that is already
+evaluation, a given parse in tests; it also gets the unmasked scores, ``raw``). The new level
+keeps the nodes left of the choice, puts the parent at it and shifts the rest left
+(cumulative-sum masks, so the choice's gradient reaches all three terms). Padded candidates are masked with ``-inf`` scores; a sequence that is already
 one node keeps its state (its row gets one finite dummy score, and the choice is discarded).
 The last level has one candidate and needs no choice. Everything is vectorised over the batch
 and over candidate pairs; the only Python loop is over the ``L - 1`` levels.
