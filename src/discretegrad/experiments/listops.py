@@ -82,7 +82,8 @@ SPEED = Artifact("speed", (("steps_per_second", "steps / s"), ("examples_per_sec
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The ``listops`` protocol (``--set key=value``); defaults: the GST paper's code."""
+    """The ``listops`` protocol (``--set key=value``); defaults: the GST paper's code, except ``masking`` (exact
+    masks by default; the authors' order of operations for STGS is ``masking=authors``)."""
 
     hidden: int = setting(300, "hidden size of every LSTM / Tree-LSTM state (= word size)", ge=1)
     dropout: float = setting(0.5, "dropout on the embeddings and in the classifier", ge=0)
